@@ -1,7 +1,21 @@
-"""The ingestion pipeline (placeholder until its issue lands)."""
+"""The ingestion pipeline: crawl the docs site, clean the pages, chunk them for synthesis."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import chunk_pages, clean_pages, crawl_docs
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    """crawl_docs → clean_pages → chunk_pages."""
+    return Pipeline(
+        [
+            Node(
+                crawl_docs,
+                inputs=["raw_pages_previous", "params:ingestion"],
+                outputs=["raw_pages", "crawl_report"],
+                name="crawl_docs",
+            ),
+            Node(clean_pages, inputs=["raw_pages", "params:ingestion"], outputs="clean_pages", name="clean_pages"),
+            Node(chunk_pages, inputs=["clean_pages", "params:ingestion"], outputs="doc_chunks", name="chunk_pages"),
+        ]
+    )

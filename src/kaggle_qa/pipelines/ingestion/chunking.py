@@ -1,0 +1,139 @@
+"""Heading-aware chunking of clean page text into context-sized pieces, never mid-sentence.
+
+A page's clean text (see :mod:`.cleaning`) is split into sections at its ``#`` headings;
+each section's blocks (paragraphs, list items, code) are split into sentences, and whole
+sentences are packed greedily into chunks of about ``target_words`` words, never more than
+``max_words`` unless one sentence alone is longer (it is never cut). A section's short tail
+(under ``min_words``) joins the chunk before it when that stays within ``max_words``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+HEADING = re.compile(r"^(#{1,6}) (.+)$")
+# A sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by space and
+# an upper-case letter, digit, quote or bracket; common abbreviations are not sentence ends.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]?\s+(?=[A-Z0-9\"'“‘(\[`])")
+ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Mr.", "Ms.", "Dr.", "No.", "Fig.", "U.S.")
+
+
+@dataclass
+class Section:
+    """The blocks under one heading path."""
+
+    heading_path: list[str]
+    blocks: list[str]
+
+
+def sections(text: str) -> list[Section]:
+    """Split clean text into sections at headings; code fences are never parsed as headings."""
+    result: list[Section] = []
+    path: list[tuple[int, str]] = []
+    blocks: list[str] = []
+    for block in split_blocks(text):
+        heading = HEADING.match(block)
+        if heading and "\n" not in block:
+            if blocks:
+                result.append(Section([title for _, title in path], blocks))
+                blocks = []
+            level = len(heading.group(1))
+            path = [(lvl, title) for lvl, title in path if lvl < level] + [(level, heading.group(2).strip())]
+        else:
+            blocks.append(block)
+    if blocks:
+        result.append(Section([title for _, title in path], blocks))
+    return result
+
+
+def split_blocks(text: str) -> list[str]:
+    """Blank-line separated blocks, keeping a fenced code block whole even if it holds blank lines."""
+    blocks, current, in_fence = [], [], False
+    for line in text.split("\n"):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if not line.strip() and not in_fence:
+            if current:
+                blocks.append("\n".join(current))
+                current = []
+        else:
+            current.append(line)
+    if current:
+        blocks.append("\n".join(current))
+    return blocks
+
+
+def split_sentences(block: str) -> list[str]:
+    """Sentences of one block; a code block or a list item stays whole."""
+    if block.startswith("```"):
+        return [block]
+    flat = " ".join(block.split())
+    pieces, start = [], 0
+    for match in SENTENCE_END.finditer(flat):
+        before = flat[: match.start()]
+        if before.endswith(ABBREVIATIONS) or re.search(r"\b[A-Z]\.$", before):
+            continue  # "e.g. Foo", "J. Smith": not a sentence end
+        if flat[start : match.start()].strip():
+            pieces.append(flat[start : match.end()].rstrip())
+        start = match.end()
+    if flat[start:].strip():
+        pieces.append(flat[start:].strip())
+    return pieces
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def pack_sentences(sentences: list[list[str]], target_words: int, max_words: int, min_words: int) -> list[str]:
+    """Pack whole sentences (grouped by block) into chunks of about ``target_words`` words."""
+    chunks: list[list[list[str]]] = []  # chunk -> blocks -> sentences
+    current: list[list[str]] = []
+    size = 0
+    for block in sentences:
+        current.append([])
+        for sentence in block:
+            words = word_count(sentence)
+            if size and (size >= target_words or size + words > max_words):
+                chunks.append([b for b in current if b])
+                current, size = [[]], 0
+            current[-1].append(sentence)
+            size += words
+    if any(current):
+        chunks.append([b for b in current if b])
+    if len(chunks) > 1:
+        tail, previous = chunks[-1], chunks[-2]
+        if _words(tail) < min_words and _words(previous) + _words(tail) <= max_words:
+            chunks[-2:] = [previous + tail]
+    return ["\n".join(" ".join(block) for block in chunk) for chunk in chunks]
+
+
+def _words(chunk: list[list[str]]) -> int:
+    return sum(word_count(sentence) for block in chunk for sentence in block)
+
+
+def chunk_id(url: str, heading_path: list[str], text: str) -> str:
+    """Stable id: the same url, heading path and text always give the same id."""
+    key = "\n".join([url, " > ".join(heading_path), text])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def chunk_page(url: str, title: str, text: str, target_words: int, max_words: int, min_words: int) -> list[dict]:
+    """All chunks of one clean page, in reading order."""
+    chunks = []
+    for section in sections(text):
+        sentences = [split_sentences(block) for block in section.blocks]
+        for piece in pack_sentences(sentences, target_words, max_words, min_words):
+            chunks.append(
+                {
+                    "chunk_id": chunk_id(url, section.heading_path, piece),
+                    "url": url,
+                    "title": title,
+                    "heading_path": section.heading_path,
+                    "text": piece,
+                    "n_words": word_count(piece),
+                }
+            )
+    return chunks

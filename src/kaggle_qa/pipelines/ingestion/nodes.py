@@ -1,0 +1,162 @@
+"""Ingestion nodes: crawl the docs → raw pages + crawl report → clean pages → doc chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
+
+from .chunking import chunk_page, word_count
+from .cleaning import html_to_text, page_title
+from .server import serve_site
+from .spider import SKIP_REASONS, CrawlError, CrawlResult, crawl_site
+
+logger = logging.getLogger(__name__)
+
+
+def origin_of(url: str) -> str:
+    """'https://www.kaggle.com/docs' -> 'https://www.kaggle.com'."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def rebase(url: str, served_origin: str, canonical_origin: str) -> str:
+    """Rewrite a URL on the local snapshot server to the site it mirrors (stable across runs)."""
+    return canonical_origin + url[len(served_origin) :] if url.startswith(served_origin) else url
+
+
+def rebase_result(result: CrawlResult, served_origin: str, canonical_origin: str) -> CrawlResult:
+    """Every URL of a crawl of the local snapshot, rewritten to the live site's origin."""
+    def fix(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        return record | {k: rebase(record[k], served_origin, canonical_origin) for k in keys if record.get(k)}
+
+    return CrawlResult(
+        pages=[fix(p, ("url", "final_url")) for p in result.pages],
+        skipped=[fix(s, ("url", "referer")) for s in result.skipped],
+        errors=[fix(e, ("url", "referer")) for e in result.errors],
+        stats=result.stats,
+    )
+
+
+def unique_pages(pages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per final URL (two links that redirect to the same page keep the first)."""
+    seen, kept = set(), []
+    for page in pages:
+        if page["final_url"] not in seen:
+            seen.add(page["final_url"])
+            kept.append(page)
+    return sorted(kept, key=lambda page: page["url"])
+
+
+def compare_versions(previous: list[dict[str, Any]], current: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """new / changed / unchanged / removed page URLs, comparing content sha256 by URL."""
+    before = {page["url"]: page["sha256"] for page in previous}
+    after = {page["url"]: page["sha256"] for page in current}
+    return {
+        "new": sorted(url for url in after if url not in before),
+        "changed": sorted(url for url in after if url in before and before[url] != after[url]),
+        "unchanged": sorted(url for url in after if url in before and before[url] == after[url]),
+        "removed": sorted(url for url in before if url not in after),
+    }
+
+
+def check_start_page(result: CrawlResult, start_url: str, shown_as: str) -> None:
+    """Fail, naming the start URL, when it was not fetched as an HTML page."""
+    if any(page["url"] == start_url for page in result.pages):
+        return
+    problems = [f"{s['reason']} {s['detail']}".strip() for s in result.skipped if s["url"] == start_url]
+    problems += [e["error"] for e in result.errors if e["url"] == start_url]
+    reason = "; ".join(problems) or "no response"
+    raise CrawlError(f"start URL {shown_as} could not be crawled: {reason}")
+
+
+def crawl_docs(previous_raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> tuple[list[dict], dict]:
+    """Crawl the docs (bundled snapshot served on 127.0.0.1, or a live site) into raw pages and a report."""
+    crawl = params["crawl"]
+    start_url = params["start_url"]
+    started = datetime.now(timezone.utc)
+    if params["target"] == "snapshot":
+        snapshot = params["snapshot"]
+        server = serve_site(snapshot["path"], snapshot["host"], snapshot["port"])
+    elif params["target"] == "live":
+        server = nullcontext(origin_of(start_url))
+    else:
+        raise ValueError(f"params:ingestion.target must be 'snapshot' or 'live', got {params['target']!r}")
+    with server as served_origin:
+        crawl_url = served_origin + start_url[len(origin_of(start_url)) :]
+        logger.info("Crawling %s (as %s), max %d pages, depth %d", crawl_url, start_url,
+                    crawl["max_pages"], crawl["max_depth"])
+        result = rebase_result(crawl_site(crawl_url, crawl), served_origin, origin_of(start_url))
+    check_start_page(result, start_url, start_url if crawl_url == start_url else f"{start_url} (served at {crawl_url})")
+
+    pages = unique_pages(result.pages)
+    for page in pages:
+        page.pop("depth", None)
+    changes = compare_versions(previous_raw_pages or [], pages)
+    reasons = Counter(skip["reason"] for skip in result.skipped)
+    report = {
+        "target": params["target"],
+        "start_url": start_url,
+        "served_from": served_origin,
+        "render_js": crawl["render_js"],
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "pages_fetched": len(pages),
+        "skipped_count": len(result.skipped),
+        "skipped_by_reason": {reason: reasons.get(reason, 0) for reason in SKIP_REASONS},
+        "error_count": len(result.errors),
+        "changes_count": {kind: len(urls) for kind, urls in changes.items()},
+        "changes": changes,
+        "skipped": sorted(result.skipped, key=lambda s: (s["reason"], s["url"])),
+        "errors": result.errors,
+        "scrapy_stats": {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str))},
+    }
+    logger.info(
+        "Crawl: %d pages, %d skipped %s, %d errors; vs previous version: %s",
+        len(pages), len(result.skipped), dict(reasons), len(result.errors), report["changes_count"],
+    )
+    return pages, report
+
+
+def clean_pages(raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Raw HTML pages → clean text with headings, lists, code and link targets (chrome dropped)."""
+    cleaning = params["cleaning"]
+    cleaned, empty = [], []
+    for page in tqdm(raw_pages, desc="clean pages", unit="page"):
+        text = html_to_text(page["html"], page["final_url"], cleaning["drop_tags"], cleaning["content_selectors"])
+        if not text.strip():
+            empty.append(page["url"])
+            continue
+        title = page_title(page["html"]) or page["title"]
+        cleaned.append({"url": page["url"], "title": title, "text": text, "n_words": word_count(text),
+                        "sha256": page["sha256"]})
+    if empty:
+        logger.warning("No text left after cleaning, dropped %d page(s): %s", len(empty), ", ".join(empty))
+    logger.info("Cleaned %d pages, %d words", len(cleaned), sum(p["n_words"] for p in cleaned))
+    return cleaned
+
+
+def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Clean pages → heading-aware chunks with stable ids; identical chunk texts kept once."""
+    sizes = params["chunking"]
+    chunks, seen_texts, duplicates = [], set(), []
+    for page in tqdm(clean_pages, desc="chunk pages", unit="page"):
+        for chunk in chunk_page(page["url"], page["title"], page["text"],
+                                sizes["target_words"], sizes["max_words"], sizes["min_words"]):
+            key = " ".join(chunk["text"].split()).lower()
+            if key in seen_texts:
+                duplicates.append(f"{chunk['url']} {' > '.join(chunk['heading_path'])}")
+                continue
+            seen_texts.add(key)
+            chunks.append(chunk)
+    if duplicates:
+        logger.info("Dropped %d duplicate chunk(s): %s", len(duplicates), "; ".join(duplicates))
+    words = [chunk["n_words"] for chunk in chunks]
+    logger.info("%d chunks from %d pages, %.1f words on average (min %d, max %d)", len(chunks),
+                len(clean_pages), sum(words) / max(len(words), 1), min(words, default=0), max(words, default=0))
+    return chunks

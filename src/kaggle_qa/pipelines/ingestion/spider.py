@@ -1,0 +1,279 @@
+"""The docs spider and a crawl runner that can run any number of times in one Python process.
+
+Each crawl runs in a fresh child process started with the ``spawn`` context (a Twisted
+reactor cannot be restarted in-process, and ``fork`` would inherit signal handlers); the
+child writes every record to a JSON-lines feed and its stats to a JSON file, which the
+parent reads back. Records are of three kinds:
+
+- ``page``: a fetched HTML page (url, final_url, status, title, fetched_at, sha256, html, depth);
+- ``skip``: a URL not fetched or not kept, with a reason from :data:`SKIP_REASONS`;
+- ``error``: an unexpected failure (connection refused, DNS, a parse crash), with the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+import scrapy
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet.error import TCPTimedOutError, TimeoutError
+
+
+logger = logging.getLogger(__name__)
+
+SKIP_REASONS = (
+    "robots",  # disallowed by robots.txt
+    "off-site",  # another host, or outside the allowed path prefix
+    "non-html",  # a response that is not text/html
+    "http-status",  # 4xx/5xx after retries
+    "timeout",  # no response within download_timeout, after retries
+    "empty",  # HTML without any visible text (empty or malformed)
+    "page-limit",  # max_pages already scheduled
+    "depth-limit",  # deeper than max_depth links from the start page
+    "not-http",  # mailto:, javascript:, tel: … links
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class CrawlError(RuntimeError):
+    """The crawl could not run, or its start URL could not be fetched."""
+
+
+@dataclass
+class CrawlResult:
+    """Everything one crawl produced."""
+
+    pages: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def normalise_url(url: str) -> str:
+    """Drop the fragment (same page) so each page is requested once."""
+    return urldefrag(url)[0]
+
+
+class DocsSpider(scrapy.Spider):
+    """Crawl a docs site from its index, following in-site links under one path prefix."""
+
+    name = "kaggle_docs"
+
+    def __init__(
+        self,
+        start_url: str,
+        allowed_path_prefix: str = "/docs",
+        max_pages: int = 200,
+        max_depth: int = 3,
+        render_js: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.start_url = normalise_url(start_url)
+        parts = urlsplit(self.start_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.allowed_path_prefix = allowed_path_prefix
+        self.max_pages = int(max_pages)
+        self.max_depth = int(max_depth)
+        self.render_js = bool(render_js)
+        self.seen: set[str] = set()
+        self.scheduled = 0
+
+    def request(self, url: str, depth: int, referer: str | None) -> scrapy.Request:
+        """A page request carrying our depth, referer and (optionally) the JS-rendering flag."""
+        meta = {"depth": depth, "referer": referer}
+        if self.render_js:
+            meta["playwright"] = True
+        self.seen.add(url)
+        self.scheduled += 1
+        return scrapy.Request(url, callback=self.parse, errback=self.on_error, meta=meta)
+
+    async def start(self):
+        """Start at the docs index (filtered like every other request: fetched once)."""
+        yield self.request(self.start_url, depth=0, referer=None)
+
+    def in_scope(self, url: str) -> bool:
+        """Same scheme and host as the start URL, and under the allowed path prefix."""
+        parts = urlsplit(url)
+        prefix = self.allowed_path_prefix.rstrip("/")
+        return (
+            f"{parts.scheme}://{parts.netloc}" == self.origin
+            and (parts.path == prefix or parts.path.startswith(prefix + "/"))
+        )
+
+    def skip(self, url: str, reason: str, referer: str | None, detail: str = "") -> dict[str, Any]:
+        """A skip record (a URL deliberately not fetched or not kept)."""
+        return {"kind": "skip", "url": url, "reason": reason, "detail": detail, "referer": referer}
+
+    def parse(self, response: Response):
+        """Keep an HTML page with visible text, then follow its in-scope links."""
+        request_url = response.request.meta.get("redirect_urls", [response.request.url])[0]
+        referer = response.meta.get("referer")
+        try:
+            content_type = response.headers.get("Content-Type", b"").decode("latin-1").lower()
+            if not isinstance(response, TextResponse) or "html" not in content_type:
+                yield self.skip(request_url, "non-html", referer, content_type or "no content type")
+                return
+            visible = " ".join(
+                response.xpath("//body//text()[not(ancestor::script or ancestor::style)]").getall()
+            ).strip()
+            if not visible:
+                yield self.skip(request_url, "empty", referer, f"{len(response.body)} bytes, no visible text")
+                return
+            title = (response.xpath("normalize-space(//title)").get() or "").strip()
+            yield {
+                "kind": "page",
+                "url": request_url,
+                "final_url": response.url,
+                "status": response.status,
+                "title": title,
+                "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "sha256": hashlib.sha256(response.body).hexdigest(),
+                "html": response.text,
+                "depth": response.meta.get("depth", 0),
+            }
+            logger.info("fetched page %d (max %d): %s", self.scheduled, self.max_pages, request_url)
+            yield from self.follow_links(response)
+        except Exception as error:  # a page we cannot parse must not stop the crawl
+            yield {"kind": "error", "url": request_url, "error": f"{type(error).__name__}: {error}",
+                   "referer": referer}
+
+    def follow_links(self, response: TextResponse):
+        """Request every new in-scope link (within the limits); record every other link once."""
+        depth = response.meta.get("depth", 0)
+        for href in response.xpath("//a/@href").getall():
+            url = normalise_url(urljoin(response.url, href.strip()))
+            if not url or url in self.seen:
+                continue
+            scheme = urlsplit(url).scheme
+            if scheme not in ("http", "https"):
+                self.seen.add(url)
+                yield self.skip(url, "not-http", response.url, scheme)
+            elif not self.in_scope(url):
+                self.seen.add(url)
+                yield self.skip(url, "off-site", response.url)
+            elif depth + 1 > self.max_depth:
+                self.seen.add(url)
+                yield self.skip(url, "depth-limit", response.url, f"depth {depth + 1} > {self.max_depth}")
+            elif self.scheduled >= self.max_pages:
+                self.seen.add(url)
+                yield self.skip(url, "page-limit", response.url, f"{self.max_pages} pages scheduled")
+            else:
+                yield self.request(url, depth + 1, response.url)
+
+    def on_error(self, failure):
+        """Turn a failed request into a skip (robots, HTTP status, timeout) or an error record."""
+        request = failure.request
+        url = request.meta.get("redirect_urls", [request.url])[0]
+        referer = request.meta.get("referer")
+        if failure.check(HttpError):
+            status = failure.value.response.status
+            yield self.skip(url, "http-status", referer, str(status))
+        elif failure.check(IgnoreRequest) and "robots" in str(failure.value).lower():
+            yield self.skip(url, "robots", referer, str(failure.value))
+        elif failure.check(TimeoutError, TCPTimedOutError):
+            yield self.skip(url, "timeout", referer, str(failure.value))
+        else:
+            yield {"kind": "error", "url": url, "error": f"{failure.type.__name__}: {failure.value}",
+                   "referer": referer}
+
+
+def scrapy_settings(crawl: dict[str, Any]) -> dict[str, Any]:
+    """Polite Scrapy settings from the ``crawl`` parameters (see parameters_ingestion.yml)."""
+    settings = {
+        "BOT_NAME": "kaggle-qa",
+        "USER_AGENT": crawl["user_agent"],
+        "ROBOTSTXT_OBEY": True,
+        "DOWNLOAD_DELAY": crawl["download_delay"],
+        "CONCURRENT_REQUESTS_PER_DOMAIN": crawl["concurrent_requests_per_domain"],
+        "AUTOTHROTTLE_ENABLED": crawl["autothrottle"],
+        "AUTOTHROTTLE_START_DELAY": crawl["autothrottle_start_delay"],
+        "AUTOTHROTTLE_MAX_DELAY": crawl["autothrottle_max_delay"],
+        "AUTOTHROTTLE_TARGET_CONCURRENCY": 1.0,
+        "DOWNLOAD_TIMEOUT": crawl["download_timeout"],
+        "RETRY_ENABLED": True,
+        "RETRY_TIMES": crawl["retry_times"],
+        "DEPTH_LIMIT": 0,  # the spider enforces max_depth itself, so cut links are reported
+        "TELNETCONSOLE_ENABLED": False,
+        "COOKIES_ENABLED": False,  # its tldextract would try to download the public suffix list
+        "HTTPCACHE_ENABLED": False,
+        "LOG_LEVEL": crawl["log_level"],
+        "LOGSTATS_INTERVAL": crawl["logstats_interval"],
+    }
+    if crawl["render_js"]:
+        handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+        settings |= {
+            "DOWNLOAD_HANDLERS": {"http": handler, "https": handler},
+            "TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+            "PLAYWRIGHT_BROWSER_TYPE": "chromium",
+            "PLAYWRIGHT_LAUNCH_OPTIONS": {
+                "executable_path": crawl["chromium_executable"],
+                "headless": True,
+                "args": CHROMIUM_FLAGS,
+            },
+            "PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT": crawl["download_timeout"] * 1000,
+        }
+    return settings
+
+
+def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_path: str) -> None:
+    """Child-process body: run one crawl, write items to the feed and stats to JSON."""
+    from scrapy.crawler import CrawlerProcess
+
+    process = CrawlerProcess(
+        settings | {"FEEDS": {Path(feed_path).as_uri(): {"format": "jsonlines", "encoding": "utf8"}}}
+    )
+    crawler = process.create_crawler(DocsSpider)
+    process.crawl(crawler, **spider_kwargs)
+    process.start()
+    Path(stats_path).write_text(json.dumps(crawler.stats.get_stats(), default=str), encoding="utf-8")
+
+
+def crawl_site(start_url: str, crawl: dict[str, Any]) -> CrawlResult:
+    """Crawl from ``start_url`` in a spawned child process and collect its pages, skips and errors."""
+    spider_kwargs = {
+        "start_url": start_url,
+        "allowed_path_prefix": crawl["allowed_path_prefix"],
+        "max_pages": crawl["max_pages"],
+        "max_depth": crawl["max_depth"],
+        "render_js": crawl["render_js"],
+    }
+    with tempfile.TemporaryDirectory(prefix="kaggle-qa-crawl-") as tmp:
+        feed, stats = Path(tmp) / "items.jsonl", Path(tmp) / "stats.json"
+        child = multiprocessing.get_context("spawn").Process(
+            target=_crawl_in_child, args=(scrapy_settings(crawl), spider_kwargs, str(feed), str(stats)),
+            name="scrapy-crawl",
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not stats.exists():
+            raise CrawlError(f"the crawl of {start_url} failed (child exit code {child.exitcode}); see the log above")
+        records = [json.loads(line) for line in feed.read_text(encoding="utf-8").splitlines() if line]
+        result = CrawlResult(stats=json.loads(stats.read_text(encoding="utf-8")))
+    for record in records:
+        kind = record.pop("kind")
+        {"page": result.pages, "skip": result.skipped, "error": result.errors}[kind].append(record)
+    return result
+
+
+__all__ = ["CrawlError", "CrawlResult", "DocsSpider", "SKIP_REASONS", "crawl_site"]
