@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import scrapy
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import TCPTimedOutError, TimeoutError
@@ -191,7 +191,7 @@ class DocsSpider(scrapy.Spider):
             yield self.skip(url, "http-status", referer, str(status))
         elif failure.check(IgnoreRequest) and "robots" in str(failure.value).lower():
             yield self.skip(url, "robots", referer, str(failure.value))
-        elif failure.check(TimeoutError, TCPTimedOutError):
+        elif failure.check(DownloadTimeoutError, TimeoutError, TCPTimedOutError):
             yield self.skip(url, "timeout", referer, str(failure.value))
         else:
             yield {"kind": "error", "url": url, "error": f"{failure.type.__name__}: {failure.value}",
