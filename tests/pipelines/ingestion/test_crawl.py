@@ -112,3 +112,18 @@ def test_unreachable_start_url_fails_naming_it(ingestion_params):
     params["crawl"] = params["crawl"] | {"retry_times": 0}
     with pytest.raises(CrawlError, match=f"start URL {start} could not be crawled"):
         crawl_docs([], params)
+
+
+@pytest.mark.slow
+def test_render_js_crawls_through_headless_chromium(ingestion_params):
+    chromium = ingestion_params["crawl"]["chromium_executable"]
+    if not Path(chromium).exists():
+        pytest.skip(f"{chromium} is not installed (.ci/run installs Debian's chromium)")
+    params = ingestion_params | {"crawl": ingestion_params["crawl"] | {"render_js": True, "max_pages": 2}}
+    pages, report = crawl_docs([], params)
+    assert len(pages) == 2 and report["error_count"] == 0
+    assert report["skipped_by_reason"]["page-limit"] > 0
+    # the snapshot's script sets rel="noopener" on every link: only a browser-rendered DOM has it
+    assert all('rel="noopener"' in page["html"] for page in pages)
+    plain, _ = crawl_docs([], ingestion_params | {"crawl": ingestion_params["crawl"] | {"max_pages": 1}})
+    assert 'rel="noopener"' not in plain[0]["html"]

@@ -98,6 +98,7 @@ class DocsSpider(scrapy.Spider):
         self.render_js = bool(render_js)
         self.seen: set[str] = set()
         self.scheduled = 0
+        self.fetched = 0
 
     def request(self, url: str, depth: int, referer: str | None) -> scrapy.Request:
         """A page request carrying our depth, referer and (optionally) the JS-rendering flag."""
@@ -152,7 +153,8 @@ class DocsSpider(scrapy.Spider):
                 "html": response.text,
                 "depth": response.meta.get("depth", 0),
             }
-            logger.info("fetched page %d (max %d): %s", self.scheduled, self.max_pages, request_url)
+            self.fetched += 1
+            logger.info("page %d (%d scheduled, max %d): %s", self.fetched, self.scheduled, self.max_pages, request_url)
             yield from self.follow_links(response)
         except Exception as error:  # a page we cannot parse must not stop the crawl
             yield {"kind": "error", "url": request_url, "error": f"{type(error).__name__}: {error}",
