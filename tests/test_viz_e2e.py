@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-INGESTION_NODES = ["crawl_docs", "clean_pages", "chunk_pages"]
+INGESTION_NODES = ["crawl_docs", "clean_pages", "chunk_pages", "report_ingestion"]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

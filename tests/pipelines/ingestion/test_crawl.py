@@ -57,6 +57,7 @@ def test_snapshot_crawled_twice_through_the_catalog(tmp_path, ingestion_params):
     assert second["error_count"] == 0 and second["errors"] == []
     assert second["changes"]["unchanged"] == sorted(public)
     assert second["changes_count"] == {"new": 0, "changed": 0, "unchanged": len(public), "removed": 0}
+    assert second["scrapy_stats"]["downloader/request_count"] == len(public) + 1  # + robots.txt: each page once
     robots = [s["url"] for s in second["skipped"] if s["reason"] == "robots"]
     assert robots == sorted(private)
     page = raw_pages[0]

@@ -7,12 +7,15 @@ from collections import Counter
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
+
+from matplotlib.figure import Figure
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from .chunking import chunk_page, word_count
 from .cleaning import html_to_text, page_title
+from .report import chunk_length_figure, ingestion_markdown
 from .server import serve_site
 from .spider import SKIP_REASONS, CrawlError, CrawlResult, crawl_site
 
@@ -160,3 +163,11 @@ def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> li
     logger.info("%d chunks from %d pages, %.1f words on average (min %d, max %d)", len(chunks),
                 len(clean_pages), sum(words) / max(len(words), 1), min(words, default=0), max(words, default=0))
     return chunks
+
+
+def report_ingestion(
+    crawl_report: dict, clean_pages: list[dict], doc_chunks: list[dict], params: dict[str, Any]
+) -> tuple[str, Figure]:
+    """Markdown summary of the crawl and the chunks, plus a histogram of chunk lengths."""
+    markdown = ingestion_markdown(crawl_report, clean_pages, doc_chunks)
+    return markdown, chunk_length_figure(doc_chunks, params["chunking"], params["report"])

@@ -2,11 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import chunk_pages, clean_pages, crawl_docs
+from .nodes import chunk_pages, clean_pages, crawl_docs, report_ingestion
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """crawl_docs → clean_pages → chunk_pages."""
+    """crawl_docs → clean_pages → chunk_pages → report_ingestion."""
     return Pipeline(
         [
             Node(
@@ -17,5 +17,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(clean_pages, inputs=["raw_pages", "params:ingestion"], outputs="clean_pages", name="clean_pages"),
             Node(chunk_pages, inputs=["clean_pages", "params:ingestion"], outputs="doc_chunks", name="chunk_pages"),
+            Node(
+                report_ingestion,
+                inputs=["crawl_report", "clean_pages", "doc_chunks", "params:ingestion"],
+                outputs=["ingestion_report", "chunk_lengths_plot"],
+                name="report_ingestion",
+            ),
         ]
     )

@@ -35,8 +35,11 @@ class CleanUrlHandler(SimpleHTTPRequestHandler):
 def serve_site(folder: str | Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``folder`` on ``host`` (port 0 = any free port) and yield its origin; always stops it."""
     root = Path(folder).resolve()
-    if not (root / "robots.txt").is_file() and not any(root.iterdir()):
-        raise FileNotFoundError(f"snapshot site folder {root} is empty")
+    if not root.is_dir() or not any(root.iterdir()):
+        raise FileNotFoundError(
+            f"site folder {root} is missing or empty; the bundled snapshot is rebuilt with "
+            "`python -m kaggle_qa.pipelines.ingestion.snapshot`"
+        )
     server = ThreadingHTTPServer((host, port), partial(CleanUrlHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, name="snapshot-server", daemon=True)
     thread.start()

@@ -29,7 +29,6 @@ from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import TCPTimedOutError, TimeoutError
 
-
 logger = logging.getLogger(__name__)
 
 SKIP_REASONS = (
@@ -217,6 +216,7 @@ def scrapy_settings(crawl: dict[str, Any]) -> dict[str, Any]:
         "RETRY_TIMES": crawl["retry_times"],
         "DEPTH_LIMIT": 0,  # the spider enforces max_depth itself, so cut links are reported
         "TELNETCONSOLE_ENABLED": False,
+        "REMOTE_CONTROL_ENABLED": False,  # Scrapy 2.19's remote-control HTTP port
         "COOKIES_ENABLED": False,  # its tldextract would try to download the public suffix list
         "HTTPCACHE_ENABLED": False,
         "LOG_LEVEL": crawl["log_level"],
@@ -242,6 +242,9 @@ def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_p
     """Child-process body: run one crawl, write items to the feed and stats to JSON."""
     from scrapy.crawler import CrawlerProcess
 
+    # Handlers inherited from the parent's logging config (e.g. Kedro's) would print Scrapy's
+    # DEBUG records, whole pages included: Scrapy's own handler alone applies LOG_LEVEL.
+    logging.getLogger().handlers.clear()
     process = CrawlerProcess(
         settings | {"FEEDS": {Path(feed_path).as_uri(): {"format": "jsonlines", "encoding": "utf8"}}}
     )
