@@ -115,3 +115,11 @@ def test_compare_versions_classifies_every_page():
     previous = [{"url": "a", "sha256": "1"}, {"url": "b", "sha256": "2"}, {"url": "c", "sha256": "3"}]
     current = [{"url": "a", "sha256": "1"}, {"url": "b", "sha256": "changed"}, {"url": "d", "sha256": "4"}]
     assert compare_versions(previous, current) == {"new": ["d"], "changed": ["b"], "unchanged": ["a"], "removed": ["c"]}
+
+
+def test_a_short_tail_borrows_sentences_instead_of_standing_alone():
+    text = "\n\n".join([sentence(0, 30), sentence(1, 30), sentence(2, 8)])
+    chunks = [c["text"] for c in chunk_page("u", "t", text, 60, 65, 25)]
+    # greedy packing gives 60 + 8 words; 68 > max_words, so the tail borrows a sentence instead
+    assert [len(c.split()) for c in chunks] == [30, 38]
+    assert " ".join(chunks).split() == text.split()

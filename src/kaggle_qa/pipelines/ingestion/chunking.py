@@ -87,31 +87,49 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def pack_sentences(sentences: list[list[str]], target_words: int, max_words: int, min_words: int) -> list[str]:
-    """Pack whole sentences (grouped by block) into chunks of about ``target_words`` words."""
-    chunks: list[list[list[str]]] = []  # chunk -> blocks -> sentences
-    current: list[list[str]] = []
-    size = 0
-    for block in sentences:
-        current.append([])
-        for sentence in block:
-            words = word_count(sentence)
-            if size and (size >= target_words or size + words > max_words):
-                chunks.append([b for b in current if b])
-                current, size = [[]], 0
-            current[-1].append(sentence)
-            size += words
-    if any(current):
-        chunks.append([b for b in current if b])
-    if len(chunks) > 1:
-        tail, previous = chunks[-1], chunks[-2]
-        if _words(tail) < min_words and _words(previous) + _words(tail) <= max_words:
+def pack_sentences(blocks: list[list[str]], target_words: int, max_words: int, min_words: int) -> list[str]:
+    """Pack whole sentences (given per block) into chunks of about ``target_words`` words."""
+    units = [(index, sentence) for index, block in enumerate(blocks) for sentence in block]
+    chunks: list[list[tuple[int, str]]] = []
+    current: list[tuple[int, str]] = []
+    for unit in units:
+        size = _words(current)
+        if current and (size >= target_words or size + word_count(unit[1]) > max_words):
+            chunks.append(current)
+            current = []
+        current.append(unit)
+    if current:
+        chunks.append(current)
+    if len(chunks) > 1 and _words(chunks[-1]) < min_words:
+        previous, tail = chunks[-2], chunks[-1]
+        if _words(previous) + _words(tail) <= max_words:
             chunks[-2:] = [previous + tail]
-    return ["\n".join(" ".join(block) for block in chunk) for chunk in chunks]
+        else:  # borrow whole sentences from the chunk before, so the tail has some context
+            while (
+                _words(tail) < min_words
+                and len(previous) > 1
+                and _words(previous[:-1]) >= min_words
+                and _words(tail) + word_count(previous[-1][1]) <= max_words
+            ):
+                tail.insert(0, previous.pop())
+    return [_render(chunk) for chunk in chunks]
 
 
-def _words(chunk: list[list[str]]) -> int:
-    return sum(word_count(sentence) for block in chunk for sentence in block)
+def _words(chunk: list[tuple[int, str]]) -> int:
+    return sum(word_count(sentence) for _, sentence in chunk)
+
+
+def _render(chunk: list[tuple[int, str]]) -> str:
+    """Sentences of one block joined by spaces, blocks by newlines."""
+    lines: list[str] = []
+    last = None
+    for index, sentence in chunk:
+        if index == last:
+            lines[-1] += " " + sentence
+        else:
+            lines.append(sentence)
+        last = index
+    return "\n".join(lines)
 
 
 def chunk_id(url: str, heading_path: list[str], text: str) -> str:
