@@ -123,3 +123,10 @@ def test_a_short_tail_borrows_sentences_instead_of_standing_alone():
     # greedy packing gives 60 + 8 words; 68 > max_words, so the tail borrows a sentence instead
     assert [len(c.split()) for c in chunks] == [30, 38]
     assert " ".join(chunks).split() == text.split()
+
+
+@pytest.mark.parametrize("sizes", [{"min_words": 70}, {"max_words": 50}, {"min_words": 0}])
+def test_inconsistent_chunk_sizes_are_rejected_naming_the_key(ingestion_params, sizes):
+    params = ingestion_params | {"chunking": ingestion_params["chunking"] | sizes}
+    with pytest.raises(ValueError, match="params:ingestion.chunking"):
+        chunk_pages([{"url": "u", "title": "t", "text": "One sentence."}], params)

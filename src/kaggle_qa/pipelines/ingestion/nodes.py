@@ -82,6 +82,9 @@ def crawl_docs(previous_raw_pages: list[dict[str, Any]], params: dict[str, Any])
     """Crawl the docs (bundled snapshot served on 127.0.0.1, or a live site) into raw pages and a report."""
     crawl = params["crawl"]
     start_url = params["start_url"]
+    if crawl["max_pages"] < 1 or crawl["max_depth"] < 0:
+        raise ValueError(f"params:ingestion.crawl needs max_pages >= 1 and max_depth >= 0, got "
+                         f"{crawl['max_pages']} and {crawl['max_depth']}")
     started = datetime.now(timezone.utc)
     if params["target"] == "snapshot":
         snapshot = params["snapshot"]
@@ -147,6 +150,8 @@ def clean_pages(raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> list
 def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
     """Clean pages → heading-aware chunks with stable ids; identical chunk texts kept once."""
     sizes = params["chunking"]
+    if not 0 < sizes["min_words"] <= sizes["target_words"] <= sizes["max_words"]:
+        raise ValueError(f"params:ingestion.chunking needs 0 < min_words <= target_words <= max_words, got {sizes}")
     chunks, seen_texts, duplicates = [], set(), []
     for page in tqdm(clean_pages, desc="chunk pages", unit="page"):
         for chunk in chunk_page(page["url"], page["title"], page["text"],
