@@ -19,6 +19,7 @@ PAGE = """<!DOCTYPE html><html><head><title>Guide | Docs</title>
   <h1>Guide</h1>
   <h2>Getting   started</h2>
   <p>Thanks   @jane_doe for the tip!   Mail <a href="mailto:help@kaggle.com">help@kaggle.com</a>.</p>
+  <p>Kudos to <a href="/jdoe">@jdoe</a> and the team.</p>
   <p>Read the <a href="/docs/api#auth">API docs</a> and run <code>pip install kaggle</code>.</p>
   <ul><li>First item</li><li>Second <b>bold</b> item<ul><li>Nested item</li></ul></li></ul>
   <h3>Code</h3>
@@ -47,6 +48,7 @@ def test_cleaning_keeps_structure_and_drops_chrome(cleaned):
     for boilerplate in ("Sidebar link", "Sign in", "SECRET_SCRIPT", "color: red", "Previous", "helpful", "©"):
         assert boilerplate not in cleaned
     assert "@jane_doe" not in cleaned and "Thanks for the tip!" in cleaned  # mention gone, whitespace tidy
+    assert "Kudos to and the team." in cleaned and "jdoe" not in cleaned  # a linked mention, link and all
     assert "help@kaggle.com (mailto:help@kaggle.com)" in cleaned  # e-mail addresses are not mentions
     prose = re.sub(r"```.*?```", "", cleaned, flags=re.DOTALL)
     assert not re.search(r"[ \t]{2,}|^ | $", prose, flags=re.MULTILINE)  # stray whitespace gone

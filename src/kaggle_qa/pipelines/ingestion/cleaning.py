@@ -78,6 +78,8 @@ class _Renderer:
     def link(self, node: LexborNode, in_code: bool) -> str:
         """``text (absolute url)``; fragment-only and script links keep just their text."""
         text = SPACES.sub(" ", self.inline(node, in_code)).strip()
+        if not text and MENTION.fullmatch((node.text(deep=True) or "").strip()):
+            return ""  # a linked @mention goes with its link
         href = (node.attributes.get("href") or "").strip()
         if not href or href.startswith("#") or href.lower().startswith("javascript:"):
             return text
