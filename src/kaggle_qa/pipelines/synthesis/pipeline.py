@@ -1,7 +1,32 @@
-"""The synthesis pipeline (placeholder until its issue lands)."""
+"""The synthesis pipeline: doc_chunks → qa_v1, qa_v2, qa_v3, qa_quarantine, datasheet."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, node
+
+from .nodes import build_datasheet, filter_candidates, generate_candidates, split_chunks
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(split_chunks, ["doc_chunks", "params:synthesis"], "synthesis_chunk_split", name="split_chunks"),
+            node(
+                generate_candidates,
+                ["doc_chunks", "synthesis_chunk_split", "teacher_prompts", "teacher_api_key", "params:synthesis"],
+                ["synthesis_candidates", "synthesis_teacher_report"],
+                name="generate_candidates",
+            ),
+            node(
+                filter_candidates,
+                ["synthesis_candidates", "doc_chunks", "params:synthesis"],
+                ["qa_v1", "qa_v2", "qa_v3", "qa_quarantine", "synthesis_filter_report"],
+                name="filter_candidates",
+            ),
+            node(
+                build_datasheet,
+                ["qa_v1", "qa_v2", "qa_v3", "synthesis_filter_report", "synthesis_teacher_report",
+                 "synthesis_chunk_split", "params:synthesis"],
+                ["datasheet", "datasheet_json"],
+                name="build_datasheet",
+            ),
+        ]
+    )

@@ -1,0 +1,135 @@
+"""The datasheet: the paper's Tables 1 and 5 for our versions, filters, overlap, samples."""
+
+from __future__ import annotations
+
+import random
+from statistics import mean
+
+from kaggle_qa.qa_schema import TASK_TYPES, count_task_types
+
+from .near_duplicates import RougeIndex
+
+TASK_NAMES = {"yes_no": "Yes-No QA", "true_false": "True-False QA", "extractive_qa": "Extractive QA", "nli": "NLI"}
+USED_FOR = {"v1": "Initial model setup", "v2": "Test and validation set", "v3": "Training set"}
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def table1(rows: list[dict], input_optional: bool) -> dict:
+    """Table 1's column for one version."""
+    non_empty = [row for row in rows if row["input"].strip()]
+    average = lambda values: round(mean(values), 2) if values else 0.0  # noqa: E731
+    return {
+        "input_field_optional": input_optional,
+        "instances": len(rows),
+        "empty_inputs": len(rows) - len(non_empty),
+        "avg_instruction_words": average([_words(r["instruction"]) for r in rows]),
+        "avg_nonempty_input_words": average([_words(r["input"]) for r in non_empty]),
+        "avg_output_words": average([_words(r["output"]) for r in rows]),
+        **{f"n_{task}": n for task, n in count_task_types(rows).items()},
+    }
+
+
+def overlap(test: list[dict], train: list[dict], threshold: float) -> dict:
+    """How much the test set (v2) shares with the training set (v3)."""
+    normalise = lambda text: " ".join(text.lower().split())  # noqa: E731
+    train_questions = {normalise(r["instruction"]) for r in train}
+    index = RougeIndex(threshold)
+    for row in train:
+        index.add(row["instruction"])
+    near = [r["instruction"] for r in test if index.is_near_duplicate(r["instruction"])[0]]
+    shared_chunks = {r.get("chunk_id") for r in test} & {r.get("chunk_id") for r in train} - {None}
+    return {
+        "identical_questions": sum(normalise(r["instruction"]) in train_questions for r in test),
+        "near_identical_questions": len(near),
+        "near_identical_threshold_rouge_l": threshold,
+        "near_identical_examples": near[:5],
+        "shared_chunks": len(shared_chunks),
+    }
+
+
+def samples(rows: list[dict], per_task: int, seed: int) -> dict[str, list[dict]]:
+    """`per_task` seeded random rows of each task type, so a reader can judge them."""
+    rng = random.Random(seed)
+    picked = {}
+    for task in TASK_TYPES:
+        of_task = [r for r in rows if r.get("task_type") == task]
+        picked[task] = rng.sample(of_task, min(per_task, len(of_task)))
+    return picked
+
+
+def datasheet_record(versions: dict, filter_report: dict, teacher_report: dict, chunk_split: dict, synthesis: dict) -> dict:
+    """Everything the datasheet says, as JSON."""
+    sheet = synthesis["datasheet"]
+    return {
+        "table1": {v: table1(rows, synthesis["versions"][v]["input_mode"] == "optional") for v, rows in versions.items()},
+        "table5": {
+            "data_source": sheet["data_source"],
+            "scrape_date": sheet["scrape_date"],
+            "scraping_tool": sheet["scraping_tool"],
+            "licence": sheet["licence"],
+            "format": sheet["format"],
+            "purpose": sheet["purpose"],
+            "created_by": sheet["created_by"],
+            "generator": teacher_report["teacher"] if teacher_report["teacher"] == "offline"
+            else f"{teacher_report['model']} at {teacher_report['base_url']}",
+        },
+        "teacher": teacher_report,
+        "filters": filter_report,
+        "chunks": {"test": len(chunk_split["test"]), "train": len(chunk_split["train"]),
+                   "test_kept_out_of_train": synthesis["keep_test_chunks_out_of_train"]},
+        "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]["max_question_rouge_l"]),
+        "samples_v3": samples(versions["v3"], sheet["sample_rows_per_task"], synthesis["seed"]),
+    }
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def datasheet_markdown(record: dict) -> str:
+    """The datasheet as markdown."""
+    t1 = record["table1"]
+    versions = list(t1)
+    rows = [
+        ("Input field optional", lambda c: "Yes" if c["input_field_optional"] else "No"),
+        ("# of instances", lambda c: c["instances"]),
+        ("# of instances with empty inputs", lambda c: c["empty_inputs"]),
+        ("ave. instruction length (words)", lambda c: c["avg_instruction_words"]),
+        ("ave. non-empty input length (words)", lambda c: c["avg_nonempty_input_words"]),
+        ("ave. output length (words)", lambda c: c["avg_output_words"]),
+        *[(TASK_NAMES[t], lambda c, t=t: c[f"n_{t}"]) for t in TASK_TYPES],
+    ]
+    lines = ["# Datasheet: Kaggle docs QA (synthesized)", "", "## Table 1: datasets", ""]
+    lines += ["| | " + " | ".join(f"qa_{v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(get(t1[v])) for v in versions) + " |" for name, get in rows]
+    lines += ["| Used for | " + " | ".join(USED_FOR.get(v, "") for v in versions) + " |", ""]
+    lines += ["## Table 5: datasheet", "", "| | |", "|---|---|"]
+    lines += [f"| {key.replace('_', ' ').capitalize()} | {_cell(str(value))} |" for key, value in record["table5"].items()]
+    lines += ["", "## Teacher", ""]
+    lines += [f"- {key}: {value}" for key, value in record["teacher"].items()]
+    lines += ["", "## Filters (dropped rows are in qa_quarantine, each with its reason)", ""]
+    for version, counts in record["filters"].items():
+        dropped = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts["dropped"].items())) or "none"
+        lines.append(f"- {version}: {counts['kept']} kept of {counts['candidates']} candidates; dropped: {dropped}")
+    chunks, ov = record["chunks"], record["v2_v3_overlap"]
+    lines += ["", "## v2 (test) / v3 (train) overlap", ""]
+    lines += [
+        f"- chunks: {chunks['test']} for v2, {chunks['train']} for v3; v2 chunks kept out of v3: {chunks['test_kept_out_of_train']}",
+        f"- chunks shared by v2 and v3 rows: {ov['shared_chunks']}",
+        f"- v2 questions identical to a v3 question: {ov['identical_questions']}",
+        f"- v2 questions near-identical (ROUGE-L > {ov['near_identical_threshold_rouge_l']}) to a v3 question: {ov['near_identical_questions']}",
+        *[f"  - e.g. {_cell(q, 160)}" for q in ov["near_identical_examples"]],
+    ]
+    lines += ["", "## Sample rows of qa_v3 (seeded, per task type)", ""]
+    for task, picked in record["samples_v3"].items():
+        lines += [f"### {TASK_NAMES[task]} ({len(picked)})", "", "| instruction | output | label / edit |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(r['instruction'])} | {_cell(r['output'])} | {r.get('label', '')} {r.get('edit', '')} |"
+            for r in picked
+        ]
+        lines.append("")
+    return "\n".join(lines)

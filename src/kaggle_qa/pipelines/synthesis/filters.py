@@ -1,0 +1,140 @@
+"""Quality filters for generated rows (the paper's Table 6 known issues, made checks).
+
+Each check returns a reason string or None; the first reason quarantines the row. Then
+near-duplicate questions (ROUGE-L against the kept ones, Self-Instruct's rule) and class
+balance (true/false, yes/no) are enforced in order, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+from kaggle_qa.qa_schema import first_word
+
+from .near_duplicates import RougeIndex, rouge_tokens
+
+_TRANSLATION = re.compile(
+    r"\btranslat\w*\b|\b(?:in|into|to) (?:spanish|french|german|portuguese|italian|chinese|japanese|"
+    r"korean|hindi|russian|arabic|dutch)\b", re.I)
+_STOPWORDS = set(
+    "a an the and or but if then else of to in on at by for with from as is are was were be been being it its "
+    "this that these those there here you your we our they their he she his her i me my can could will would "
+    "should may might must do does did not no yes true false so such than too very also just only into onto "
+    "over under about after before while when where which who whom what how why all any each every some most "
+    "more other".split())
+_LABELS = {"yes_no": ("yes", "no"), "true_false": ("true", "false")}
+
+
+@lru_cache(maxsize=4)
+def _language_identifier(candidates: tuple[str, ...]):
+    """langid's bundled model (loads once, ~10 s), normalised over the candidate languages."""
+    from langid.langid import LanguageIdentifier, model
+
+    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    identifier.set_languages(list(candidates))
+    return identifier
+
+
+def language_reason(text: str, filters: dict) -> str | None:
+    """Why `text` is not in the wanted language (langid), or None; short texts are not judged."""
+    words = re.findall(r"[^\W\d_]+", text)
+    if len(words) < filters["min_language_words"]:
+        return None
+    language, min_confidence = filters["language"], filters["min_language_confidence"]
+    ranked = dict(_language_identifier(tuple(filters["language_candidates"])).rank(" ".join(words)))
+    if ranked.get(language, 0.0) < min_confidence:
+        best = max(ranked, key=ranked.get)
+        return f"non-English text ({best}, p={ranked[best]:.2f})"
+    return None
+
+
+def support(answer: str, context: str) -> float:
+    """Share of the answer's content words (ROUGE tokens, no stopwords) found in the context."""
+    content = [t for t in rouge_tokens(answer) if t not in _STOPWORDS]
+    if not content:
+        return 1.0
+    available = set(rouge_tokens(context))
+    return sum(t in available for t in content) / len(content)
+
+
+def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str | None:
+    """The first quality problem of one row, or None when it may be kept."""
+    instruction, output = row["instruction"].strip(), row["output"].strip()
+    if not instruction:
+        return "empty instruction"
+    if not output:
+        return "empty output"
+    if recipe["input_mode"] == "chunk" and not row["input"].strip():
+        return "empty input where the recipe makes it mandatory"
+    if _TRANSLATION.search(instruction):
+        return "translation task"
+    for field in ("instruction", "output"):
+        reason = language_reason(row[field], filters)
+        if reason:
+            return f"{field}: {reason}"
+    bounds = recipe["output_words"][row["task_type"]]
+    words = len(output.split())
+    if words < bounds["min"]:
+        return f"output of {words} word(s), recipe asks for at least {bounds['min']}"
+    if words > bounds["max"]:
+        return f"output of {words} words, recipe allows at most {bounds['max']}"
+    if row["task_type"] in filters["support_task_types"]:
+        score = support(output, row["input"] or chunk_text)
+        if score < filters["min_answer_support"]:
+            return f"answer not supported by the input (support {score:.2f} < {filters['min_answer_support']})"
+    return None
+
+
+def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
+    """A dropped row with where it came from and why."""
+    return {"version": version, "reason": reason, **detail, "row": row}
+
+
+def filter_rows(rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict) -> tuple[list, list]:
+    """(kept, quarantined) for one version: row checks, then near-duplicates, then balance."""
+    kept, dropped = [], []
+    index = RougeIndex(filters["max_question_rouge_l"])
+    for row in rows:
+        reason = row_reason(row, recipe, filters, chunk_texts.get(row.get("chunk_id"), ""))
+        if reason is None:
+            duplicate, score, match = index.is_near_duplicate(row["instruction"])
+            if duplicate:
+                dropped.append(quarantined(row, version, "near-duplicate question", rouge_l=round(score, 3), of=match))
+                continue
+            index.add(row["instruction"])
+            kept.append(row)
+        else:
+            dropped.append(quarantined(row, version, reason))
+    for task, (positive, _) in _LABELS.items():
+        share = recipe["true_share"] if task == "true_false" else recipe["yes_share"]
+        kept, surplus = rebalance(kept, task, positive, share, filters["balance_tolerance"])
+        dropped += [quarantined(row, version, f"{task} rebalance to {share:.2f} ± {filters['balance_tolerance']}") for row in surplus]
+    return kept, dropped
+
+
+def label_of(row: dict) -> str:
+    """The row's label word ("true", "no", …): its own `label`, else its answer's first word."""
+    return row.get("label") or first_word(row["output"])
+
+
+def rebalance(rows: list[dict], task: str, positive: str, share: float, tolerance: float) -> tuple[list, list]:
+    """Drop the latest rows of the majority label until its share is within share ± tolerance
+    (or the majority leads by a single row, the best a small set can do)."""
+    of_task = [i for i, row in enumerate(rows) if row["task_type"] == task]
+    counts = Counter(label_of(rows[i]) == positive for i in of_task)
+    n_pos, n_neg = counts[True], counts[False]
+    surplus_idx: set[int] = set()
+    # positive share above the bound: drop positives; below: drop negatives (from the end).
+    if of_task and n_pos / len(of_task) > share + tolerance:
+        keep_pos = int((share + tolerance) * n_neg / (1 - share - tolerance)) if share + tolerance < 1 else n_pos
+        keep_pos = max(keep_pos, n_neg + 1)
+        surplus_idx = {i for i in of_task if label_of(rows[i]) == positive}
+        surplus_idx = set(sorted(surplus_idx)[keep_pos:])
+    elif of_task and n_pos / len(of_task) < share - tolerance:
+        keep_neg = int(n_pos * (1 - share + tolerance) / (share - tolerance)) if share - tolerance > 0 else n_neg
+        keep_neg = max(keep_neg, n_pos + 1)
+        surplus_idx = {i for i in of_task if label_of(rows[i]) != positive}
+        surplus_idx = set(sorted(surplus_idx)[keep_neg:])
+    return [r for i, r in enumerate(rows) if i not in surplus_idx], [rows[i] for i in sorted(surplus_idx)]

@@ -1,0 +1,156 @@
+"""Nodes of the synthesis pipeline: split chunks → teacher → filters → datasheet."""
+
+from __future__ import annotations
+
+import logging
+import random
+from string import Template
+from typing import Any, Callable
+
+from .datasheet import datasheet_markdown, datasheet_record
+from .filters import filter_rows, quarantined
+from .offline_teacher import OfflineTeacher
+from .openai_teacher import OpenAITeacher, parse_reply
+
+logger = logging.getLogger(__name__)
+
+VERSIONS = ("v1", "v2", "v3")
+CHUNK_KEYS = {"chunk_id": str, "url": str, "title": str, "heading_path": list, "text": str}
+
+
+def check_chunks(doc_chunks: list[dict]) -> None:
+    """Raise naming the chunk index and key when a chunk breaks the doc_chunks contract."""
+    if not isinstance(doc_chunks, list) or not doc_chunks:
+        raise ValueError("doc_chunks: expected a non-empty JSON list of chunks")
+    for index, chunk in enumerate(doc_chunks):
+        for key, kind in CHUNK_KEYS.items():
+            if not isinstance(chunk, dict) or not isinstance(chunk.get(key), kind):
+                raise ValueError(f"doc_chunks: chunk {index} has no {kind.__name__} {key!r}")
+
+
+def split_chunks(doc_chunks: list[dict], synthesis: dict) -> dict[str, list[str]]:
+    """Chunk ids for the test set (v2) and the training set (v3), disjoint unless switched off."""
+    check_chunks(doc_chunks)
+    ids = sorted(chunk["chunk_id"] for chunk in doc_chunks)
+    random.Random(synthesis["seed"]).shuffle(ids)
+    n_test = round(len(ids) * synthesis["test_chunk_share"])
+    test = ids[:n_test]
+    train = ids[n_test:] if synthesis["keep_test_chunks_out_of_train"] else ids
+    logger.info("Chunks: %d for the test set (v2), %d for the training set (v3)", len(test), len(train))
+    return {"test": sorted(test), "train": sorted(train)}
+
+
+def _version_chunks(doc_chunks: list[dict], chunk_split: dict, which: str) -> list[dict]:
+    if which == "all":
+        return doc_chunks
+    wanted = set(chunk_split[which])
+    return [chunk for chunk in doc_chunks if chunk["chunk_id"] in wanted]
+
+
+def task_counts(recipe: dict) -> dict[str, int]:
+    """How many pairs of each task type one chunk's request asks for (largest remainders)."""
+    n = recipe["pairs_per_chunk"]
+    mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
+    total = sum(mix.values())
+    exact = {task: n * share / total for task, share in mix.items()}
+    counts = {task: int(value) for task, value in exact.items()}
+    for task in sorted(exact, key=lambda t: counts[t] - exact[t])[: n - sum(counts.values())]:
+        counts[task] += 1
+    return counts
+
+
+def render_teacher_prompt(template: str, chunk: dict, recipe: dict) -> str:
+    """The teacher prompt for one chunk: the version's template filled from the chunk and recipe."""
+    counts = task_counts(recipe)
+    names = {"yes_no": "yes/no", "true_false": "true/false", "extractive_qa": "extractive QA", "nli": "NLI"}
+    bounds = recipe["output_words"]
+    return Template(template).substitute(
+        title=chunk["title"],
+        heading=" > ".join(chunk["heading_path"]) or chunk["title"],
+        context=chunk["text"],
+        n_pairs=sum(counts.values()),
+        task_counts="\n".join(f"- {n} {names[task]} pair(s)" for task, n in counts.items() if n),
+        output_guidance="\n".join(
+            f"- {names[task]} outputs: {bounds[task]['min']} to {bounds[task]['max']} words." for task in counts
+        ),
+    )
+
+
+def generate_candidates(
+    doc_chunks: list[dict],
+    chunk_split: dict,
+    teacher_prompts: dict[str, Callable[[], str]],
+    teacher_api_key: str | None,
+    synthesis: dict,
+) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Candidate rows per version from the chosen teacher, plus malformed replies and usage."""
+    check_chunks(doc_chunks)
+    candidates: dict[str, list[dict]] = {"malformed": []}
+    report: dict[str, Any] = {"teacher": synthesis["teacher"]}
+    if synthesis["teacher"] == "offline":
+        teacher = OfflineTeacher(doc_chunks, synthesis["offline"], synthesis["seed"])
+        for version in VERSIONS:
+            recipe = synthesis["versions"][version]
+            chunks = _version_chunks(doc_chunks, chunk_split, recipe["chunks"])
+            candidates[version] = teacher.generate(chunks, recipe, version)
+            logger.info("offline teacher: %d candidate rows for %s", len(candidates[version]), version)
+        return candidates, report
+    if synthesis["teacher"] != "openai":
+        raise ValueError(f"synthesis.teacher: unknown teacher {synthesis['teacher']!r} (offline | openai)")
+    teacher = OpenAITeacher(synthesis["openai"], teacher_api_key)
+    jobs = []
+    for version in VERSIONS:
+        recipe = synthesis["versions"][version]
+        if recipe["prompt"] not in teacher_prompts:
+            raise ValueError(f"synthesis.versions.{version}.prompt: no prompt file {recipe['prompt']!r} in conf/base/prompts/")
+        template = teacher_prompts[recipe["prompt"]]()
+        jobs += [(version, chunk, render_teacher_prompt(template, chunk, recipe))
+                 for chunk in _version_chunks(doc_chunks, chunk_split, recipe["chunks"])]
+    replies = teacher.complete_all([prompt for _, _, prompt in jobs])
+    teacher_name = f"openai:{synthesis['openai']['model']}"
+    for version in VERSIONS:
+        candidates[version] = []
+    for (version, chunk, _), reply in zip(jobs, replies):
+        rows, problems = parse_reply(reply, chunk, synthesis["versions"][version], version, teacher_name)
+        candidates[version] += rows
+        candidates["malformed"] += [
+            quarantined({"chunk_id": chunk["chunk_id"], "url": chunk["url"]}, version, p["reason"], detail=p["detail"])
+            for p in problems
+        ]
+    report |= {"model": synthesis["openai"]["model"], "base_url": synthesis["openai"]["base_url"],
+               "prompts": len(jobs), **teacher.stats.as_dict()}
+    logger.info("openai teacher: %s", report)
+    return candidates, report
+
+
+def filter_candidates(
+    candidates: dict[str, list[dict]], doc_chunks: list[dict], synthesis: dict
+) -> tuple[list[dict], list[dict], list[dict], list[dict], dict]:
+    """qa_v1, qa_v2, qa_v3 after the quality filters, every dropped row with its reason, counts."""
+    chunk_texts = {chunk["chunk_id"]: chunk["text"] for chunk in doc_chunks}
+    kept, quarantine, report = {}, list(candidates["malformed"]), {}
+    for version in VERSIONS:
+        rows = candidates[version]
+        kept[version], dropped = filter_rows(rows, version, synthesis["versions"][version], synthesis["filters"], chunk_texts)
+        quarantine += dropped
+        reasons: dict[str, int] = {}
+        for record in dropped + [r for r in candidates["malformed"] if r["version"] == version]:
+            reason = record["reason"].split(" (")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        report[version] = {"candidates": len(rows), "kept": len(kept[version]), "dropped": reasons}
+        logger.info("%s: kept %d of %d candidates; dropped %s", version, len(kept[version]), len(rows), reasons)
+    return kept["v1"], kept["v2"], kept["v3"], quarantine, report
+
+
+def build_datasheet(
+    qa_v1: list[dict],
+    qa_v2: list[dict],
+    qa_v3: list[dict],
+    filter_report: dict,
+    teacher_report: dict,
+    chunk_split: dict,
+    synthesis: dict,
+) -> tuple[str, dict]:
+    """The datasheet (Tables 1 and 5, filters, v2/v3 overlap, sample rows) as markdown and JSON."""
+    record = datasheet_record({"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, filter_report, teacher_report, chunk_split, synthesis)
+    return datasheet_markdown(record), record

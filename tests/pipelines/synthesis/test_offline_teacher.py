@@ -1,0 +1,131 @@
+"""The offline teacher: seeded determinism, grounded answers, labelled edits, natural questions."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from kaggle_qa.pipelines.synthesis.filters import filter_rows
+from kaggle_qa.pipelines.synthesis.near_duplicates import rouge_tokens
+from kaggle_qa.pipelines.synthesis.offline_teacher import OfflineTeacher, split_sentences, to_first_person
+
+
+def generate(chunks, params, version="v3", seed=None):
+    teacher = OfflineTeacher(chunks, params["offline"], params["seed"] if seed is None else seed)
+    return teacher.generate(chunks, params["versions"][version], version)
+
+
+def test_same_seed_same_rows_other_seed_other_rows(chunks, params):
+    first, again = generate(chunks, params), generate(chunks, params)
+    assert first == again
+    assert generate(chunks, params, seed=params["seed"] + 1) != first
+
+
+def test_every_task_type_is_produced_with_provenance(chunks, params):
+    rows = generate(chunks, params)
+    assert {row["task_type"] for row in rows} == {"yes_no", "true_false", "extractive_qa", "nli"}
+    by_id = {chunk["chunk_id"]: chunk for chunk in chunks}
+    for row in rows:
+        assert row["teacher"] == "offline"
+        assert row["input"] == by_id[row["chunk_id"]]["text"]  # v3: the whole chunk is the context
+        assert row["url"] == by_id[row["chunk_id"]]["url"]
+
+
+def test_extractive_answers_are_sentences_of_the_input(chunks, params):
+    rows = [r for r in generate(chunks, params) if r["task_type"] == "extractive_qa"]
+    assert len(rows) >= 8
+    for row in rows:
+        assert row["output"] in split_sentences(row["input"]), row
+
+
+def test_statement_answers_restate_the_true_sentence(chunks, params):
+    rows = [r for r in generate(chunks, params) if r["task_type"] != "extractive_qa"]
+    for row in rows:
+        label_word, _, sentence = row["output"].partition(" ")
+        assert label_word.rstrip(".").lower() == row["label"]
+        if row["label"] != "neutral":
+            assert sentence in split_sentences(row["input"]), row
+
+
+def test_false_statements_are_labelled_meaning_changing_edits(chunks, params):
+    rows = generate(chunks, params)
+    false_rows = [r for r in rows if r.get("label") in ("false", "contradiction")]
+    assert false_rows
+    for row in false_rows:
+        assert row["edit"] in ("negation", "number_swap", "entity_swap")
+        true_sentence = row["output"].split(" ", 1)[1]
+        assert true_sentence not in row["instruction"]  # the question states something else
+    true_rows = [r for r in rows if r.get("label") in ("true", "entailment")]
+    assert all("edit" not in r for r in true_rows)
+
+
+def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    rng = random.Random(0)
+    corpus = " ".join(chunk["text"] for chunk in chunks)
+    sentence = "GPU sessions have a limit of 30 hours per week."
+    seen = set()
+    for _ in range(30):
+        kind, edited = teacher.false_edit(sentence, rng)
+        assert edited != sentence
+        seen.add(kind)
+        if kind == "number_swap":
+            new_number = next(t for t in edited.split() if t.isdigit())
+            assert new_number != "30" and new_number in corpus
+        if kind == "entity_swap":
+            (old, new), = [(a, b) for a, b in zip(sentence.split(), edited.split()) if a != b]
+            assert any(old in group and new in group for group in params["offline"]["swap_groups"])
+            assert new in corpus
+    assert {"number_swap", "entity_swap"} <= seen
+
+
+def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):
+    recipe = params["versions"]["v3"]
+    rows, _ = filter_rows(generate(chunks, params), "v3", recipe, params["filters"], {})
+    labels = Counter(r["label"] for r in rows if r["task_type"] == "true_false")
+    share = labels["true"] / (labels["true"] + labels["false"])
+    assert abs(share - recipe["true_share"]) <= params["filters"]["balance_tolerance"]
+
+
+@pytest.mark.parametrize(
+    "sentence, question",
+    [
+        ("To save a version, click the Save Version button in the upper right corner.", "How do I save a version?"),
+        ("You can enable a GPU by choosing it in the Accelerator menu of the Notebook editor.", "How can I enable a GPU?"),
+        ("If you run out of quota, your session will be stopped.", "What happens if I run out of quota?"),
+        ("A TPU is a hardware accelerator specialized in deep learning tasks.", "What is a TPU?"),
+        ("Owners can invite collaborators to a dataset.", "Who can invite collaborators to a dataset?"),
+    ],
+)
+def test_questions_read_like_a_person_wrote_them(chunks, params, sentence, question):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    questions = teacher.extractive_questions(sentence, random.Random(1))
+    assert question in questions or any(q.startswith(question[:-1]) for q in questions), questions
+
+
+def test_yes_no_questions_invert_the_auxiliary_and_keep_polarity(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    assert teacher.yes_no_question("Viewers cannot change a private dataset.") == (
+        "Can viewers change a private dataset?", False)
+    assert teacher.yes_no_question("You can make your notebook public.") == (
+        "Can I make my notebook public?", True)
+    assert teacher.yes_no_question("If you want, you can do it.") is None  # no clean subject
+
+
+def test_second_person_becomes_the_askers_first_person():
+    assert to_first_person("you run out of your quota") == "I run out of my quota"
+    assert to_first_person("we send you an email") == "we send me an email"
+
+
+def test_v2_recipe_gives_short_label_answers_and_v1_optional_inputs(chunks, params):
+    v2 = generate(chunks, params, "v2")
+    assert all(r["output"] in ("True.", "False.", "Yes.", "No.", "Entailment.", "Contradiction.", "Neutral.")
+               for r in v2 if r["task_type"] != "extractive_qa")
+    v1 = generate(chunks, params, "v1")
+    empty = sum(not r["input"] for r in v1)
+    assert 0 < empty < len(v1)
+    for row in v1:
+        if row["input"] and row["task_type"] == "extractive_qa":
+            assert set(rouge_tokens(row["output"])) <= set(rouge_tokens(row["input"]))
