@@ -12,4 +12,6 @@ CONFIG_LOADER_ARGS = {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "credentials": ["credentials*", "credentials*/**", "**/credentials*"],
     },
+    # an environment (conf/gpu, conf/live, …) overrides only the keys it names
+    "merge_strategy": {"parameters": "soft"},
 }
