@@ -9,7 +9,7 @@ import pytest
 
 from kaggle_qa.pipelines.synthesis.filters import filter_rows
 from kaggle_qa.pipelines.synthesis.near_duplicates import rouge_tokens
-from kaggle_qa.pipelines.synthesis.offline_teacher import OfflineTeacher, split_sentences, to_first_person
+from kaggle_qa.pipelines.synthesis.offline_teacher import OfflineTeacher, as_sentence, split_sentences, to_first_person
 
 
 def generate(chunks, params, version="v3", seed=None):
@@ -129,3 +129,16 @@ def test_v2_recipe_gives_short_label_answers_and_v1_optional_inputs(chunks, para
     for row in v1:
         if row["input"] and row["task_type"] == "extractive_qa":
             assert set(rouge_tokens(row["output"])) <= set(rouge_tokens(row["input"]))
+
+
+def test_docs_lines_become_plain_sentences():
+    assert as_sentence("Go to your profile (https://www.kaggle.com/settings) and create a token.") == (
+        "Go to your profile and create a token.")
+    assert as_sentence("- `kaggle datasets list -s [KEYWORD]`: list datasets matching a search term") == (
+        "`kaggle datasets list -s [KEYWORD]` lists datasets matching a search term.")
+
+
+def test_sentences_that_point_elsewhere_are_not_answers(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    assert not teacher._is_statement("To learn more about how to use Datasets collaboratively, read more here.")
+    assert teacher._is_statement("Collaborators with edit rights can create new versions of the dataset.")

@@ -70,10 +70,12 @@ def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str |
         return "empty input where the recipe makes it mandatory"
     if _TRANSLATION.search(instruction):
         return "translation task"
-    for field in ("instruction", "output"):
-        reason = language_reason(row[field], filters)
+    # Judged on question + answer together (short questions alone fool langid), and on the
+    # answer alone, which would hold a translation.
+    for what, text in (("question and answer", f"{instruction} {output}"), ("answer", output)):
+        reason = language_reason(text, filters)
         if reason:
-            return f"{field}: {reason}"
+            return f"{what}: {reason}"
     bounds = recipe["output_words"][row["task_type"]]
     words = len(output.split())
     if words < bounds["min"]:

@@ -77,7 +77,8 @@ _FUNCTION_WORDS = set(
     "how where why".split())
 _OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
 _SUBJECT_BAN = re.compile(
-    r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another)\b", re.I)
+    r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
+    r"must|may|might|should|would|could|need|needs|will|can|cannot)\b", re.I)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -95,6 +96,22 @@ def tidy(text: str) -> str:
     """Collapse whitespace and the space the docs sometimes leave before punctuation."""
     text = text.replace("\ufe0f", "").replace("\u200b", "")
     return re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
+
+
+_LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
+_COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
+
+
+def as_sentence(line: str) -> str:
+    """A docs line as a plain sentence: link targets dropped ("Kaggle Learn (https://…)" →
+    "Kaggle Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
+    line = tidy(_LINK_TARGET.sub("", line))
+    match = _COMMAND_ITEM.match(line)
+    if match:
+        verb = match["verb"]
+        verb = verb[:-1] + "ies" if verb.endswith("y") else verb + ("es" if re.search(r"(s|sh|ch|x)$", verb) else "s")
+        return f"{match['command']} {verb}{match['rest']}."
+    return line
 
 
 def n_words(text: str) -> int:
@@ -180,7 +197,7 @@ class OfflineTeacher:
         self.distractors = [
             (chunk["url"], sentence)
             for chunk in all_chunks
-            for sentence in split_sentences(chunk["text"])
+            for sentence in map(as_sentence, split_sentences(chunk["text"]))
             if self._is_statement(sentence)
         ]
 
@@ -189,11 +206,12 @@ class OfflineTeacher:
         bounds = self.params["statement_words"]
         return (
             sentence.endswith(".")
-            and sentence[0].isupper()
+            and (sentence[0].isupper() or sentence[0] in "`“\"")
             and bounds["min"] <= n_words(sentence) <= bounds["max"]
             and "http" not in sentence
             and "<" not in sentence
             and not sentence.rstrip(".").endswith(":")
+            and not any(phrase in sentence.lower() for phrase in self.params["vague_phrases"])
         )
 
     def _is_claim(self, sentence: str) -> bool:
@@ -282,7 +300,8 @@ class OfflineTeacher:
             return f"What do I need to do {match['purpose']} {to_first_person(match['goal'])}?"
         if match := _YOU_CAN.match(sentence):
             lead = "How can I" if match["how"] in ("by", "using", "with", "via", "through") else "Where can I"
-            return f"{lead} {to_first_person(_TRAILING_ADVERB.sub('', match['act']))}?"
+            act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
+            return f"{lead} {to_first_person(_TRAILING_ADVERB.sub('', act))}?"
         if match := _WHO_CAN.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
         if match := _HOW_MANY.match(sentence):
@@ -338,7 +357,7 @@ class OfflineTeacher:
         if _IMPERATIVE_START.match(heading):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
-            return f"How does {topic} work on Kaggle?"
+            return rng.choice(self.params["activity_templates"]).format(topic=topic)
         return rng.choice(self.params["topic_templates"]).format(topic=topic)
 
     @staticmethod
@@ -367,7 +386,7 @@ class OfflineTeacher:
         return rows
 
     def _chunk_rows(self, chunk, recipe, version, mix, counts, label_counts, rng) -> list[dict]:
-        sentences = [tidy(s) for s in split_sentences(chunk["text"])]
+        sentences = [as_sentence(s) for s in split_sentences(chunk["text"])]
         rows: list[dict] = []
         questions_seen: set[str] = set()
 
