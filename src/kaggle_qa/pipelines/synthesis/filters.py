@@ -94,12 +94,20 @@ def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
     return {"version": version, "reason": reason, **detail, "row": row}
 
 
-def filter_rows(rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict) -> tuple[list, list]:
-    """(kept, quarantined) for one version: row checks, then near-duplicates, then balance."""
+def filter_rows(
+    rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict, held_out: RougeIndex | None = None
+) -> tuple[list, list]:
+    """(kept, quarantined) for one version: row checks, near-duplicates of kept questions or of
+    `held_out` ones (the test set's, when filtering the training set), then class balance."""
     kept, dropped = [], []
     index = RougeIndex(filters["max_question_rouge_l"])
     for row in rows:
         reason = row_reason(row, recipe, filters, chunk_texts.get(row.get("chunk_id"), ""))
+        if reason is None and held_out is not None:
+            duplicate, score, match = held_out.is_near_duplicate(row["instruction"])
+            if duplicate:
+                dropped.append(quarantined(row, version, "near-duplicate of a test-set question", rouge_l=round(score, 3), of=match))
+                continue
         if reason is None:
             duplicate, score, match = index.is_near_duplicate(row["instruction"])
             if duplicate:

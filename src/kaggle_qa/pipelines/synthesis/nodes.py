@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .datasheet import datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
+from .near_duplicates import RougeIndex
 from .offline_teacher import OfflineTeacher
 from .openai_teacher import OpenAITeacher, parse_reply
 
@@ -129,9 +130,18 @@ def filter_candidates(
     """qa_v1, qa_v2, qa_v3 after the quality filters, every dropped row with its reason, counts."""
     chunk_texts = {chunk["chunk_id"]: chunk["text"] for chunk in doc_chunks}
     kept, quarantine, report = {}, list(candidates["malformed"]), {}
-    for version in VERSIONS:
-        rows = candidates[version]
-        kept[version], dropped = filter_rows(rows, version, synthesis["versions"][version], synthesis["filters"], chunk_texts)
+    test_sets_first = sorted(VERSIONS, key=lambda v: synthesis["versions"][v]["chunks"] == "train")
+    for version in test_sets_first:
+        rows, recipe = candidates[version], synthesis["versions"][version]
+        held_out = None
+        if recipe["chunks"] == "train" and synthesis["keep_test_chunks_out_of_train"]:
+            # The docs repeat themselves across sections: keep test questions out of training
+            # even when they come from another chunk.
+            held_out = RougeIndex(synthesis["filters"]["max_question_rouge_l"])
+            for test_version in (v for v in VERSIONS if synthesis["versions"][v]["chunks"] == "test"):
+                for row in kept[test_version]:
+                    held_out.add(row["instruction"])
+        kept[version], dropped = filter_rows(rows, version, recipe, synthesis["filters"], chunk_texts, held_out)
         quarantine += dropped
         reasons: dict[str, int] = {}
         for record in dropped + [r for r in candidates["malformed"] if r["version"] == version]:

@@ -253,7 +253,7 @@ class OfflineTeacher:
 
     # ---------------------------------------------------------------- question forms
     def _subject(self, subject: str) -> str | None:
-        if _PRONOUN_START.match(subject) or _CLAUSE_START.match(subject) or _SUBJECT_BAN.search(subject):
+        if any(p.match(subject) for p in (_PRONOUN_START, _CLAUSE_START, _IMPERATIVE_START)) or _SUBJECT_BAN.search(subject):
             return None
         if n_words(subject) > self.params["max_subject_words"]:
             return None
