@@ -79,6 +79,8 @@ def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, 
             assert any(old in group and new in group for group in params["offline"]["swap_groups"])
             assert new in corpus
     assert {"number_swap", "entity_swap"} <= seen
+    for _ in range(10):  # the swapped-in term is never one the sentence already has
+        assert teacher.false_edit("Scripts can be written in Python or R.", rng)[1].count(" R") <= 1
 
 
 def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):

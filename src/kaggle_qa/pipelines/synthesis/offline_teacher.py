@@ -230,8 +230,9 @@ class OfflineTeacher:
         for group in self.vocab.swap_groups:
             for term in group:
                 match = re.search(rf"\b{re.escape(term)}\b", sentence)
-                if match:
-                    other = rng.choice([t for t in group if t != term])
+                others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
+                if match and others:  # never a term the sentence already has ("R or R")
+                    other = rng.choice(others)
                     edits.append(("entity_swap", sentence[: match.start()] + other + sentence[match.end():]))
                     break
         negated = self._negate(sentence)
