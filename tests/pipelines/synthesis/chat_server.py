@@ -29,15 +29,26 @@ def good_content(body: dict) -> str:
     passage = re.search(r'"""\n(.*?)\n"""', prompt, re.S).group(1)
     first = re.split(r"(?<=\.)\s", passage.strip())[0]
     topic = " ".join(first.split()[:6])
-    return json.dumps({"pairs": [
-        {"instruction": f"What does the documentation say about {topic}?", "output": first, "task_type": "extractive_qa"},
-        {"instruction": f"True or False: {first}", "output": f"True. {first}", "task_type": "true_false"},
-    ]})
+    return json.dumps(
+        {
+            "pairs": [
+                {
+                    "instruction": f"What does the documentation say about {topic}?",
+                    "output": first,
+                    "task_type": "extractive_qa",
+                },
+                {"instruction": f"True or False: {first}", "output": f"True. {first}", "task_type": "true_false"},
+            ]
+        }
+    )
 
 
 def completion(content: str, model: str) -> dict:
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140},
     }

@@ -15,21 +15,34 @@ CONTEXT = (
 
 
 def row(instruction, output, task_type="extractive_qa", context=CONTEXT, **extra):
-    return {"input": context, "instruction": instruction, "output": output, "task_type": task_type,
-            "chunk_id": "c0", "url": "https://www.kaggle.com/docs/competitions", "teacher": "test"} | extra
+    return {
+        "input": context,
+        "instruction": instruction,
+        "output": output,
+        "task_type": task_type,
+        "chunk_id": "c0",
+        "url": "https://www.kaggle.com/docs/competitions",
+        "teacher": "test",
+    } | extra
 
 
 GOOD = row("How do I join a competition?", "You can join a competition by clicking the Join Competition button.")
 PLANTED = {
-    "translation task": row("Translate 'competition' into Spanish.", "The Spanish word is competición, as in the docs."),
-    "non-English": row("¿Cómo puedo unirme a una competición de Kaggle hoy mismo?",
-                       "Puedes unirte a una competición haciendo clic en el botón de unirse."),
+    "translation task": row(
+        "Translate 'competition' into Spanish.", "The Spanish word is competición, as in the docs."
+    ),
+    "non-English": row(
+        "¿Cómo puedo unirme a una competición de Kaggle hoy mismo?",
+        "Puedes unirte a una competición haciendo clic en el botón de unirse.",
+    ),
     "recipe asks for at least": row("What are Getting Started competitions like?", "Easy."),
     "answer not supported by the input": row(
-        "What are Getting Started competitions?", "They award a million dollars in prize money to the top ten teams."),
+        "What are Getting Started competitions?", "They award a million dollars in prize money to the top ten teams."
+    ),
     "empty instruction": row("   ", "You can join a competition by clicking the Join Competition button."),
-    "near-duplicate question": row("How do I join the competition?",
-                                   "You can join a competition by clicking the Join Competition button."),
+    "near-duplicate question": row(
+        "How do I join the competition?", "You can join a competition by clicking the Join Competition button."
+    ),
 }
 
 
@@ -66,8 +79,12 @@ def test_empty_input_rows_are_checked_against_their_source_chunk(params):
 
 def test_one_word_label_is_fine_where_the_recipe_asks_for_short_answers(params):
     v2 = params["versions"]["v2"]
-    short = row("True or False: Getting Started competitions have two-month rolling leaderboards.", "True.",
-                task_type="true_false", label="true")
+    short = row(
+        "True or False: Getting Started competitions have two-month rolling leaderboards.",
+        "True.",
+        task_type="true_false",
+        label="true",
+    )
     kept, _ = filter_rows([short], "v2", v2, params["filters"], {})
     assert kept == [short]
     _, dropped = filter_rows([short], "v3", params["versions"]["v3"], params["filters"], {})
@@ -88,8 +105,11 @@ def test_rebalance_drops_the_latest_majority_rows_into_bounds():
 def test_rouge_index_agrees_with_rouge_score():
     from rouge_score.rouge_scorer import RougeScorer
 
-    texts = ["How do I join a competition on Kaggle?", "What is a Kaggle notebook used for?",
-             "Where can I find the leaderboard of a competition?"]
+    texts = [
+        "How do I join a competition on Kaggle?",
+        "What is a Kaggle notebook used for?",
+        "Where can I find the leaderboard of a competition?",
+    ]
     index = RougeIndex(0.0)
     for text in texts:
         index.add(text)

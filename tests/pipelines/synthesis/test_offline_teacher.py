@@ -75,7 +75,7 @@ def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, 
             new_number = next(t for t in edited.split() if t.isdigit())
             assert new_number != "30" and new_number in corpus
         if kind == "entity_swap":
-            (old, new), = [(a, b) for a, b in zip(sentence.split(), edited.split()) if a != b]
+            ((old, new),) = [(a, b) for a, b in zip(sentence.split(), edited.split()) if a != b]
             assert any(old in group and new in group for group in params["offline"]["swap_groups"])
             assert new in corpus
     assert {"number_swap", "entity_swap"} <= seen
@@ -95,7 +95,10 @@ def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):
     "sentence, question",
     [
         ("To save a version, click the Save Version button in the upper right corner.", "How do I save a version?"),
-        ("You can enable a GPU by choosing it in the Accelerator menu of the Notebook editor.", "How can I enable a GPU?"),
+        (
+            "You can enable a GPU by choosing it in the Accelerator menu of the Notebook editor.",
+            "How can I enable a GPU?",
+        ),
         ("If you run out of quota, your session will be stopped.", "What happens if I run out of quota?"),
         ("A TPU is a hardware accelerator specialized in deep learning tasks.", "What is a TPU?"),
         ("Owners can invite collaborators to a dataset.", "Who can invite collaborators to a dataset?"),
@@ -110,9 +113,10 @@ def test_questions_read_like_a_person_wrote_them(chunks, params, sentence, quest
 def test_yes_no_questions_invert_the_auxiliary_and_keep_polarity(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     assert teacher.yes_no_question("Viewers cannot change a private dataset.") == (
-        "Can viewers change a private dataset?", False)
-    assert teacher.yes_no_question("You can make your notebook public.") == (
-        "Can I make my notebook public?", True)
+        "Can viewers change a private dataset?",
+        False,
+    )
+    assert teacher.yes_no_question("You can make your notebook public.") == ("Can I make my notebook public?", True)
     assert teacher.yes_no_question("If you want, you can do it.") is None  # no clean subject
 
 
@@ -123,8 +127,11 @@ def test_second_person_becomes_the_askers_first_person():
 
 def test_v2_recipe_gives_short_label_answers_and_v1_optional_inputs(chunks, params):
     v2 = generate(chunks, params, "v2")
-    assert all(r["output"] in ("True.", "False.", "Yes.", "No.", "Entailment.", "Contradiction.", "Neutral.")
-               for r in v2 if r["task_type"] != "extractive_qa")
+    assert all(
+        r["output"] in ("True.", "False.", "Yes.", "No.", "Entailment.", "Contradiction.", "Neutral.")
+        for r in v2
+        if r["task_type"] != "extractive_qa"
+    )
     v1 = generate(chunks, params, "v1")
     empty = sum(not r["input"] for r in v1)
     assert 0 < empty < len(v1)
@@ -135,9 +142,11 @@ def test_v2_recipe_gives_short_label_answers_and_v1_optional_inputs(chunks, para
 
 def test_docs_lines_become_plain_sentences():
     assert as_sentence("Go to your profile (https://www.kaggle.com/settings) and create a token.") == (
-        "Go to your profile and create a token.")
+        "Go to your profile and create a token."
+    )
     assert as_sentence("- `kaggle datasets list -s [KEYWORD]`: list datasets matching a search term") == (
-        "`kaggle datasets list -s [KEYWORD]` lists datasets matching a search term.")
+        "`kaggle datasets list -s [KEYWORD]` lists datasets matching a search term."
+    )
 
 
 def test_sentences_that_point_elsewhere_are_not_answers(chunks, params):

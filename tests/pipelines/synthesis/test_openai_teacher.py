@@ -22,8 +22,13 @@ API_KEY = "sk-test-0123456789-secret"
 def teacher_params(params):
     """Fast retries and a short timeout, so failure paths take milliseconds."""
     return params["openai"] | {
-        "model": "test-model", "timeout_s": 1.0, "max_retries": 2, "backoff_initial_s": 0.01,
-        "backoff_max_s": 0.05, "concurrency": 2, "max_failed_share": 1.0,
+        "model": "test-model",
+        "timeout_s": 1.0,
+        "max_retries": 2,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+        "concurrency": 2,
+        "max_failed_share": 1.0,
     }
 
 
@@ -126,7 +131,9 @@ def test_second_run_is_served_from_the_cache(teacher_params, prompts):
 
 def test_a_killed_run_resumes_with_only_the_missing_requests(teacher_params, prompts):
     answered_before_hang = 3
-    hang = lambda n, body: Reply(content=good_content(body), delay_s=60) if n >= answered_before_hang else good_content(body)
+    hang = lambda n, body: (
+        Reply(content=good_content(body), delay_s=60) if n >= answered_before_hang else good_content(body)
+    )
     child = (
         "import json, sys\n"
         "from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher\n"

@@ -14,7 +14,9 @@ from kaggle_qa.settings import CONFIG_LOADER_ARGS
 
 def project_catalog(project_root, env):
     loader = OmegaConfigLoader(
-        str(project_root / "conf"), base_env="base", default_run_env=env,
+        str(project_root / "conf"),
+        base_env="base",
+        default_run_env=env,
         config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
     )
     return DataCatalog.from_config(loader["catalog"], loader["credentials"])

@@ -60,11 +60,15 @@ def samples(rows: list[dict], per_task: int, seed: int) -> dict[str, list[dict]]
     return picked
 
 
-def datasheet_record(versions: dict, filter_report: dict, teacher_report: dict, chunk_split: dict, synthesis: dict) -> dict:
+def datasheet_record(
+    versions: dict, filter_report: dict, teacher_report: dict, chunk_split: dict, synthesis: dict
+) -> dict:
     """Everything the datasheet says, as JSON."""
     sheet = synthesis["datasheet"]
     return {
-        "table1": {v: table1(rows, synthesis["versions"][v]["input_mode"] == "optional") for v, rows in versions.items()},
+        "table1": {
+            v: table1(rows, synthesis["versions"][v]["input_mode"] == "optional") for v, rows in versions.items()
+        },
         "table5": {
             "data_source": sheet["data_source"],
             "scrape_date": sheet["scrape_date"],
@@ -73,13 +77,17 @@ def datasheet_record(versions: dict, filter_report: dict, teacher_report: dict, 
             "format": sheet["format"],
             "purpose": sheet["purpose"],
             "created_by": sheet["created_by"],
-            "generator": teacher_report["teacher"] if teacher_report["teacher"] == "offline"
+            "generator": teacher_report["teacher"]
+            if teacher_report["teacher"] == "offline"
             else f"{teacher_report['model']} at {teacher_report['base_url']}",
         },
         "teacher": teacher_report,
         "filters": filter_report,
-        "chunks": {"test": len(chunk_split["test"]), "train": len(chunk_split["train"]),
-                   "test_kept_out_of_train": synthesis["keep_test_chunks_out_of_train"]},
+        "chunks": {
+            "test": len(chunk_split["test"]),
+            "train": len(chunk_split["train"]),
+            "test_kept_out_of_train": synthesis["keep_test_chunks_out_of_train"],
+        },
         "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]["max_question_rouge_l"]),
         "samples_v3": samples(versions["v3"], sheet["sample_rows_per_task"], synthesis["seed"]),
     }
@@ -108,7 +116,9 @@ def datasheet_markdown(record: dict) -> str:
     lines += [f"| {name} | " + " | ".join(str(get(t1[v])) for v in versions) + " |" for name, get in rows]
     lines += ["| Used for | " + " | ".join(USED_FOR.get(v, "") for v in versions) + " |", ""]
     lines += ["## Table 5: datasheet", "", "| | |", "|---|---|"]
-    lines += [f"| {key.replace('_', ' ').capitalize()} | {_cell(str(value))} |" for key, value in record["table5"].items()]
+    lines += [
+        f"| {key.replace('_', ' ').capitalize()} | {_cell(str(value))} |" for key, value in record["table5"].items()
+    ]
     lines += ["", "## Teacher", ""]
     lines += [f"- {key}: {value}" for key, value in record["teacher"].items()]
     lines += ["", "## Filters (dropped rows are in qa_quarantine, each with its reason)", ""]
@@ -117,16 +127,23 @@ def datasheet_markdown(record: dict) -> str:
         lines.append(f"- {version}: {counts['kept']} kept of {counts['candidates']} candidates; dropped: {dropped}")
     chunks, ov = record["chunks"], record["v2_v3_overlap"]
     lines += ["", "## v2 (test) / v3 (train) overlap", ""]
+    threshold = ov["near_identical_threshold_rouge_l"]
     lines += [
-        f"- chunks: {chunks['test']} for v2, {chunks['train']} for v3; v2 chunks kept out of v3: {chunks['test_kept_out_of_train']}",
+        f"- chunks: {chunks['test']} for v2, {chunks['train']} for v3; "
+        f"v2 chunks kept out of v3: {chunks['test_kept_out_of_train']}",
         f"- chunks shared by v2 and v3 rows: {ov['shared_chunks']}",
         f"- v2 questions identical to a v3 question: {ov['identical_questions']}",
-        f"- v2 questions near-identical (ROUGE-L > {ov['near_identical_threshold_rouge_l']}) to a v3 question: {ov['near_identical_questions']}",
+        f"- v2 questions near-identical (ROUGE-L > {threshold}) to a v3 question: {ov['near_identical_questions']}",
         *[f"  - e.g. {_cell(q, 160)}" for q in ov["near_identical_examples"]],
     ]
     lines += ["", "## Sample rows of qa_v3 (seeded, per task type)", ""]
     for task, picked in record["samples_v3"].items():
-        lines += [f"### {TASK_NAMES[task]} ({len(picked)})", "", "| instruction | output | label / edit |", "|---|---|---|"]
+        lines += [
+            f"### {TASK_NAMES[task]} ({len(picked)})",
+            "",
+            "| instruction | output | label / edit |",
+            "|---|---|---|",
+        ]
         lines += [
             f"| {_cell(r['instruction'])} | {_cell(r['output'])} | {r.get('label', '')} {r.get('edit', '')} |"
             for r in picked

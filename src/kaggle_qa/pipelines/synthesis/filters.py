@@ -17,13 +17,16 @@ from .near_duplicates import RougeIndex, rouge_tokens
 
 _TRANSLATION = re.compile(
     r"\btranslat\w*\b|\b(?:in|into|to) (?:spanish|french|german|portuguese|italian|chinese|japanese|"
-    r"korean|hindi|russian|arabic|dutch)\b", re.I)
+    r"korean|hindi|russian|arabic|dutch)\b",
+    re.I,
+)
 _STOPWORDS = set(
     "a an the and or but if then else of to in on at by for with from as is are was were be been being it its "
     "this that these those there here you your we our they their he she his her i me my can could will would "
     "should may might must do does did not no yes true false so such than too very also just only into onto "
     "over under about after before while when where which who whom what how why all any each every some most "
-    "more other".split())
+    "more other".split()
+)
 _LABELS = {"yes_no": ("yes", "no"), "true_false": ("true", "false")}
 
 
@@ -106,7 +109,11 @@ def filter_rows(
         if reason is None and held_out is not None:
             duplicate, score, match = held_out.is_near_duplicate(row["instruction"])
             if duplicate:
-                dropped.append(quarantined(row, version, "near-duplicate of a test-set question", rouge_l=round(score, 3), of=match))
+                dropped.append(
+                    quarantined(
+                        row, version, "near-duplicate of a test-set question", rouge_l=round(score, 3), of=match
+                    )
+                )
                 continue
         if reason is None:
             duplicate, score, match = index.is_near_duplicate(row["instruction"])
@@ -120,7 +127,10 @@ def filter_rows(
     for task, (positive, _) in _LABELS.items():
         share = recipe["true_share"] if task == "true_false" else recipe["yes_share"]
         kept, surplus = rebalance(kept, task, positive, share, filters["balance_tolerance"])
-        dropped += [quarantined(row, version, f"{task} rebalance to {share:.2f} ± {filters['balance_tolerance']}") for row in surplus]
+        dropped += [
+            quarantined(row, version, f"{task} rebalance to {share:.2f} ± {filters['balance_tolerance']}")
+            for row in surplus
+        ]
     return kept, dropped
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 from string import Template
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .datasheet import datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
@@ -103,10 +104,14 @@ def generate_candidates(
     for version in VERSIONS:
         recipe = synthesis["versions"][version]
         if recipe["prompt"] not in teacher_prompts:
-            raise ValueError(f"synthesis.versions.{version}.prompt: no prompt file {recipe['prompt']!r} in conf/base/prompts/")
+            raise ValueError(
+                f"synthesis.versions.{version}.prompt: no prompt file {recipe['prompt']!r} in conf/base/prompts/"
+            )
         template = teacher_prompts[recipe["prompt"]]()
-        jobs += [(version, chunk, render_teacher_prompt(template, chunk, recipe))
-                 for chunk in _version_chunks(doc_chunks, chunk_split, recipe["chunks"])]
+        jobs += [
+            (version, chunk, render_teacher_prompt(template, chunk, recipe))
+            for chunk in _version_chunks(doc_chunks, chunk_split, recipe["chunks"])
+        ]
     replies = teacher.complete_all([prompt for _, _, prompt in jobs])
     teacher_name = f"openai:{synthesis['openai']['model']}"
     for version in VERSIONS:
@@ -118,8 +123,12 @@ def generate_candidates(
             quarantined({"chunk_id": chunk["chunk_id"], "url": chunk["url"]}, version, p["reason"], detail=p["detail"])
             for p in problems
         ]
-    report |= {"model": synthesis["openai"]["model"], "base_url": synthesis["openai"]["base_url"],
-               "prompts": len(jobs), **teacher.stats.as_dict()}
+    report |= {
+        "model": synthesis["openai"]["model"],
+        "base_url": synthesis["openai"]["base_url"],
+        "prompts": len(jobs),
+        **teacher.stats.as_dict(),
+    }
     logger.info("openai teacher: %s", report)
     return candidates, report
 
@@ -162,5 +171,7 @@ def build_datasheet(
     synthesis: dict,
 ) -> tuple[str, dict]:
     """The datasheet (Tables 1 and 5, filters, v2/v3 overlap, sample rows) as markdown and JSON."""
-    record = datasheet_record({"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, filter_report, teacher_report, chunk_split, synthesis)
+    record = datasheet_record(
+        {"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, filter_report, teacher_report, chunk_split, synthesis
+    )
     return datasheet_markdown(record), record

@@ -25,7 +25,9 @@ _NUMBER_WORDS = (
     "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
     "fifty hundred thousand million"
 ).split()
-_NUMBER = re.compile(r"(?<![\w./-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w./]|-\w)|\b(" + "|".join(_NUMBER_WORDS) + r")\b")
+_NUMBER = re.compile(  # group 1: digits (not part of a version, path or id), group 2: a number word
+    r"(?<![\w./-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w./]|-\w)|\b(" + "|".join(_NUMBER_WORDS) + r")\b"
+)
 _PRONOUN_START = re.compile(r"^(It|This|That|These|Those|They|There|Here|He|She|We|Such|Both|Each of these)\b")
 _CLAUSE_START = re.compile(
     r"^(If|When|Once|To|For|In|After|Before|While|Although|Though|As|Because|Since|With|By|On|At|"
@@ -33,13 +35,26 @@ _CLAUSE_START = re.compile(
 )
 # Negation edits: the earliest match in the sentence is flipped (longer patterns first).
 _NEGATIONS = (
-    (r"\bcannot\b", "can"), (r"\bcan't\b", "can"), (r"\bcan not\b", "can"),
-    (r"\bis not\b", "is"), (r"\bisn't\b", "is"), (r"\bare not\b", "are"), (r"\baren't\b", "are"),
-    (r"\bwill not\b", "will"), (r"\bwon't\b", "will"), (r"\bdoes not\b", "does"),
-    (r"\bdo not\b", "do"), (r"\bdon't\b", "do"), (r"\bshould not\b", "should"),
-    (r"\bnever\b", "always"), (r"\balways\b", "never"),
-    (r"\bcan\b", "cannot"), (r"\bis\b", "is not"), (r"\bare\b", "are not"),
-    (r"\bwill\b", "will not"), (r"\bshould\b", "should not"),
+    (r"\bcannot\b", "can"),
+    (r"\bcan't\b", "can"),
+    (r"\bcan not\b", "can"),
+    (r"\bis not\b", "is"),
+    (r"\bisn't\b", "is"),
+    (r"\bare not\b", "are"),
+    (r"\baren't\b", "are"),
+    (r"\bwill not\b", "will"),
+    (r"\bwon't\b", "will"),
+    (r"\bdoes not\b", "does"),
+    (r"\bdo not\b", "do"),
+    (r"\bdon't\b", "do"),
+    (r"\bshould not\b", "should"),
+    (r"\bnever\b", "always"),
+    (r"\balways\b", "never"),
+    (r"\bcan\b", "cannot"),
+    (r"\bis\b", "is not"),
+    (r"\bare\b", "are not"),
+    (r"\bwill\b", "will not"),
+    (r"\bshould\b", "should not"),
 )
 _AUX_QUESTION = re.compile(
     r"^(?P<subj>[A-Z][^,;:()]{1,70}?) (?P<aux>can|cannot|can't|is|isn't|are|aren't|will|won't|should|"
@@ -49,36 +64,56 @@ _TO_GOAL = re.compile(r"^To (?P<goal>[a-z][^,]{5,90}), (?P<rest>.{10,})$")
 _IF_COND = re.compile(r"^If (?P<cond>(?:you|your)\b[^,]{5,90}), (?P<rest>.{10,})$")
 _IMPERATIVE = re.compile(
     r"^(you should|you can|you need|you must|you will need|please|make sure|go|click|ensure|try|check|"
-    r"use|contact|visit|navigate|see|run|select|open|reach out|consider)\b", re.I)
+    r"use|contact|visit|navigate|see|run|select|open|reach out|consider)\b",
+    re.I,
+)
 _DEFINITION = re.compile(
     r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?) (?P<be>is|are) (?P<rest>(?:a|an|the|one of|"
-    r"designed|used|intended|meant)\b.+)$")
+    r"designed|used|intended|meant)\b.+)$"
+)
 _CAPABILITY = re.compile(
     r"^(?P<subj>(?:The |A |An |Your )?[A-Z][\w\-’' ]{1,50}?) (?P<verb>allows?|lets?|enables?|helps?|"
-    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?)\b (?P<rest>.+)$")
+    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?)\b (?P<rest>.+)$"
+)
 _YOU_CAN = re.compile(
-    r"^You can (?P<act>[a-z][^,]{5,80}?) (?P<how>by|using|with|via|through|from|in|on|at) (?P<rest>.+)$")
+    r"^You can (?P<act>[a-z][^,]{5,80}?) (?P<how>by|using|with|via|through|from|in|on|at) (?P<rest>.+)$"
+)
 _ONCE = re.compile(r"^(?P<when>Once|After|When) (?P<cond>[^,]{5,90}), (?P<rest>.{10,})$")
 _NEED_TO = re.compile(
-    r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) (?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$")
-_WHO_CAN = re.compile(r"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|Kagglers|[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|[Cc]ollaborators|[Aa]dmins?|[Oo]wners?)) (?P<modal>can|may) (?P<act>[^,]{5,90})\.$")
-_HOW_MANY = re.compile(r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) (?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)")
+    r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) "
+    r"(?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$"
+)
+_WHO_CAN = re.compile(
+    r"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|Kagglers|"
+    r"[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|[Cc]ollaborators|[Aa]dmins?|[Oo]wners?)) "
+    r"(?P<modal>can|may) (?P<act>[^,]{5,90})\.$"
+)
+_HOW_MANY = re.compile(
+    r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) "
+    r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
+)
 _BECAUSE = re.compile(r"^(?P<main>[A-Z][^,]{10,120}?),? (?:because|since) (?P<reason>.{8,})\.$")
 _TRAILING_ADVERB = re.compile(r"\s+(either|also|easily|simply|directly|quickly|only|even|all|now|here)$")
 _IMPERATIVE_START = re.compile(
     r"^(Then,? )?(Click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
-    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b")
+    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b"
+)
 _FUNCTION_WORDS = set(
     "the a an this that these those it its if when once to for in after before while although though as because "
     "since with by on at from also however then otherwise unless instead additionally alternatively finally "
     "similarly some most many each every all any both there here you your we our they their another other "
     "beyond within without during until upon under over into onto again just even only not no yes what which who "
-    "how where why".split())
+    "how where why".split()
+)
+_LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
+_COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
 _OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
 _SUBJECT_BAN = re.compile(
     r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
-    r"must|may|might|should|would|could|need|needs|will|can|cannot)\b", re.I)
+    r"must|may|might|should|would|could|need|needs|will|can|cannot)\b",
+    re.I,
+)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -98,10 +133,6 @@ def tidy(text: str) -> str:
     return re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
 
 
-_LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
-_COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
-
-
 def as_sentence(line: str) -> str:
     """A docs line as a plain sentence: link targets dropped ("Kaggle Learn (https://…)" →
     "Kaggle Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
@@ -109,7 +140,10 @@ def as_sentence(line: str) -> str:
     match = _COMMAND_ITEM.match(line)
     if match:
         verb = match["verb"]
-        verb = verb[:-1] + "ies" if verb.endswith("y") else verb + ("es" if re.search(r"(s|sh|ch|x)$", verb) else "s")
+        if verb.endswith("y"):
+            verb = verb[:-1] + "ies"
+        else:
+            verb += "es" if re.search(r"(s|sh|ch|x)$", verb) else "s"
         return f"{match['command']} {verb}{match['rest']}."
     return line
 
@@ -138,7 +172,10 @@ def to_first_person(text: str) -> str:
     text = re.sub(r"\bYour\b", "My", text)
     text = re.sub(
         r"\b(to|for|with|by|from|give|gives|let|lets|allow|allows|help|helps|show|shows|ask|tell|send|invite|of|"
-        r"about|at|on|than|like|notify|email|remind) you\b", r"\1 me", text)
+        r"about|at|on|than|like|notify|email|remind) you\b",
+        r"\1 me",
+        text,
+    )
     text = re.sub(r"\byou\b", "I", text)
     return re.sub(r"\bI are\b", "I am", re.sub(r"\bI’re\b|\bI're\b", "I am", text))
 
@@ -180,7 +217,7 @@ class Vocabulary:
             word == "I" or self.upper_counts[word.lower()] > self.lower_counts[word.lower()]
         ):
             return text
-        return word.lower() + text[len(word):]
+        return word.lower() + text[len(word) :]
 
     def lower_title(self, heading: str) -> str:
         """A Title Case heading as running text ("Tags and Tag Pages" → "tags and tag pages")."""
@@ -206,7 +243,7 @@ class OfflineTeacher:
         bounds = self.params["statement_words"]
         return (
             sentence.endswith(".")
-            and (sentence[0].isupper() or sentence[0] in "`“\"")
+            and (sentence[0].isupper() or sentence[0] in '`“"')
             and bounds["min"] <= n_words(sentence) <= bounds["max"]
             and "http" not in sentence
             and "<" not in sentence
@@ -226,14 +263,16 @@ class OfflineTeacher:
             pool = self.vocab.numbers if number.group(1) else self.vocab.number_words
             others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
             if others:
-                edits.append(("number_swap", sentence[: number.start()] + rng.choice(others) + sentence[number.end():]))
+                edits.append(
+                    ("number_swap", sentence[: number.start()] + rng.choice(others) + sentence[number.end() :])
+                )
         for group in self.vocab.swap_groups:
             for term in group:
                 match = re.search(rf"\b{re.escape(term)}\b", sentence)
                 others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
                 if match and others:  # never a term the sentence already has ("R or R")
                     other = rng.choice(others)
-                    edits.append(("entity_swap", sentence[: match.start()] + other + sentence[match.end():]))
+                    edits.append(("entity_swap", sentence[: match.start()] + other + sentence[match.end() :]))
                     break
         negated = self._negate(sentence)
         if negated:
@@ -250,11 +289,13 @@ class OfflineTeacher:
         if best is None:
             return None
         match, replacement = best
-        return sentence[: match.start()] + replacement + sentence[match.end():]
+        return sentence[: match.start()] + replacement + sentence[match.end() :]
 
     # ---------------------------------------------------------------- question forms
     def _subject(self, subject: str) -> str | None:
-        if any(p.match(subject) for p in (_PRONOUN_START, _CLAUSE_START, _IMPERATIVE_START)) or _SUBJECT_BAN.search(subject):
+        if _SUBJECT_BAN.search(subject):
+            return None
+        if any(p.match(subject) for p in (_PRONOUN_START, _CLAUSE_START, _IMPERATIVE_START)):
             return None
         if n_words(subject) > self.params["max_subject_words"]:
             return None
@@ -265,7 +306,11 @@ class OfflineTeacher:
     def yes_no_question(self, sentence: str) -> tuple[str, bool] | None:
         """("Can I …?", answer_is_yes) by moving the auxiliary verb to the front."""
         match = _AUX_QUESTION.match(sentence)
-        if not match or n_words(sentence) > self.params["max_yes_no_words"] or re.search(r"[:;]|, (and|whereas|but) ", sentence):
+        if (
+            not match
+            or n_words(sentence) > self.params["max_yes_no_words"]
+            or re.search(r"[:;]|, (and|whereas|but) ", sentence)
+        ):
             return None
         subject = self._subject(match["subj"])
         if subject is None:
@@ -377,13 +422,11 @@ class OfflineTeacher:
     def generate(self, chunks: list[dict], recipe: dict, version: str) -> list[dict]:
         """Rows for every chunk of one version, following the recipe's task mix and shares."""
         mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
-        counts = Counter()
-        label_counts = Counter()
+        counts, label_counts = Counter(), Counter()
         rows = []
         for chunk in chunks:
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
-            chunk_rows = self._chunk_rows(chunk, recipe, version, mix, counts, label_counts, rng)
-            rows += chunk_rows
+            rows += self._chunk_rows(chunk, recipe, version, mix, counts, label_counts, rng)
         return rows
 
     def _chunk_rows(self, chunk, recipe, version, mix, counts, label_counts, rng) -> list[dict]:
@@ -391,87 +434,74 @@ class OfflineTeacher:
         rows: list[dict] = []
         questions_seen: set[str] = set()
 
-        def emit(task, instruction, answer_sentence, output, **extra):
-            if len(rows) >= recipe["pairs_per_chunk"] or instruction in questions_seen:
-                return False
-            questions_seen.add(instruction)
-            rows.append(self._row(chunk, recipe, version, task, instruction, answer_sentence, output, rng, extra))
-            counts[task] += 1
-            return True
+        def emit(task: str, instruction: str, answer: str, extra: dict) -> None:
+            if len(rows) < recipe["pairs_per_chunk"] and instruction not in questions_seen:
+                questions_seen.add(instruction)
+                rows.append(self._row(chunk, recipe, task, instruction, answer, rng, extra))
+                counts[task] += 1
+                if "label" in extra:
+                    label_counts[(task, extra["label"])] += 1
 
-        # FAQ-style chunks already hold a question and its answer.
-        for index, sentence in enumerate(sentences[:-1]):
-            if sentence.endswith("?") and n_words(sentence) >= 4 and "extractive_qa" in mix:
-                answer = sentences[index + 1]
-                if self._is_statement(answer) or n_words(answer) >= self.params["statement_words"]["min"]:
-                    emit("extractive_qa", sentence, answer, answer)
+        if "extractive_qa" in mix:
+            # FAQ-style chunks already hold a question and its answer.
+            for question, answer in zip(sentences, sentences[1:]):
+                if question.endswith("?") and n_words(question) >= 4 and self._is_statement(answer):
+                    emit("extractive_qa", question, answer, {})
         statements = [s for s in sentences if self._is_statement(s)]
         topic_answer = self.topic_answer(chunk, statements)
-        if topic_answer and "extractive_qa" in mix:
-            question = self.topic_question(chunk, rng)
-            if question and self._deficit(mix, counts, "extractive_qa") > 0:
-                emit("extractive_qa", question, topic_answer, topic_answer)
-        order = list(range(len(statements)))
-        rng.shuffle(order)
-        for index in order:
-            sentence = statements[index]
+        if topic_answer and "extractive_qa" in mix and self._deficit(mix, counts, "extractive_qa") > 0:
+            if question := self.topic_question(chunk, rng):
+                emit("extractive_qa", question, topic_answer, {})
+        for sentence in rng.sample(statements, len(statements)):
             options = self._options(sentence, chunk["url"], mix, rng)
             questions = self.extractive_questions(sentence, rng) if "extractive_qa" in mix else []
-            for family in self._families(options, questions, mix, counts)[: recipe["rows_per_sentence"]]:
-                task, build = family
-                row = build(lambda: self._label(task, recipe, label_counts, rng))
-                if row is not None:
-                    instruction, output, extra = row
-                    if emit(task, instruction, sentence, output or sentence, **extra) and task != "extractive_qa":
-                        label_counts[(task, extra["label"])] += 1
+            for task, build in self._families(options, questions, mix, counts)[: recipe["rows_per_sentence"]]:
+                built = build(self._label(task, recipe, label_counts, rng))
+                if built is not None:
+                    emit(task, built[0], sentence, built[1])
         return rows
 
     def _options(self, sentence: str, url: str, mix: dict, rng: random.Random) -> dict:
-        """Each task type this sentence can serve, as a builder taking the wanted label."""
-        options = {}
-        style = self.params
-        edit = self.false_edit(sentence, rng)
+        """The statement tasks this sentence can serve, each a builder: wanted label →
+        (instruction, {"label", ["edit"]}) or None when that label cannot be made."""
         if not self._is_claim(sentence):
-            return options
-        if "true_false" in mix:
-            def true_false(label):
-                wanted = label()
-                if wanted == "false" and edit is None:
-                    return None
-                statement = sentence if wanted == "true" else edit[1]
-                template = rng.choice(style["true_false_templates"])
-                instruction = template.format(statement=statement, statement_lower=self.vocab.lower_first(statement).rstrip("."))
-                extra = {"label": wanted} | ({"edit": edit[0]} if wanted == "false" else {})
-                return instruction, sentence, extra
-            options["true_false"] = true_false
+            return {}
+        edit = self.false_edit(sentence, rng)
+        options = {}
+
+        def true_false(wanted: str):
+            if wanted == "false" and edit is None:
+                return None
+            statement = sentence if wanted == "true" else edit[1]
+            instruction = rng.choice(self.params["true_false_templates"]).format(
+                statement=statement, statement_lower=self.vocab.lower_first(statement).rstrip(".")
+            )
+            return instruction, {"label": wanted} | ({"edit": edit[0]} if wanted == "false" else {})
+
+        def yes_no(wanted: str):
+            question, is_yes = yes_no_question
+            if wanted == ("yes" if is_yes else "no"):
+                return question, {"label": wanted}
+            # A "no" for a positive sentence: ask about a swapped number or entity instead.
+            swapped = self.yes_no_question(edit[1]) if is_yes and edit and edit[0] != "negation" else None
+            return (swapped[0], {"label": "no", "edit": edit[0]}) if swapped else None
+
+        def nli(wanted: str):
+            if wanted == "neutral":
+                hypothesis = self._distractor(url, rng)
+            else:
+                hypothesis = sentence if wanted == "entailment" else edit[1] if edit else None
+            if hypothesis is None:
+                return None
+            extra = {"label": wanted} | ({"edit": edit[0]} if wanted == "contradiction" else {})
+            return rng.choice(self.params["nli_templates"]).format(hypothesis=hypothesis), extra
+
         yes_no_question = self.yes_no_question(sentence)
+        if "true_false" in mix:
+            options["true_false"] = true_false
         if "yes_no" in mix and yes_no_question:
-            def yes_no(label):
-                wanted = label()
-                text, is_yes = yes_no_question
-                if wanted == ("yes" if is_yes else "no"):
-                    return text, sentence, {"label": wanted}
-                if not is_yes or edit is None or edit[0] == "negation":
-                    return None
-                swapped = self.yes_no_question(edit[1])
-                if swapped is None:
-                    return None
-                return swapped[0], sentence, {"label": "no", "edit": edit[0]}
             options["yes_no"] = yes_no
         if "nli" in mix:
-            def nli(label):
-                wanted = label()
-                if wanted == "contradiction" and edit is None:
-                    return None
-                if wanted == "neutral":
-                    hypothesis = self._distractor(url, rng)
-                    if hypothesis is None:
-                        return None
-                else:
-                    hypothesis = sentence if wanted == "entailment" else edit[1]
-                template = rng.choice(style["nli_templates"])
-                extra = {"label": wanted} | ({"edit": edit[0]} if wanted == "contradiction" else {})
-                return template.format(hypothesis=hypothesis), sentence, extra
             options["nli"] = nli
         return options
 
@@ -479,7 +509,7 @@ class OfflineTeacher:
         """One statement task (true/false, yes/no or NLI: they would restate the same sentence),
         the one furthest below its share, and the sentence's questions, neediest type first."""
         statement = sorted(options.items(), key=lambda family: -self._deficit(mix, counts, family[0]))[:1]
-        asked = [("extractive_qa", lambda label, q=q: (q, None, {})) for q in questions]
+        asked = [("extractive_qa", lambda label, q=q: (q, {})) for q in questions]
         return sorted(statement + asked, key=lambda family: -self._deficit(mix, counts, family[0]))
 
     @staticmethod
@@ -503,9 +533,8 @@ class OfflineTeacher:
         others = [sentence for other_url, sentence in self.distractors if other_url != url]
         return rng.choice(others) if others else None
 
-    def _row(self, chunk, recipe, version, task, instruction, answer_sentence, answer, rng, extra) -> dict:
-        label = extra.get("label")
-        output = self._output(recipe, task, label, answer)
+    def _row(self, chunk, recipe, task, instruction, answer_sentence, rng, extra) -> dict:
+        output = self._output(recipe, task, extra.get("label"), answer_sentence)
         if recipe["input_mode"] == "optional" and rng.random() < recipe["empty_input_share"]:
             context = ""
         elif recipe["input_mode"] == "optional":
@@ -525,8 +554,15 @@ class OfflineTeacher:
     def _output(self, recipe: dict, task: str, label: str | None, sentence: str) -> str:
         if task == "extractive_qa":
             return sentence
-        word = {"true": "True.", "false": "False.", "yes": "Yes.", "no": "No.", "entailment": "Entailment.",
-                "contradiction": "Contradiction.", "neutral": "Neutral."}[label]
+        word = {
+            "true": "True.",
+            "false": "False.",
+            "yes": "Yes.",
+            "no": "No.",
+            "entailment": "Entailment.",
+            "contradiction": "Contradiction.",
+            "neutral": "Neutral.",
+        }[label]
         if recipe["answer_style"] == "short":
             return word
         if label == "neutral":

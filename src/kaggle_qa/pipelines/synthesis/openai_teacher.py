@@ -154,7 +154,9 @@ class OpenAITeacher:
                 counter = next(name for kind, name in retryable.items() if isinstance(exc, kind))
                 if attempt == self.params["max_retries"]:
                     self.stats.add(failed_requests=1)
-                    logger.warning("Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, type(exc).__name__)
+                    logger.warning(
+                        "Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, type(exc).__name__
+                    )
                     return {"error": f"{type(exc).__name__} after {attempt + 1} attempts"}
                 self.stats.add(**{counter: 1})
                 time.sleep(self._backoff(attempt, exc))
@@ -188,7 +190,10 @@ class OpenAITeacher:
         self.stats.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         choices = getattr(response, "choices", None) or []
         content = choices[0].message.content if choices else None
-        return {"content": content or "", "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+        return {
+            "content": content or "",
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        }
 
 
 def parse_reply(reply: dict, chunk: dict, recipe: dict, version: str, teacher: str) -> tuple[list[dict], list[dict]]:

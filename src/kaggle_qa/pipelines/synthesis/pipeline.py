@@ -23,8 +23,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 build_datasheet,
-                ["qa_v1", "qa_v2", "qa_v3", "synthesis_filter_report", "synthesis_teacher_report",
-                 "synthesis_chunk_split", "params:synthesis"],
+                [
+                    "qa_v1",
+                    "qa_v2",
+                    "qa_v3",
+                    "synthesis_filter_report",
+                    "synthesis_teacher_report",
+                    "synthesis_chunk_split",
+                    "params:synthesis",
+                ],
                 ["datasheet", "datasheet_json"],
                 name="build_datasheet",
             ),
