@@ -13,12 +13,8 @@ from kaggle_qa.settings import CONFIG_LOADER_ARGS
 
 
 def project_catalog(project_root, env):
-    loader = OmegaConfigLoader(
-        str(project_root / "conf"),
-        base_env="base",
-        default_run_env=env,
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-    )
+    """The catalog `kedro run --env <env>` builds (the project's own config loader settings)."""
+    loader = OmegaConfigLoader(str(project_root / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": env}))
     return DataCatalog.from_config(loader["catalog"], loader["credentials"])
 
 
