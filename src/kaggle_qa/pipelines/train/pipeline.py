@@ -1,7 +1,76 @@
-"""The train pipeline (placeholder until its issue lands)."""
+"""The train pipeline (qa_v3 + qa_v2 → adapter, train_metrics, learning_curves) and the Table 3 sweep."""
 
-from kedro.pipeline import Pipeline
+from functools import partial
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from .nodes import (
+    build_examples,
+    build_sweep_examples,
+    build_sweep_table,
+    plot_learning_curves,
+    run_sweep_experiment,
+    train_adapter,
+)
+
+# The paper's Table 3 experiments; their settings live in conf/*/parameters_sweep.yml.
+TABLE3_EXPERIMENTS = tuple(f"exp_{number}" for number in range(1, 9))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(
+                build_examples,
+                ["qa_v3", "qa_v2", "base_model", "params:train"],
+                ["train_examples", "validation_examples"],
+                name="build_examples",
+            ),
+            node(
+                train_adapter,
+                ["train_examples", "validation_examples", "base_model", "params:train"],
+                ["adapter", "train_metrics"],
+                name="train_adapter",
+            ),
+            node(plot_learning_curves, "train_metrics", "learning_curves", name="plot_learning_curves"),
+        ]
+    )
+
+
+def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **kwargs) -> Pipeline:
+    """One namespace per experiment (sweep.exp_1 … sweep.exp_8), all feeding `sweep_table`."""
+    prepare = Pipeline(
+        [
+            node(
+                build_sweep_examples,
+                ["qa_v3", "qa_v2", "base_model", "params:train", "params:sweep"],
+                ["sweep_train_examples", "sweep_validation_examples"],
+                name="build_sweep_examples",
+            )
+        ]
+    )
+    runs = [
+        pipeline(
+            [
+                node(
+                    partial(run_sweep_experiment, name=name),
+                    ["train_examples", "validation_examples", "base_model",
+                     "params:train", "params:sweep", "params:experiment"],
+                    "table_row",
+                    name="train_experiment",
+                )
+            ],
+            namespace=f"sweep.{name}",
+            inputs={"train_examples": "sweep_train_examples",
+                    "validation_examples": "sweep_validation_examples",
+                    "base_model": "base_model"},
+            parameters={"params:train": "params:train", "params:sweep": "params:sweep",
+                        "params:experiment": f"params:sweep.experiments.{name}"},
+        )
+        for name in experiments
+    ]
+    table = Pipeline(
+        [node(build_sweep_table, [f"sweep.{name}.table_row" for name in experiments], "sweep_table",
+              name="build_sweep_table")]
+    )
+    return prepare + sum(runs, Pipeline([])) + table
