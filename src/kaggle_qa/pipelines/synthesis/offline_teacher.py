@@ -108,6 +108,19 @@ _FUNCTION_WORDS = set(
 )
 _LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
 _COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
+_LEAD_IN = re.compile(
+    r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition|In general|In most cases|"
+    r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
+)
+_NAMED_ITEM = re.compile(r"^(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
+_USE_TO = re.compile(r"^Use (?P<tool>.{3,90}?) to (?P<goal>[a-z][^,]{5,80})\.$")
+_WHERE = re.compile(
+    r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?),? (?:is|are) (?:accessible|available|located|found) "
+    r"(?:from|in|on|at|through|via) "
+)
+_RECOMMEND = re.compile(
+    r"^We (?:strongly )?recommend (?P<what>.+?) (?P<when>before|when|if|for) (?P<cond>[^,]{5,80})\.$"
+)
 _OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
 _SUBJECT_BAN = re.compile(
     r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
@@ -325,9 +338,12 @@ class OfflineTeacher:
         return f"{aux.capitalize()} {subject} {rest}?", not negative
 
     def extractive_questions(self, sentence: str, rng: random.Random) -> list[str]:
-        """Natural questions whose answer is this sentence: a pattern's, then one about its subject."""
+        """Natural questions whose answer is this sentence: a pattern's, then one about its subject
+        (both asked of the main clause, after a lead-in such as "However, ")."""
+        clause = _LEAD_IN.sub("", sentence)
+        clause = clause[0].upper() + clause[1:]
         questions = []
-        for question in (self._wh_question(sentence, rng), self._subject_question(sentence, rng)):
+        for question in (self._wh_question(clause, rng), self._subject_question(clause, rng)):
             if question and question.count("(") == question.count(")"):
                 question = tidy(_TRAILING_ADVERB.sub("", question[:-1]) + "?") if question.endswith("?") else question
                 if question not in questions:
@@ -335,8 +351,15 @@ class OfflineTeacher:
         return questions
 
     def _wh_question(self, sentence: str, rng: random.Random) -> str | None:
-        if match := _TO_GOAL.match(sentence):
+        if match := _TO_GOAL.match(sentence) or _USE_TO.match(sentence):
             return f"How do I {to_first_person(match['goal'])}?"
+        if match := _NAMED_ITEM.match(sentence):
+            name = match["name"]
+            return f"What {'are' if name.endswith('s') else 'is'} {name}?"
+        if (match := _WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
+            return f"Where can I find {subject}?"
+        if match := _RECOMMEND.match(sentence):
+            return f"What does Kaggle recommend {match['when']} {to_first_person(match['cond'])}?"
         if match := _IF_COND.match(sentence):
             lead = "What should I do if" if _IMPERATIVE.match(match["rest"]) else "What happens if"
             return f"{lead} {to_first_person(match['cond'])}?"
