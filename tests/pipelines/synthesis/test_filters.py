@@ -116,4 +116,22 @@ def test_rouge_index_agrees_with_rouge_score():
     query = "How can I join a Kaggle competition?"
     scorer = RougeScorer(["rougeL"])
     expected = max(scorer.score(t, query)["rougeL"].fmeasure for t in texts)
-    assert index.most_similar(query)[0] == pytest.approx(expected)
+    assert index.matches(query)[0][0] == pytest.approx(expected)
+
+
+def test_training_rows_repeating_a_test_question_about_the_same_text_are_dropped(params, recipe):
+    test_context = "To merge teams, the Team Leader must accept the merge request. Teams merge before the deadline."
+    test_questions = RougeIndex(params["filters"]["max_question_rouge_l"])
+    test_questions.add("How do I merge teams?", payload=test_context)
+    repeated = row(  # another chunk of the docs, repeating the passage
+        "How do I merge two teams?",
+        "To merge teams, the Team Leader must accept the merge request.",
+        context=test_context,
+    )
+    same_template_other_text = row("How do I join a competition?", GOOD["output"])
+    kept, dropped = filter_rows(
+        [repeated, same_template_other_text], "v3", recipe, params["filters"], {}, held_out=test_questions
+    )
+    assert kept == [same_template_other_text]
+    assert dropped[0]["reason"] == "test-set question about the same text"
+    assert dropped[0]["of"] == "How do I merge teams?"

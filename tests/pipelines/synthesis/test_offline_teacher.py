@@ -102,14 +102,22 @@ def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):
         ("If you run out of quota, your session will be stopped.", "What happens if I run out of quota?"),
         ("A TPU is a hardware accelerator specialized in deep learning tasks.", "What is a TPU?"),
         ("Owners can invite collaborators to a dataset.", "Who can invite collaborators to a dataset?"),
-        ("Use the Add Data button in the editor to attach a dataset to your notebook.",
-         "How do I attach a dataset to my notebook?"),
-        ("However, the Notebook listing is accessible from the Code tab in the main menu.",
-         "Where can I find the Notebook listing?"),
-        ("Competition Notebooks: Notebooks shared within a competition are a source of starter code.",
-         "What are Competition Notebooks?"),
-        ("We recommend reviewing the example metric before you begin coding.",
-         "What does Kaggle recommend before I begin coding?"),
+        (
+            "Use the Add Data button in the editor to attach a dataset to your notebook.",
+            "How do I attach a dataset to my notebook?",
+        ),
+        (
+            "However, the Notebook listing is accessible from the Code tab in the main menu.",
+            "Where can I find the Notebook listing?",
+        ),
+        (
+            "Competition Notebooks: Notebooks shared within a competition are a source of starter code.",
+            "What are Competition Notebooks?",
+        ),
+        (
+            "We recommend reviewing the example metric before you begin coding.",
+            "What does Kaggle recommend before I begin coding?",
+        ),
     ],
 )
 def test_questions_read_like_a_person_wrote_them(chunks, params, sentence, question):

@@ -46,7 +46,8 @@ def test_offline_run_makes_every_output(chunks, params, project_root, tmp_path):
     assert sheet["table1"]["v3"]["instances"] == len(out["qa_v3"])
     assert sheet["table1"]["v2"]["empty_inputs"] == 0
     assert sheet["v2_v3_overlap"]["shared_chunks"] == 0
-    assert sheet["v2_v3_overlap"]["near_identical_questions"] == 0  # repeated docs text cannot leak either
+    assert sheet["v2_v3_overlap"]["identical_questions"] == 0
+    assert sheet["v2_v3_overlap"]["near_identical_about_the_same_text"] == 0  # repeated docs text cannot leak
     assert sheet["filters"]["v3"]["kept"] == len(out["qa_v3"])
     for heading in ("Table 1", "Table 5", "Filters", "overlap", "Sample rows"):
         assert heading in out["datasheet"]

@@ -7,6 +7,7 @@ from statistics import mean
 
 from kaggle_qa.qa_schema import TASK_TYPES, count_task_types
 
+from .filters import test_set_leak
 from .near_duplicates import RougeIndex
 
 TASK_NAMES = {"yes_no": "Yes-No QA", "true_false": "True-False QA", "extractive_qa": "Extractive QA", "nli": "NLI"}
@@ -32,19 +33,21 @@ def table1(rows: list[dict], input_optional: bool) -> dict:
     }
 
 
-def overlap(test: list[dict], train: list[dict], threshold: float) -> dict:
-    """How much the test set (v2) shares with the training set (v3)."""
+def overlap(test: list[dict], train: list[dict], filters: dict) -> dict:
+    """How much the training set (v3) repeats of the test set (v2)."""
     normalise = lambda text: " ".join(text.lower().split())  # noqa: E731
-    train_questions = {normalise(r["instruction"]) for r in train}
-    index = RougeIndex(threshold)
-    for row in train:
-        index.add(row["instruction"])
-    near = [r["instruction"] for r in test if index.is_near_duplicate(r["instruction"])[0]]
+    test_questions = {normalise(r["instruction"]) for r in test}
+    index = RougeIndex(filters["max_question_rouge_l"])
+    for row in test:
+        index.add(row["instruction"], payload=row["input"])
+    near = [(r["instruction"], index.matches(r["instruction"])) for r in train]
+    near = [(question, found[0][1]) for question, found in near if found]
     shared_chunks = {r.get("chunk_id") for r in test} & {r.get("chunk_id") for r in train} - {None}
     return {
-        "identical_questions": sum(normalise(r["instruction"]) in train_questions for r in test),
+        "identical_questions": sum(normalise(r["instruction"]) in test_questions for r in train),
         "near_identical_questions": len(near),
-        "near_identical_threshold_rouge_l": threshold,
+        "near_identical_threshold_rouge_l": filters["max_question_rouge_l"],
+        "near_identical_about_the_same_text": sum(bool(test_set_leak(r, index, filters)) for r in train),
         "near_identical_examples": near[:5],
         "shared_chunks": len(shared_chunks),
     }
@@ -88,7 +91,7 @@ def datasheet_record(
             "train": len(chunk_split["train"]),
             "test_kept_out_of_train": synthesis["keep_test_chunks_out_of_train"],
         },
-        "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]["max_question_rouge_l"]),
+        "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]),
         "samples_v3": samples(versions["v3"], sheet["sample_rows_per_task"], synthesis["seed"]),
     }
 
@@ -132,9 +135,11 @@ def datasheet_markdown(record: dict) -> str:
         f"- chunks: {chunks['test']} for v2, {chunks['train']} for v3; "
         f"v2 chunks kept out of v3: {chunks['test_kept_out_of_train']}",
         f"- chunks shared by v2 and v3 rows: {ov['shared_chunks']}",
-        f"- v2 questions identical to a v3 question: {ov['identical_questions']}",
-        f"- v2 questions near-identical (ROUGE-L > {threshold}) to a v3 question: {ov['near_identical_questions']}",
-        *[f"  - e.g. {_cell(q, 160)}" for q in ov["near_identical_examples"]],
+        f"- v3 questions identical to a v2 question: {ov['identical_questions']}",
+        f"- v3 questions near-identical (ROUGE-L > {threshold}) to a v2 question: {ov['near_identical_questions']}, "
+        f"of which about the same text (answer supported by the v2 context): "
+        f"{ov['near_identical_about_the_same_text']}",
+        *[f"  - e.g. {_cell(q, 120)} ~ {_cell(t, 120)}" for q, t in ov["near_identical_examples"]],
     ]
     lines += ["", "## Sample rows of qa_v3 (seeded, per task type)", ""]
     for task, picked in record["samples_v3"].items():

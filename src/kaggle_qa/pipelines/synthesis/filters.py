@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from functools import lru_cache
 
+from tqdm.auto import tqdm
+
 from kaggle_qa.qa_schema import first_word
 
 from .near_duplicates import RougeIndex, rouge_tokens
@@ -25,7 +27,7 @@ _STOPWORDS = set(
     "this that these those there here you your we our they their he she his her i me my can could will would "
     "should may might must do does did not no yes true false so such than too very also just only into onto "
     "over under about after before while when where which who whom what how why all any each every some most "
-    "more other".split()
+    "more other entailment contradiction neutral".split()
 )
 _LABELS = {"yes_no": ("yes", "no"), "true_false": ("true", "false")}
 
@@ -92,6 +94,17 @@ def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str |
     return None
 
 
+def test_set_leak(row: dict, test_questions: RougeIndex, filters: dict) -> tuple | None:
+    """The test-set question this row repeats, or None: a near-identical question (ROUGE-L)
+    whose test context (its payload) also supports this row's answer. The docs repeat passages
+    across sections, so disjoint chunks alone do not prevent leakage; questions that merely
+    share a template ("What should I know about X?") are not leaks."""
+    for match in test_questions.matches(row["instruction"]):
+        if support(row["output"], match[2]) >= filters["min_answer_support"]:
+            return match
+    return None
+
+
 def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
     """A dropped row with where it came from and why."""
     return {"version": version, "reason": reason, **detail, "row": row}
@@ -104,17 +117,12 @@ def filter_rows(
     `held_out` ones (the test set's, when filtering the training set), then class balance."""
     kept, dropped = [], []
     index = RougeIndex(filters["max_question_rouge_l"])
-    for row in rows:
+    for row in tqdm(rows, desc=f"filtering {version}", unit="row"):
         reason = row_reason(row, recipe, filters, chunk_texts.get(row.get("chunk_id"), ""))
-        if reason is None and held_out is not None:
-            duplicate, score, match = held_out.is_near_duplicate(row["instruction"])
-            if duplicate:
-                dropped.append(
-                    quarantined(
-                        row, version, "near-duplicate of a test-set question", rouge_l=round(score, 3), of=match
-                    )
-                )
-                continue
+        if reason is None and held_out is not None and (leak := test_set_leak(row, held_out, filters)):
+            reason = "test-set question about the same text"
+            dropped.append(quarantined(row, version, reason, rouge_l=round(leak[0], 3), of=leak[1]))
+            continue
         if reason is None:
             duplicate, score, match = index.is_near_duplicate(row["instruction"])
             if duplicate:

@@ -24,6 +24,7 @@ class RougeIndex:
     def __init__(self, threshold: float):
         self.threshold = threshold
         self._texts: list[str] = []
+        self._payloads: list[object] = []
         self._tokens: list[list[str]] = []
         self._counts: list[Counter] = []
         self._postings: dict[str, set[int]] = defaultdict(set)
@@ -31,32 +32,34 @@ class RougeIndex:
     def __len__(self) -> int:
         return len(self._texts)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, payload: object = None) -> None:
+        """Keep `text` (with anything the caller wants back on a match)."""
         index = len(self._texts)
         tokens = rouge_tokens(text)
         self._texts.append(text)
+        self._payloads.append(payload)
         self._tokens.append(tokens)
         self._counts.append(Counter(tokens))
         for token in set(tokens):
             self._postings[token].add(index)
 
-    def most_similar(self, text: str) -> tuple[float, str | None]:
-        """Best ROUGE-L F against the kept texts among those that could pass the threshold."""
+    def matches(self, text: str) -> list[tuple[float, str, object]]:
+        """(ROUGE-L F, kept text, payload) of every kept text above the threshold, best first."""
         tokens = rouge_tokens(text)
         overlap: Counter = Counter()
         for token, n in Counter(tokens).items():
             for index in self._postings.get(token, ()):
                 overlap[index] += min(n, self._counts[index][token])
-        best, best_text = 0.0, None
+        found = []
         for index, shared in overlap.items():
-            bound = 2 * shared / (len(tokens) + len(self._tokens[index]))
-            if bound <= max(best, self.threshold):
-                continue
+            if 2 * shared / (len(tokens) + len(self._tokens[index])) <= self.threshold:
+                continue  # even a perfect LCS could not pass
             score = _score_lcs(self._tokens[index], tokens).fmeasure
-            if score > best:
-                best, best_text = score, self._texts[index]
-        return best, best_text
+            if score > self.threshold:
+                found.append((score, self._texts[index], self._payloads[index]))
+        return sorted(found, key=lambda match: -match[0])
 
     def is_near_duplicate(self, text: str) -> tuple[bool, float, str | None]:
-        score, match = self.most_similar(text)
-        return score > self.threshold, score, match
+        """(duplicate?, best score, best kept text) against the threshold."""
+        found = self.matches(text)
+        return (True, found[0][0], found[0][1]) if found else (False, 0.0, None)

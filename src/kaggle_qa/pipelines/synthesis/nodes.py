@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from string import Template
 from collections.abc import Callable
+from string import Template
 from typing import Any
 
 from .datasheet import datasheet_markdown, datasheet_record
@@ -144,12 +144,12 @@ def filter_candidates(
         rows, recipe = candidates[version], synthesis["versions"][version]
         held_out = None
         if recipe["chunks"] == "train" and synthesis["keep_test_chunks_out_of_train"]:
-            # The docs repeat themselves across sections: keep test questions out of training
-            # even when they come from another chunk.
+            # The docs repeat passages across sections: keep test questions out of training
+            # even when they come from another chunk (see filters.test_set_leak).
             held_out = RougeIndex(synthesis["filters"]["max_question_rouge_l"])
             for test_version in (v for v in VERSIONS if synthesis["versions"][v]["chunks"] == "test"):
                 for row in kept[test_version]:
-                    held_out.add(row["instruction"])
+                    held_out.add(row["instruction"], payload=row["input"])
         kept[version], dropped = filter_rows(rows, version, recipe, synthesis["filters"], chunk_texts, held_out)
         quarantine += dropped
         reasons: dict[str, int] = {}

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Ex.")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“‘(])")
 _WORD = re.compile(r"[A-Za-z][A-Za-z’'\-]*")
@@ -447,7 +449,7 @@ class OfflineTeacher:
         mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
         counts, label_counts = Counter(), Counter()
         rows = []
-        for chunk in chunks:
+        for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
             rows += self._chunk_rows(chunk, recipe, version, mix, counts, label_counts, rng)
         return rows
