@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from .near_duplicates import RougeIndex
+
 ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Ex.")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“‘(])")
 _WORD = re.compile(r"[A-Za-z][A-Za-z’'\-]*")
@@ -252,6 +254,13 @@ class OfflineTeacher:
             for sentence in map(as_sentence, split_sentences(chunk["text"]))
             if self._is_statement(sentence)
         ]
+        self._asked = RougeIndex(offline_params["avoid_similar_questions_rouge_l"])
+
+    def _pick(self, templates: list[str], rng: random.Random, **fields: str) -> str:
+        """A template filled in, preferring a wording unlike the questions asked so far (a varied
+        dataset, and fewer rows lost to the near-duplicate filter)."""
+        options = [template.format(**fields) for template in rng.sample(templates, len(templates))]
+        return next((option for option in options if not self._asked.is_near_duplicate(option)[0]), options[0])
 
     # ---------------------------------------------------------------- sentences and edits
     def _is_statement(self, sentence: str) -> bool:
@@ -388,7 +397,8 @@ class OfflineTeacher:
                 if purpose:
                     tail = "to do" if purpose[2] == "to" else "for"
                     return f"What {match['be']} {subject} {purpose[1]} {tail}?"
-                return rng.choice([f"What {match['be']} {subject}?", f"Can you explain what {subject} {match['be']}?"])
+                templates = ["What {be} {subject}?", "Can you explain what {subject} {be}?"]
+                return self._pick(templates, rng, be=match["be"], subject=subject)
         return None
 
     def _subject_question(self, sentence: str, rng: random.Random) -> str | None:
@@ -397,7 +407,7 @@ class OfflineTeacher:
         subject = self._subject(match["subj"]) if match else None
         if subject is None or subject in ("I", "my") or n_words(subject) < 2:
             return None
-        return rng.choice(self.params["subject_templates"]).format(subject=subject)
+        return self._pick(self.params["subject_templates"], rng, subject=subject)
 
     def _pattern_question(self, sentence: str, rng: random.Random) -> str | None:
         if match := _CAPABILITY.match(sentence):
@@ -428,8 +438,8 @@ class OfflineTeacher:
         if _IMPERATIVE_START.match(heading):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
-            return rng.choice(self.params["activity_templates"]).format(topic=topic)
-        return rng.choice(self.params["topic_templates"]).format(topic=topic)
+            return self._pick(self.params["activity_templates"], rng, topic=topic)
+        return self._pick(self.params["topic_templates"], rng, topic=topic)
 
     @staticmethod
     def topic_answer(chunk: dict, statements: list[str]) -> str | None:
@@ -448,6 +458,7 @@ class OfflineTeacher:
         """Rows for every chunk of one version, following the recipe's task mix and shares."""
         mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
         counts, label_counts = Counter(), Counter()
+        self._asked = RougeIndex(self.params["avoid_similar_questions_rouge_l"])
         rows = []
         for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
@@ -462,6 +473,7 @@ class OfflineTeacher:
         def emit(task: str, instruction: str, answer: str, extra: dict) -> None:
             if len(rows) < recipe["pairs_per_chunk"] and instruction not in questions_seen:
                 questions_seen.add(instruction)
+                self._asked.add(instruction)
                 rows.append(self._row(chunk, recipe, task, instruction, answer, rng, extra))
                 counts[task] += 1
                 if "label" in extra:
@@ -498,8 +510,11 @@ class OfflineTeacher:
             if wanted == "false" and edit is None:
                 return None
             statement = sentence if wanted == "true" else edit[1]
-            instruction = rng.choice(self.params["true_false_templates"]).format(
-                statement=statement, statement_lower=self.vocab.lower_first(statement).rstrip(".")
+            instruction = self._pick(
+                self.params["true_false_templates"],
+                rng,
+                statement=statement,
+                statement_lower=self.vocab.lower_first(statement).rstrip("."),
             )
             return instruction, {"label": wanted} | ({"edit": edit[0]} if wanted == "false" else {})
 
@@ -519,7 +534,7 @@ class OfflineTeacher:
             if hypothesis is None:
                 return None
             extra = {"label": wanted} | ({"edit": edit[0]} if wanted == "contradiction" else {})
-            return rng.choice(self.params["nli_templates"]).format(hypothesis=hypothesis), extra
+            return self._pick(self.params["nli_templates"], rng, hypothesis=hypothesis), extra
 
         yes_no_question = self.yes_no_question(sentence)
         if "true_false" in mix:
