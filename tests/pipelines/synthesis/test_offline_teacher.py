@@ -169,3 +169,12 @@ def test_sentences_that_point_elsewhere_are_not_answers(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     assert not teacher._is_statement("To learn more about how to use Datasets collaboratively, read more here.")
     assert teacher._is_statement("Collaborators with edit rights can create new versions of the dataset.")
+
+
+def test_templates_avoid_wordings_like_questions_already_asked(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    templates = params["offline"]["subject_templates"]
+    for subject in ("the data tab", "the timeline", "the leaderboard", "the rules page"):
+        question = teacher._pick(templates, random.Random(0), subject=subject)
+        assert not teacher._asked.is_near_duplicate(question)[0]
+        teacher._asked.add(question)
