@@ -97,7 +97,10 @@ _HOW_MANY = re.compile(
     r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
 )
 _BECAUSE = re.compile(r"^(?P<main>[A-Z][^,]{10,120}?),? (?:because|since) (?P<reason>.{8,})\.$")
-_TRAILING_ADVERB = re.compile(r"\s+(either|also|easily|simply|directly|quickly|only|even|all|now|here)$")
+_TRAILING_ADVERB = re.compile(
+    r"\s+(either|also|easily|simply|directly|quickly|only|even|all|now|here|currently|still|always|often|usually|"
+    r"typically|already)$"
+)
 _IMPERATIVE_START = re.compile(
     r"^(Then,? )?(Click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
@@ -108,7 +111,7 @@ _FUNCTION_WORDS = set(
     "since with by on at from also however then otherwise unless instead additionally alternatively finally "
     "similarly some most many each every all any both there here you your we our they their another other "
     "beyond within without during until upon under over into onto again just even only not no yes what which who "
-    "how where why".split()
+    "how where why my".split()
 )
 _LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
 _COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
@@ -128,7 +131,7 @@ _RECOMMEND = re.compile(
 _OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
 _SUBJECT_BAN = re.compile(
     r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
-    r"must|may|might|should|would|could|need|needs|will|can|cannot)\b",
+    r"must|may|might|should|would|could|need|needs|will|can|cannot|is|are|was|were|be|been|to|do|does|did|not)\b",
     re.I,
 )
 
@@ -276,8 +279,13 @@ class OfflineTeacher:
         )
 
     def _is_claim(self, sentence: str) -> bool:
-        """A statement that can be true or false (not an instruction to the reader)."""
-        return self._is_statement(sentence) and not _IMPERATIVE_START.match(sentence)
+        """A statement that can be true or false (not an instruction to the reader, nor an
+        example that only makes sense next to what it illustrates)."""
+        return (
+            self._is_statement(sentence)
+            and not _IMPERATIVE_START.match(sentence)
+            and not re.match(r"(For example|For instance|E\.g\.)", sentence)
+        )
 
     def false_edit(self, sentence: str, rng: random.Random) -> tuple[str, str] | None:
         """A meaning-changing edit of a true sentence and its kind, or None when none applies."""
@@ -317,6 +325,7 @@ class OfflineTeacher:
 
     # ---------------------------------------------------------------- question forms
     def _subject(self, subject: str) -> str | None:
+        subject = _TRAILING_ADVERB.sub("", subject)
         if _SUBJECT_BAN.search(subject):
             return None
         if any(p.match(subject) for p in (_PRONOUN_START, _CLAUSE_START, _IMPERATIVE_START)):
