@@ -14,7 +14,7 @@ from kaggle_qa.qa_schema import validate_rows
 
 from .chat_server import ChatServer
 
-OUTPUTS = ("qa_v1", "qa_v2", "qa_v3", "qa_quarantine", "datasheet", "datasheet_json")
+OUTPUTS = ("qa_v1", "qa_v2", "qa_v3", "qa_quarantine", "datasheet", "datasheet_json", "datasheet_plot")
 
 
 def run_pipeline(chunks, params, project_root, tmp_path, api_key=None) -> dict:
@@ -49,6 +49,8 @@ def test_offline_run_makes_every_output(chunks, params, project_root, tmp_path):
     assert sheet["v2_v3_overlap"]["identical_questions"] == 0
     assert sheet["v2_v3_overlap"]["near_identical_about_the_same_text"] == 0  # repeated docs text cannot leak
     assert sheet["filters"]["v3"]["kept"] == len(out["qa_v3"])
+    bars = out["datasheet_plot"].axes[0].patches
+    assert sum(bar.get_height() for bar in bars) == sum(len(out[v]) for v in ("qa_v1", "qa_v2", "qa_v3"))
     for heading in ("Table 1", "Table 5", "Filters", "overlap", "Sample rows"):
         assert heading in out["datasheet"]
     assert f"| # of instances | {len(out['qa_v1'])} | {len(out['qa_v2'])} | {len(out['qa_v3'])} |" in out["datasheet"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from statistics import mean
 
+from matplotlib.figure import Figure
+
 from kaggle_qa.qa_schema import TASK_TYPES, count_task_types
 
 from .filters import test_set_leak
@@ -94,6 +96,23 @@ def datasheet_record(
         "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]),
         "samples_v3": samples(versions["v3"], sheet["sample_rows_per_task"], synthesis["seed"]),
     }
+
+
+def datasheet_figure(versions: dict[str, list[dict]]) -> Figure:
+    """Task types per version, and the spread of output lengths (words) per version."""
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    bars, lengths = figure.subplots(1, 2)
+    width = 0.8 / len(versions)
+    for i, (version, rows) in enumerate(versions.items()):
+        counts = count_task_types(rows)
+        bars.bar([t + i * width for t in range(len(TASK_TYPES))], [counts[t] for t in TASK_TYPES], width, label=version)
+        lengths.hist([_words(r["output"]) for r in rows], bins=range(0, 61, 2), histtype="step", label=version)
+    bars.set_xticks([t + 0.4 - width / 2 for t in range(len(TASK_TYPES))], [TASK_NAMES[t] for t in TASK_TYPES])
+    bars.set(title="Rows per task type", ylabel="rows")
+    lengths.set(title="Output length", xlabel="words (60+ not shown)", ylabel="rows")
+    for axes in (bars, lengths):
+        axes.legend()
+    return figure
 
 
 def _cell(text: str, limit: int = 300) -> str:

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from string import Template
 from typing import Any
 
-from .datasheet import datasheet_markdown, datasheet_record
+from matplotlib.figure import Figure
+
+from .datasheet import datasheet_figure, datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
 from .near_duplicates import RougeIndex
 from .offline_teacher import OfflineTeacher
@@ -169,9 +171,8 @@ def build_datasheet(
     teacher_report: dict,
     chunk_split: dict,
     synthesis: dict,
-) -> tuple[str, dict]:
-    """The datasheet (Tables 1 and 5, filters, v2/v3 overlap, sample rows) as markdown and JSON."""
-    record = datasheet_record(
-        {"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, filter_report, teacher_report, chunk_split, synthesis
-    )
-    return datasheet_markdown(record), record
+) -> tuple[str, dict, Figure]:
+    """The datasheet (Tables 1 and 5, filters, v2/v3 overlap, sample rows) as markdown, JSON, plot."""
+    versions = {"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}
+    record = datasheet_record(versions, filter_report, teacher_report, chunk_split, synthesis)
+    return datasheet_markdown(record), record, datasheet_figure(versions)

@@ -32,7 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "synthesis_chunk_split",
                     "params:synthesis",
                 ],
-                ["datasheet", "datasheet_json"],
+                ["datasheet", "datasheet_json", "datasheet_plot"],
                 name="build_datasheet",
             ),
         ]
