@@ -50,7 +50,7 @@ def test_good_replies_become_rows_with_usage_counted(chunks, params, teacher_par
     body = server.requests[0]
     assert body["model"] == "test-model" and body["response_format"] == {"type": "json_object"}
     assert server.headers[0]["authorization"] == f"Bearer {API_KEY}"
-    rows, problems = parse_reply(replies[0], chunks[0], params["versions"]["v3"], "v3", "openai:test-model")
+    rows, problems = parse_reply(replies[0], chunks[0], params["versions"]["v3"], "openai:test-model")
     assert problems == [] and len(rows) == 2
     assert rows[0]["input"] == chunks[0]["text"] and rows[0]["chunk_id"] == chunks[0]["chunk_id"]
     assert {r["task_type"] for r in rows} == {"extractive_qa", "true_false"}
@@ -71,7 +71,7 @@ def test_good_replies_become_rows_with_usage_counted(chunks, params, teacher_par
 def test_malformed_replies_are_reported_not_raised(chunks, params, teacher_params, prompts, content, reason):
     with ChatServer(lambda n, body: content) as server:
         _, replies = run(server, teacher_params, prompts[:1])
-    rows, problems = parse_reply(replies[0], chunks[0], params["versions"]["v3"], "v3", "t")
+    rows, problems = parse_reply(replies[0], chunks[0], params["versions"]["v3"], "t")
     assert rows == []
     assert len(problems) == 1 and reason in problems[0]["reason"]
 

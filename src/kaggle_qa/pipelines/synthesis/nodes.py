@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable
 from string import Template
 from typing import Any
@@ -119,7 +120,7 @@ def generate_candidates(
     for version in VERSIONS:
         candidates[version] = []
     for (version, chunk, _), reply in zip(jobs, replies):
-        rows, problems = parse_reply(reply, chunk, synthesis["versions"][version], version, teacher_name)
+        rows, problems = parse_reply(reply, chunk, synthesis["versions"][version], teacher_name)
         candidates[version] += rows
         candidates["malformed"] += [
             quarantined({"chunk_id": chunk["chunk_id"], "url": chunk["url"]}, version, p["reason"], detail=p["detail"])
@@ -154,10 +155,8 @@ def filter_candidates(
                     held_out.add(row["instruction"], payload=row["input"])
         kept[version], dropped = filter_rows(rows, version, recipe, synthesis["filters"], chunk_texts, held_out)
         quarantine += dropped
-        reasons: dict[str, int] = {}
-        for record in dropped + [r for r in candidates["malformed"] if r["version"] == version]:
-            reason = record["reason"].split(" (")[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
+        malformed = [r for r in candidates["malformed"] if r["version"] == version]
+        reasons = dict(Counter(record["reason"].split(" (")[0] for record in dropped + malformed))
         report[version] = {"candidates": len(rows), "kept": len(kept[version]), "dropped": reasons}
         logger.info("%s: kept %d of %d candidates; dropped %s", version, len(kept[version]), len(rows), reasons)
     return kept["v1"], kept["v2"], kept["v3"], quarantine, report

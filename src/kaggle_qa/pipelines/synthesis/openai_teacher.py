@@ -196,7 +196,7 @@ class OpenAITeacher:
         }
 
 
-def parse_reply(reply: dict, chunk: dict, recipe: dict, version: str, teacher: str) -> tuple[list[dict], list[dict]]:
+def parse_reply(reply: dict, chunk: dict, recipe: dict, teacher: str) -> tuple[list[dict], list[dict]]:
     """(rows, problems) from one teacher reply; a problem is {"reason", "detail"}."""
     if "error" in reply:
         return [], [{"reason": f"teacher request failed: {reply['error']}", "detail": ""}]
