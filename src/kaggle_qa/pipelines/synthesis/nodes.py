@@ -100,9 +100,20 @@ def generate_candidates(
             candidates[version] = teacher.generate(chunks, recipe, version)
             logger.info("offline teacher: %d candidate rows for %s", len(candidates[version]), version)
         return candidates, report
-    if synthesis["teacher"] != "openai":
-        raise ValueError(f"synthesis.teacher: unknown teacher {synthesis['teacher']!r} (offline | openai)")
-    teacher = OpenAITeacher(synthesis["openai"], teacher_api_key)
+    if synthesis["teacher"] == "openai":
+        teacher = OpenAITeacher(synthesis["openai"], teacher_api_key)
+        teacher_name = f"openai:{synthesis['openai']['model']}"
+        report |= {"model": synthesis["openai"]["model"], "base_url": synthesis["openai"]["base_url"]}
+    elif synthesis["teacher"] == "transformers":
+        from .transformers_teacher import TransformersTeacher  # imports torch: only when asked for
+
+        teacher = TransformersTeacher(synthesis["transformers"])
+        teacher_name = f"transformers:{teacher.identity['name']}"
+        report |= {"model": teacher.identity["name"], "base_url": "local (transformers)"}
+    else:
+        raise ValueError(
+            f"synthesis.teacher: unknown teacher {synthesis['teacher']!r} (offline | openai | transformers)"
+        )
     jobs = []
     for version in VERSIONS:
         recipe = synthesis["versions"][version]
@@ -116,7 +127,6 @@ def generate_candidates(
             for chunk in _version_chunks(doc_chunks, chunk_split, recipe["chunks"])
         ]
     replies = teacher.complete_all([prompt for _, _, prompt in jobs])
-    teacher_name = f"openai:{synthesis['openai']['model']}"
     for version in VERSIONS:
         candidates[version] = []
     for (version, chunk, _), reply in zip(jobs, replies):
@@ -126,13 +136,8 @@ def generate_candidates(
             quarantined({"chunk_id": chunk["chunk_id"], "url": chunk["url"]}, version, p["reason"], detail=p["detail"])
             for p in problems
         ]
-    report |= {
-        "model": synthesis["openai"]["model"],
-        "base_url": synthesis["openai"]["base_url"],
-        "prompts": len(jobs),
-        **teacher.stats.as_dict(),
-    }
-    logger.info("openai teacher: %s", report)
+    report |= {"prompts": len(jobs), **teacher.stats.as_dict()}
+    logger.info("%s teacher: %s", synthesis["teacher"], report)
     return candidates, report
 
 
