@@ -39,7 +39,8 @@ class TransformersTeacher:
 
     def complete(self, prompt: str) -> dict:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
-        key = request_key(self.identity["config_sha256"], messages, self.sampling)
+        model = f"{self.identity['name']}@{self.identity['config_sha256']}"
+        key = request_key(model, messages, self.sampling)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.add(cache_hits=1)
