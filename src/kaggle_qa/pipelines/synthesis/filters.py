@@ -47,11 +47,12 @@ def language_reason(text: str, filters: dict) -> str | None:
     words = re.findall(r"[^\W\d_]+", text)
     if len(words) < filters["min_language_words"]:
         return None
-    language, min_confidence = filters["language"], filters["min_language_confidence"]
-    ranked = dict(_language_identifier(tuple(filters["language_candidates"])).rank(" ".join(words)))
-    if ranked.get(language, 0.0) < min_confidence:
-        best = max(ranked, key=ranked.get)
-        return f"non-English text ({best}, p={ranked[best]:.2f})"
+    ranked = _language_identifier(tuple(filters["language_candidates"])).rank(" ".join(words))
+    best, probability = ranked[0]
+    # Docs jargon makes short English look Dutch or Portuguese now and then: only a confident
+    # verdict for another language counts.
+    if best != filters["language"] and probability >= filters["other_language_confidence"]:
+        return f"non-English text ({best}, p={probability:.2f})"
     return None
 
 
