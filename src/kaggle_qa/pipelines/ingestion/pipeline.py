@@ -2,11 +2,18 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from kaggle_qa.retrieval import build_index
+
 from .nodes import chunk_pages, clean_pages, crawl_docs, report_ingestion
 
 
+def build_retrieval_index(doc_chunks: list[dict], retrieval: dict) -> dict:
+    """Embed every chunk so the assistant can find the context for a user's question."""
+    return build_index(doc_chunks, retrieval.get("encoder_path"), retrieval["batch_size"])
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    """crawl_docs → clean_pages → chunk_pages → report_ingestion."""
+    """crawl_docs → clean_pages → chunk_pages → report_ingestion, build_retrieval_index."""
     return Pipeline(
         [
             Node(
@@ -22,6 +29,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["crawl_report", "clean_pages", "doc_chunks", "params:ingestion"],
                 outputs=["ingestion_report", "chunk_lengths_plot"],
                 name="report_ingestion",
+            ),
+            Node(
+                build_retrieval_index,
+                inputs=["doc_chunks", "params:retrieval"],
+                outputs="retrieval_index",
+                name="build_retrieval_index",
             ),
         ]
     )
