@@ -97,6 +97,23 @@ def test_masking_check_accepts_answer_plus_eos_and_rejects_wrong_masks(tiny_gemm
         check_loss_masking(tokenizer, ROWS, nothing_trained)
 
 
+def test_label_position_loss_equals_the_full_logits_loss(tiny_gemma_path):
+    """Logits only at label positions give exactly the loss of the full head over every position."""
+    from kaggle_qa.modeling import load_model
+    from kaggle_qa.pipelines.train.recipe import answer_loss_sum, collate
+
+    params = {"max_train_examples": None, "validation_examples": None, "seed": 0, "validation_seed": 0,
+              "max_length": 96}
+    examples, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, params)
+    model = load_model(tiny_gemma_path, dtype="float32")
+    batch = collate(examples, pad_token_id=0)
+    with torch.no_grad():
+        loss_sum, count = answer_loss_sum(model, batch, head_chunk_tokens=7)  # several chunks
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert count == sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    assert loss_sum.item() / count == pytest.approx(full.loss.item(), rel=1e-5)
+
+
 def test_empty_training_set_is_a_clear_error(tiny_gemma_path):
     params = {"max_train_examples": None, "validation_examples": None, "seed": 0, "validation_seed": 0,
               "max_length": 96}

@@ -34,7 +34,8 @@ class LossMaskingError(ValueError):
     """Loss-carrying tokens do not match the answer + EOS of an example."""
 
 
-def _sample(rows: list[dict], count: int | None, seed: int) -> list[dict]:
+def sample_rows(rows: list[dict], count: int | None, seed: int) -> list[dict]:
+    """A fixed (seeded) subset of `count` rows in their original order; all rows when count is null."""
     if not count or count >= len(rows):
         return list(rows)
     keep = sorted(random.Random(seed).sample(range(len(rows)), count))
@@ -96,8 +97,8 @@ def build_examples(
 ) -> tuple[list[dict], list[dict]]:
     """Tokenize the training set and a fixed validation subset; check the loss masking first."""
     tokenizer = _tokenizer(base_model)
-    train_rows = _sample(qa_train, params["max_train_examples"], params["seed"])
-    validation_rows = _sample(qa_validation, params["validation_examples"], params["validation_seed"])
+    train_rows = sample_rows(qa_train, params["max_train_examples"], params["seed"])
+    validation_rows = sample_rows(qa_validation, params["validation_examples"], params["validation_seed"])
     if not train_rows:
         raise ValueError("qa_v3 (training set) is empty: nothing to train on")
     if not validation_rows:

@@ -1,7 +1,5 @@
 """The train pipeline (qa_v3 + qa_v2 → adapter, train_metrics, learning_curves) and the Table 3 sweep."""
 
-from functools import partial
-
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import (
@@ -37,6 +35,21 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
 
 
+def experiment_runner(name: str):
+    """A node function that trains the sweep experiment `name` (a named function, not a partial)."""
+
+    def train_experiment(
+        train_examples: list[dict], validation_examples: list[dict], base_model: str,
+        train_params: dict, sweep_params: dict, experiment: dict,
+    ) -> dict:
+        """Train one Table 3 experiment and return its table row."""
+        return run_sweep_experiment(
+            train_examples, validation_examples, base_model, train_params, sweep_params, experiment, name
+        )
+
+    return train_experiment
+
+
 def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **kwargs) -> Pipeline:
     """One namespace per experiment (sweep.exp_1 … sweep.exp_8), all feeding `sweep_table`."""
     prepare = Pipeline(
@@ -53,7 +66,7 @@ def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **k
         pipeline(
             [
                 node(
-                    partial(run_sweep_experiment, name=name),
+                    experiment_runner(name),
                     ["train_examples", "validation_examples", "base_model",
                      "params:train", "params:sweep", "params:experiment"],
                     "table_row",
@@ -61,6 +74,7 @@ def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **k
                 )
             ],
             namespace=f"sweep.{name}",
+            outputs={"table_row": f"sweep_{name}_row"},
             inputs={"train_examples": "sweep_train_examples",
                     "validation_examples": "sweep_validation_examples",
                     "base_model": "base_model"},
@@ -70,7 +84,7 @@ def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **k
         for name in experiments
     ]
     table = Pipeline(
-        [node(build_sweep_table, [f"sweep.{name}.table_row" for name in experiments], "sweep_table",
+        [node(build_sweep_table, [f"sweep_{name}_row" for name in experiments], "sweep_table",
               name="build_sweep_table")]
     )
     return prepare + sum(runs, Pipeline([])) + table

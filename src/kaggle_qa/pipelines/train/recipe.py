@@ -310,6 +310,7 @@ class LoRAFinetuneRecipe:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Token-weighted mean answer loss on the validation examples."""
+        started = time.perf_counter()
         self.model.eval()
         order = sorted(range(len(self.validation_examples)), key=lambda i: len(self.validation_examples[i]["input_ids"]))
         size = self.params["eval_batch_size"]
@@ -320,6 +321,7 @@ class LoRAFinetuneRecipe:
                 loss_sum, n = answer_loss_sum(self.causal_lm, batch, self.params["head_chunk_tokens"])
             total, count = total + loss_sum.item(), count + n
         self.model.train()
+        self.state["eval_s"] = self.state.get("eval_s", 0.0) + time.perf_counter() - started
         loss = total / max(count, 1)
         if not math.isfinite(loss):
             raise FloatingPointError(f"validation loss is {loss} at step {self.state['step']}")
@@ -423,6 +425,7 @@ class LoRAFinetuneRecipe:
     def _metrics(self) -> dict:
         s = self.state
         elapsed = max(s["elapsed_s"], 1e-9)
+        training = max(s["elapsed_s"] - s.get("eval_s", 0.0), 1e-9)
         if self.device.type == "cuda":
             peak = {"peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
         else:
@@ -437,8 +440,9 @@ class LoRAFinetuneRecipe:
             "epochs_completed": s["epoch"] + s["batch_in_epoch"] / max(self.batches_per_epoch, 1),
             "stopped_early": bool(s.get("stopped_early", False)),
             "duration_s": elapsed,
-            "tokens_per_s": s["trained_tokens"] / elapsed,
-            "supervised_tokens_per_s": s["supervised_tokens"] / elapsed,
+            "validation_s": s.get("eval_s", 0.0),
+            "tokens_per_s": s["trained_tokens"] / training,  # training time only, validation excluded
+            "supervised_tokens_per_s": s["supervised_tokens"] / training,
             "train_examples": len(self.train_examples),
             "validation_examples": len(self.validation_examples),
             "device": self.device.type,
