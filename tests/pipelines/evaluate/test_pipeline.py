@@ -17,8 +17,10 @@ from kaggle_qa.datasets import FolderDataset, QAJSONDataset
 from kaggle_qa.modeling import load_model, load_tokenizer, make_tiny_gemma, model_identity
 from kaggle_qa.pipelines.evaluate import create_pipeline
 from kaggle_qa.pipelines.evaluate.inference import Evaluator
+from kaggle_qa.pipelines.evaluate.judge import judge_answers, parse_score
 from kaggle_qa.pipelines.evaluate.nodes import check_adapter_base, prepare_test_set
 from kaggle_qa.qa_schema import QARowError
+from tests.pipelines.synthesis.chat_server import ChatServer, Reply
 
 CONTEXT = "Teams can merge before the team merger deadline. Playground competitions are for fun."
 ROWS = [
@@ -85,8 +87,13 @@ def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, 
     from kaggle_qa.metrics import load_metric
 
     load_metric.cache_clear()
-    catalog = catalog_in(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter)
-    SequentialRunner().run(create_pipeline(), catalog)
+    monkeypatch.setenv("JUDGE_KEY_FOR_TEST", "sk-judge-secret-42")
+    with ChatServer(lambda n, body: '{"score": 4, "reason": "fine"}') as judge:
+        params["judge"].update(base_url=judge.base_url, model="judge-test", api_key_env="JUDGE_KEY_FOR_TEST")
+        catalog = catalog_in(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter)
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert judge.count == 2 * len(ROWS) and judge.headers[0]["authorization"] == "Bearer sk-judge-secret-42"
+    assert "Candidate answer:" in judge.requests[0]["messages"][0]["content"]
 
     assert loaded and all(Path(path).is_absolute() and Path(path).is_dir() for path in loaded)
     predictions = catalog.load("predictions")
@@ -107,7 +114,11 @@ def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, 
         assert metrics["metrics"][label]["true_false"]["choice_items"] == 2
     assert metrics["metrics"]["base"]["overall"]["answer_loss"] != metrics["metrics"]["fine_tuned"]["overall"]["answer_loss"]
 
+    assert metrics["metrics"]["fine_tuned"]["overall"]["judge_score"] == 4.0
     report = catalog.load("eval_report")
+    assert "LLM judge score (1-5)" in report
+    for saved in tmp_path.rglob("*"):
+        assert not saved.is_file() or b"sk-judge-secret-42" not in saved.read_bytes()  # the key is never saved
     assert "## Overall" in report and "data:image/png;base64," in report
     assert "What is the main objective of Playground competitions on Kaggle?" in report  # paper question first
     assert "| 1* |" in report
@@ -164,3 +175,15 @@ def test_the_catalog_declares_the_versioned_outputs(project_root):
     assert {"predictions", "metrics", "eval_report", "eval_chart"} == set(config)
     assert all(entry["versioned"] for entry in config.values())
     assert create_pipeline().inputs() == {"base_model", "adapter", "qa_v2", "params:evaluate"}
+
+
+def test_judge_scores_and_unreadable_or_failed_replies(monkeypatch):
+    assert parse_score('{"score": 5, "reason": "ok"}') == 5
+    assert parse_score("I would give it a 2.") == 2
+    assert parse_score('{"score": 9}') is None and parse_score("no idea") is None
+    replies = ['{"score": 3}', "no idea", Reply(status=400, content="bad request")]
+    with ChatServer(lambda n, body: replies[n]) as server:
+        settings = dict(base_url=server.base_url, model="m", api_key_env="UNSET_KEY_VAR", concurrency=1,
+                        timeout_s=10, max_retries=0, max_tokens=20)
+        scores = judge_answers(["a", "b", "c"], ROWS[:3], settings, "test")
+    assert scores == [3, None, None]

@@ -128,7 +128,8 @@ class Evaluator:
         with tqdm(total=len(examples), desc=f"loss + choice ({label})", unit="item") as bar:
             for indices in _batches(order, self.batch_size):
                 batch = self._pad([examples[i].input_ids for i in indices])
-                hidden = decoder(**batch).last_hidden_state
+                positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # as generate does
+                hidden = decoder(**batch, position_ids=positions).last_hidden_state
                 width = hidden.shape[1]
                 for row, i in enumerate(indices):
                     example = examples[i]

