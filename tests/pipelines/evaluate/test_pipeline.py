@@ -126,14 +126,34 @@ def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, 
     assert chart_files and chart_files[0].read_bytes()[:4] == b"\x89PNG"
 
 
+def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> list[str]:
+    """The reference: one unbatched `model.generate` per question (the seed notebook's way)."""
+    answers = []
+    for example in examples:
+        ids = torch.tensor([example.input_ids[: example.prompt_length]])
+        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        tokens = output[0, ids.shape[1]:].tolist()
+        tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
+        answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    return answers
+
+
 def test_batched_generation_equals_one_by_one_and_losses_match_transformers(tiny_gemma_path):
     tokenizer = load_tokenizer(tiny_gemma_path)
     model = load_model(tiny_gemma_path, dtype="float32", attn_implementation="sdpa")
-    batched = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=5, max_length=256)
-    single = Evaluator(model, tokenizer, batch_size=1, max_new_tokens=5, max_length=256)
+    batched = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256)
     examples = batched.examples(ROWS)
     answers, _ = batched.generate(examples, "batched")
-    assert answers == single.generate(examples, "single")[0]  # left padding changes nothing
+    assert [a["answer"] for a in answers] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+    # make a token the random model emits mid-answer the EOS: rows then finish at different steps
+    # and leave the batch early; answers must still equal one-by-one generate's
+    first_row_tokens = tokenizer(answers[0]["answer"], add_special_tokens=False)["input_ids"]
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first_row_tokens[2])
+    stopped, _ = batched.generate(examples, "batched, early EOS")
+    assert [a["answer"] for a in stopped] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+    assert stopped[0]["new_tokens"] < 8 and not stopped[0]["hit_max_new_tokens"]
+    assert any(a["hit_max_new_tokens"] for a in stopped)
 
     scores = batched.score(examples, {}, whole_sequence=True, label="test")
     for example, score in zip(examples, scores):
@@ -187,3 +207,23 @@ def test_judge_scores_and_unreadable_or_failed_replies(monkeypatch):
                         timeout_s=10, max_retries=0, max_tokens=20)
         scores = judge_answers(["a", "b", "c"], ROWS[:3], settings, "test")
     assert scores == [3, None, None]
+
+
+def test_own_test_file_is_one_catalog_entry_in_an_env(project_root, tmp_path, monkeypatch):
+    """`conf/<env>/catalog_evaluate.yml` with one `qa_v2` entry swaps the test set (`--env <env>`)."""
+    import shutil
+
+    from kedro.config import OmegaConfigLoader
+
+    from kaggle_qa.settings import CONFIG_LOADER_ARGS
+
+    shutil.copytree(project_root / "conf" / "base", tmp_path / "conf" / "base")
+    (tmp_path / "conf" / "mytest").mkdir()
+    (tmp_path / "conf" / "mytest" / "catalog_evaluate.yml").write_text(
+        "qa_v2:\n  type: kaggle_qa.datasets.QAJSONDataset\n  filepath: my_questions.json\n"
+    )
+    (tmp_path / "my_questions.json").write_text(json.dumps(ROWS[:2]))
+    monkeypatch.chdir(tmp_path)
+    loader = OmegaConfigLoader(str(tmp_path / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": "mytest"}))
+    catalog = DataCatalog.from_config(loader["catalog"], loader["credentials"])
+    assert catalog.load("qa_v2") == ROWS[:2]

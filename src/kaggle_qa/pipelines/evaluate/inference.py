@@ -77,6 +77,41 @@ class Evaluator:
         return {key: value.to(self.device) for key, value in batch.items()}
 
     @torch.inference_mode()
+    def _greedy(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        """Greedy decoding with a KV cache; a row leaves the batch (and the cache) at its EOS.
+
+        Same tokens as `model.generate(do_sample=False)`, which would keep computing every
+        finished row until the longest answer of the batch ends.
+        """
+        eos = self.tokenizer.eos_token_id
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        output = self.model(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        cache, next_position = output.cache, positions[:, -1:] + 1
+        tokens = output.logits[:, -1].argmax(-1)
+        rows = list(range(len(mask)))  # batch row of each still-active sequence
+        generated: list[list[int]] = [[] for _ in rows]
+        for step in range(self.max_new_tokens):
+            for row, token in zip(rows, tokens.tolist()):
+                generated[row].append(token)
+            active = [k for k, token in enumerate(tokens.tolist()) if token != eos]
+            if not active or step == self.max_new_tokens - 1:
+                break
+            if len(active) < len(rows):
+                keep = torch.tensor(active, device=self.device)
+                cache.batch_select_indices(keep)
+                tokens, mask, next_position = tokens[keep], mask[keep], next_position[keep]
+                rows = [rows[k] for k in active]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+            output = self.model(
+                input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position, cache=cache, use_cache=True
+            )
+            cache, next_position = output.cache, next_position + 1
+            tokens = output.logits[:, -1].argmax(-1)
+        return generated
+
     def generate(self, examples, label: str) -> tuple[list[dict], float]:
         """Greedy answers for every example (input order); returns them and seconds taken."""
         prompts = [example.input_ids[: example.prompt_length] for example in examples]
@@ -86,15 +121,7 @@ class Evaluator:
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc=f"generate ({label})", unit="answer") as bar:
             for indices in _batches(order, self.batch_size):
-                batch = self._pad([prompts[i] for i in indices])
-                output = self.model.generate(
-                    **batch,
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=eos,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-                new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+                new_tokens = self._greedy(self._pad([prompts[i] for i in indices]))
                 for i, tokens in zip(indices, new_tokens):
                     stopped = eos in tokens
                     tokens = tokens[: tokens.index(eos)] if stopped else tokens
