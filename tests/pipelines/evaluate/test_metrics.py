@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -109,7 +108,7 @@ def test_unknown_metric_name_is_refused():
         metric_path("rouge")
 
 
-def test_bare_name_evaluate_load_fails_offline(monkeypatch):
+def test_bare_name_evaluate_load_fails_offline():
     """With HF_EVALUATE_OFFLINE=1 (set by conftest and `make test`) a Hub name fails loudly."""
     import evaluate
 
