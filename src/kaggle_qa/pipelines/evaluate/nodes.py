@@ -196,7 +196,8 @@ def _summarize(records: list[dict], label: str, choice_tasks: set[str]) -> dict:
     summary["hit_max_new_tokens_count"] = sum(bool(score["hit_max_new_tokens"]) for score in scores)
     summary["hit_max_new_tokens_rate"] = summary.pop("hit_max_new_tokens")
     summary["answer_loss"] = mean_loss([s["answer_nll"] for s in scores], [s["answer_tokens"] for s in scores])
-    summary["answer_perplexity"] = math.exp(summary["answer_loss"]) if not math.isnan(summary["answer_loss"]) else None
+    loss = summary["answer_loss"]
+    summary["answer_perplexity"] = None if math.isnan(loss) else math.exp(min(loss, 700.0))  # no overflow
     if all("sequence_nll" in score for score in scores):
         summary["sequence_loss"] = mean_loss([s["sequence_nll"] for s in scores], [s["sequence_tokens"] for s in scores])
     if any("judge_score" in score for score in scores):
