@@ -28,6 +28,8 @@ def catalog_in(folder: Path, params: dict) -> DataCatalog:
         entry["filepath"] = str(folder / entry["filepath"])
     catalog = DataCatalog.from_config(config, save_version=generate_timestamp())
     catalog["params:ingestion"] = params
+    parameters = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_ingestion.yml").read_text())
+    catalog["params:retrieval"] = parameters["retrieval"]
     return catalog
 
 
@@ -71,6 +73,9 @@ def test_snapshot_crawled_twice_through_the_catalog(tmp_path, ingestion_params):
     for chunk in chunks:
         assert normalised(chunk["text"]) in clean[chunk["url"]], chunk["chunk_id"]
     assert "Docs home" not in clean[LIVE_ORIGIN + "/docs/competitions"]  # the navigation is gone
+    index = catalog.load("retrieval_index")  # one unit-norm embedding per chunk, same order
+    assert [c["chunk_id"] for c in index["chunks"]] == [c["chunk_id"] for c in chunks]
+    assert index["embeddings"].shape[0] == len(chunks)
 
 
 def test_every_failure_is_reported_with_its_reason(bad_site, ingestion_params):
