@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from kaggle_qa.modeling import EMBEDDED_GEMMA, load_model, load_tokenizer, resolve_model_path
-from kaggle_qa.pipelines.evaluate.inference import Evaluator, auto_dtype
+from kaggle_qa.modeling import resolve_dtype
+from kaggle_qa.pipelines.evaluate.inference import Evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model_path = resolve_model_path(EMBEDDED_GEMMA, args.model) if "base_model" in args.model else args.model
     rows = random.Random(args.seed).sample(json.loads(Path(args.questions).read_text()), args.n)
-    dtype = auto_dtype(args.dtype)
+    dtype = resolve_dtype(args.dtype)
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, dtype=dtype, attn_implementation="sdpa")
     evaluator = Evaluator(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, max_length=512)

@@ -110,7 +110,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from kaggle_qa.pipelines.train.nodes import build_examples, merge_params, sample_rows
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, resolve_compute_dtype
+    from kaggle_qa.modeling import resolve_dtype
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
 
     qa_v3, qa_v2, base_model, train_params = load_inputs()
     base_model = args.base_model or base_model
@@ -121,7 +122,7 @@ def main() -> None:
         "eval_every_steps": 10_000, "early_stopping_patience": 10_000, "checkpoint_every_steps": 10_000,
         "checkpoint_dir": str(workdir / "checkpoints"),
     })
-    dtype = resolve_compute_dtype(params["compute_dtype"])
+    dtype = resolve_dtype(params["compute_dtype"])
     train, validation = build_examples(qa_v3, qa_v2, base_model, params)
     train_rows = sample_rows(qa_v3, args.examples, params["seed"])  # the very rows build_examples used
     try:

@@ -32,6 +32,22 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     return _DTYPES[name]
 
 
+def resolve_dtype(name: str) -> str:
+    """`auto` → bfloat16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else float32.
+
+    Without native bf16 (e.g. an AVX2-only CPU) PyTorch emulates bf16 matmuls ~40× slower
+    than fp32, so there fp32 is the fast choice. Any other name is returned unchanged.
+    """
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bfloat16"
+    native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False
+    )()
+    return "bfloat16" if native_bf16 else "float32"
+
+
 def ensure_embedded_checkpoint(target: str | Path) -> Path:
     """Convert the embedded GGUF Gemma 3 270M into a safetensors folder at `target`, once.
 

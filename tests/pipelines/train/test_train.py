@@ -29,7 +29,8 @@ from kaggle_qa.pipelines.train.nodes import (
     train_adapter,
 )
 from kaggle_qa.pipelines.train.pipeline import create_pipeline, create_sweep_pipeline
-from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, length_grouped_batches, resolve_compute_dtype
+from kaggle_qa.modeling import resolve_dtype
+from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, length_grouped_batches
 from kaggle_qa.prompting import IGNORE_INDEX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -255,7 +256,7 @@ def test_two_real_qlora_steps_on_gemma3_270m_and_reload(embedded_gemma_path, tmp
     )
     train, validation = build_examples(rows, rows[:1], embedded_gemma_path, params)
     adapter, metrics = train_adapter(train, validation, embedded_gemma_path, params)
-    assert metrics["steps"] == 2 and metrics["compute_dtype"] == resolve_compute_dtype("auto")
+    assert metrics["steps"] == 2 and metrics["compute_dtype"] == resolve_dtype("auto")
     assert any(torch.count_nonzero(b) > 0 for b in lora_b_weights(adapter.model)), "LoRA weights were updated"
     assert "Linear4bit" in {type(m).__name__ for m in adapter.model.modules()}
     FolderDataset(str(tmp_path / "adapter")).save(adapter)

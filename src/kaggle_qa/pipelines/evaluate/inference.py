@@ -26,18 +26,6 @@ from kaggle_qa.prompting import tokenize_example
 logger = logging.getLogger(__name__)
 
 
-def auto_dtype(name: str) -> str:
-    """`auto` → bfloat16 where the hardware runs it fast (CUDA, AVX512-BF16/AMX CPUs), else float32."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "bfloat16"
-    fast_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_amx_tile_supported", lambda: False
-    )()
-    return "bfloat16" if fast_bf16 else "float32"
-
-
 def candidate_token_ids(tokenizer, choices: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     """First token id of each candidate answer per task type; candidates must differ in it."""
     table = {}

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from kaggle_qa.metrics import load_metric
-from kaggle_qa.modeling import load_model, load_tokenizer, model_identity
+from kaggle_qa.modeling import load_model, load_tokenizer, model_identity, resolve_dtype
 from kaggle_qa.qa_schema import REQUIRED_KEYS, TASK_TYPES, first_word, infer_task_type, validate_rows
 
-from .inference import Evaluator, auto_dtype, candidate_token_ids, mean_loss
+from .inference import Evaluator, candidate_token_ids, mean_loss
 from .judge import judge_answers
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def generate_answers(base_model: str, adapter: str, test_set: list[dict], params
     identity = check_adapter_base(base_model, adapter)
     if params.get("num_threads"):
         torch.set_num_threads(params["num_threads"])
-    dtype = auto_dtype(params["dtype"])
+    dtype = resolve_dtype(params["dtype"])
     tokenizer = load_tokenizer(base_model)
     model = load_model(base_model, dtype=dtype, attn_implementation=params["attn_implementation"])
     if torch.cuda.is_available():

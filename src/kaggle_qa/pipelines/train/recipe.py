@@ -39,26 +39,12 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from kaggle_qa.modeling import load_model, model_identity
+from kaggle_qa.modeling import load_model, model_identity, resolve_dtype
 from kaggle_qa.prompting import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def resolve_compute_dtype(name: str) -> str:
-    """`auto` → bfloat16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else float32.
-
-    Without native bf16 (e.g. an AVX2-only CPU) PyTorch emulates bf16 matmuls ~40× slower
-    than fp32, so there fp32 is the fast choice.
-    """
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "bfloat16"
-    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bfloat16" if native_bf16 else "float32"
 
 
 def length_grouped_batches(
@@ -139,7 +125,7 @@ class LoRAFinetuneRecipe:
         self.validation_examples = validation_examples
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.checkpoint_dir = Path(params["checkpoint_dir"])
-        self.compute_dtype = resolve_compute_dtype(params["compute_dtype"])
+        self.compute_dtype = resolve_dtype(params["compute_dtype"])
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
