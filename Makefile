@@ -7,16 +7,16 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test viz benchmark-train benchmark-eval clean-data
+.PHONY: install run test viz ask benchmark-train benchmark-eval
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
-$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install -r requirements.txt -c constraints.txt
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
@@ -31,3 +31,12 @@ test: install
 
 viz: install
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
+
+ask: install  # make ask Q="How do I submit to a competition?"
+	$(BIN)/python -m kaggle_qa.assistant "$(Q)"
+
+benchmark-train: install
+	$(BIN)/python benchmarks/bench_train.py
+
+benchmark-eval: install
+	$(BIN)/python benchmarks/bench_eval.py
