@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-from kedro.io import AbstractVersionedDataset, DatasetError
-from kedro.io.core import Version
+from kedro.io import DatasetError
+
+from .text_file import VersionedTextFileDataset
 
 
-class JSONLinesDataset(AbstractVersionedDataset):
+class JSONLinesDataset(VersionedTextFileDataset):
     """A list of JSON objects stored one per line; a bad line fails naming file and line.
 
     Example::
@@ -20,10 +20,6 @@ class JSONLinesDataset(AbstractVersionedDataset):
           filepath: data/07_model_output/predictions.jsonl
           versioned: true
     """
-
-    def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
-        super().__init__(PurePosixPath(Path(filepath).as_posix()), version)
-        self.metadata = metadata
 
     def load(self) -> list[dict]:
         path = Path(self._get_load_path())
@@ -39,16 +35,4 @@ class JSONLinesDataset(AbstractVersionedDataset):
 
     def save(self, data: list[dict]) -> None:
         path = Path(self._get_save_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in data), encoding="utf-8")
-        tmp.rename(path)
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+        self._write_atomically(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in data))

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractVersionedDataset, DatasetError
+from kedro.io import DatasetError
 from kedro.io.core import Version
 
 from kaggle_qa.qa_schema import validate_rows
 
+from .text_file import VersionedTextFileDataset
 
-class QAJSONDataset(AbstractVersionedDataset):
+
+class QAJSONDataset(VersionedTextFileDataset):
     """A JSON list of ``{"input", "instruction", "output", ...}`` rows (the paper's format).
 
     Rows are validated on load and on save: a missing key or a non-string value raises
@@ -33,9 +35,8 @@ class QAJSONDataset(AbstractVersionedDataset):
         allow_empty: bool = True,
         metadata: dict[str, Any] | None = None,
     ):
-        super().__init__(PurePosixPath(Path(filepath).as_posix()), version)
+        super().__init__(filepath, version, metadata)
         self._allow_empty = allow_empty
-        self.metadata = metadata
 
     def load(self) -> list[dict]:
         path = Path(self._get_load_path())
@@ -51,16 +52,4 @@ class QAJSONDataset(AbstractVersionedDataset):
     def save(self, data: list[dict]) -> None:
         path = Path(self._get_save_path())
         validate_rows(data, str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        tmp.rename(path)
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
+        self._write_atomically(path, json.dumps(data, indent=1, ensure_ascii=False))
