@@ -48,6 +48,18 @@ def resolve_dtype(name: str) -> str:
     return "bfloat16" if native_bf16 else "float32"
 
 
+def head_logits(head, softcap: float | None, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of the LM head for the given hidden states only, softcapped as Gemma does.
+
+    Train and evaluate call this on the few positions that need logits, never the whole
+    sequence: with a 262k vocabulary the head is most of the compute.
+    """
+    logits = head(hidden).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
 def ensure_embedded_checkpoint(target: str | Path) -> Path:
     """Convert the embedded GGUF Gemma 3 270M into a safetensors folder at `target`, once.
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from kaggle_qa.modeling import head_logits
 from kaggle_qa.prompting import tokenize_example
 
 logger = logging.getLogger(__name__)
@@ -123,11 +124,8 @@ class Evaluator:
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities from final hidden states (LM head + optional softcap)."""
-        logits = self.model.get_output_embeddings()(hidden).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return torch.log_softmax(logits, dim=-1)
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.log_softmax(head_logits(self.model.get_output_embeddings(), softcap, hidden), dim=-1)
 
     @torch.inference_mode()
     def score(self, examples, candidates: dict[int, dict[str, int]], whole_sequence: bool, label: str) -> list[dict]:

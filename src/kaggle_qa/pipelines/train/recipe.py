@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from kaggle_qa.modeling import load_model, model_identity, resolve_dtype
+from kaggle_qa.modeling import head_logits, load_model, model_identity, resolve_dtype
 from kaggle_qa.prompting import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
 
 
 def _head_loss_sum(head, softcap, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, targets, reduction="sum")
+    return F.cross_entropy(head_logits(head, softcap, hidden), targets, reduction="sum")
 
 
 def answer_loss_sum(
