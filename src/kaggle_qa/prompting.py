@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Bump when either template changes: adapters record it and evaluation refuses a mismatch.
+PROMPT_TEMPLATE_VERSION = "1"
 PROMPT_WITH_CONTEXT = "Context:\n{context}\n\nQuestion:\n{question}\n\nAnswer:\n"
 PROMPT_WITHOUT_CONTEXT = "Question:\n{question}\n\nAnswer:\n"
 IGNORE_INDEX = -100
