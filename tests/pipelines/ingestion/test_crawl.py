@@ -53,8 +53,8 @@ def test_snapshot_crawled_twice_through_the_catalog(tmp_path, ingestion_params):
         assert not private & set(urls)
 
     first, second = reports
-    versions = sorted((tmp_path / "data/01_raw/raw_pages.json").iterdir())
-    assert len(versions) == 2
+    for versioned in ("01_raw/raw_pages.json", "02_intermediate/clean_pages.json", "02_intermediate/doc_chunks.json"):
+        assert len(list((tmp_path / "data" / versioned).iterdir())) == 2, versioned  # the second run overwrote nothing
     assert first["changes"]["new"] == sorted(public)
     assert second["error_count"] == 0 and second["errors"] == []
     assert second["changes"]["unchanged"] == sorted(public)
