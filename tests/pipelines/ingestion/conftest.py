@@ -14,7 +14,7 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SNAPSHOT = PROJECT_ROOT / "data" / "01_raw" / "kaggle_docs_site"
-SCRAPE = PROJECT_ROOT.parent / "shared" / "kaggle_docs_2024-03"
+SCRAPE = PROJECT_ROOT / "data" / "01_raw" / "kaggle_docs_2024-03"  # vendored: a clone is enough
 
 
 def base_ingestion_params() -> dict:

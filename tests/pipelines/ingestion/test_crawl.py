@@ -16,6 +16,8 @@ from kaggle_qa.pipelines.ingestion import create_pipeline
 from kaggle_qa.pipelines.ingestion.nodes import crawl_docs
 from kaggle_qa.pipelines.ingestion.spider import CrawlError
 
+from tests.conftest import skip_unless_ci_has
+
 from .conftest import PROJECT_ROOT, SNAPSHOT, BadSiteHandler
 
 LIVE_ORIGIN = "https://www.kaggle.com"
@@ -123,8 +125,7 @@ def test_unreachable_start_url_fails_naming_it(ingestion_params):
 @pytest.mark.slow
 def test_render_js_crawls_through_headless_chromium(ingestion_params):
     chromium = ingestion_params["crawl"]["chromium_executable"]
-    if not Path(chromium).exists():
-        pytest.skip(f"{chromium} is not installed (.ci/run installs Debian's chromium)")
+    skip_unless_ci_has(Path(chromium).exists(), f"{chromium} is not installed (.ci/run installs Debian's chromium)")
     params = ingestion_params | {"crawl": ingestion_params["crawl"] | {"render_js": True, "max_pages": 2}}
     pages, report = crawl_docs([], params)
     assert len(pages) == 2 and report["error_count"] == 0
