@@ -153,6 +153,11 @@ class DocsSpider(scrapy.Spider):
             if not isinstance(response, TextResponse) or "html" not in content_type:
                 yield self.skip(request_url, "non-html", referer, content_type or "no content type")
                 return
+            moved = normalise_url(response.url) != normalise_url(response.request.url)
+            if moved and not self.in_scope(response.url):  # a browser-side redirect (render_js) escaped
+                yield self.skip(request_url, "redirect-off-site", referer, f"landed on {response.url}",
+                                final_url=response.url)
+                return
             declared = response.encoding
             text_check = check_text(response.body, declared)
             if text_check.reason:
