@@ -6,6 +6,9 @@
 - An on-disk cache: one JSON file per request, named by the sha256 of (model, messages,
   sampling params), written atomically. A re-run makes no requests; a killed run resumes
   with only the missing ones.
+- A 200 whose body is not a chat completion (a proxy's error page) is retried, then
+  quarantined naming the endpoint; after ``circuit_breaker_failures`` connection failures in
+  a row the run stops at once naming the endpoint (see :mod:`.http_faults`).
 - Replies are parsed leniently into rows; anything malformed (not JSON, missing keys, wrong
   types, empty) becomes a quarantine record with the reason, never an exception.
 The API key is passed in by the caller and never logged, cached or returned.
@@ -29,6 +32,8 @@ from tqdm.auto import tqdm
 
 from kaggle_qa.qa_schema import TASK_TYPES, infer_task_type
 
+from .http_faults import CircuitBreaker, MalformedResponse, checked_completion
+
 logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = "You write question-answer pairs for instruction tuning. Reply with one JSON object only."
@@ -44,6 +49,7 @@ class TeacherStats:
     retries_server_error: int = 0
     retries_timeout: int = 0
     retries_connection: int = 0
+    retries_malformed: int = 0
     failed_requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -109,6 +115,8 @@ class OpenAITeacher:
         )
         self.cache = ReplyCache(params["cache_dir"])
         self.stats = TeacherStats()
+        self.endpoint = f"{params['base_url'].rstrip('/')}/chat/completions"
+        self.breaker = CircuitBreaker(self.endpoint, params["circuit_breaker_failures"])
         self.sampling = {
             "temperature": params["temperature"],
             "max_tokens": params["max_tokens"],
@@ -143,29 +151,39 @@ class OpenAITeacher:
             openai.InternalServerError: "retries_server_error",
             openai.APITimeoutError: "retries_timeout",
             openai.APIConnectionError: "retries_connection",
+            MalformedResponse: "retries_malformed",
         }
         for attempt in range(self.params["max_retries"] + 1):
+            self.breaker.check()
             try:
                 self.stats.add(requests=1)
-                response = self.client.chat.completions.create(
-                    model=self.params["model"], messages=messages, **self.sampling
+                response = checked_completion(
+                    lambda: self.client.chat.completions.create(
+                        model=self.params["model"], messages=messages, **self.sampling
+                    ),
+                    self.endpoint,
                 )
             except tuple(retryable) as exc:
+                if isinstance(exc, openai.APIConnectionError):  # refused, reset or timed out
+                    self.breaker.failure()  # raises TeacherUnreachable when the breaker opens
+                else:
+                    self.breaker.success()
                 counter = next(name for kind, name in retryable.items() if isinstance(exc, kind))
                 if attempt == self.params["max_retries"]:
                     self.stats.add(failed_requests=1)
-                    logger.warning(
-                        "Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, type(exc).__name__
-                    )
-                    return {"error": f"{type(exc).__name__} after {attempt + 1} attempts"}
+                    what = str(exc) if isinstance(exc, MalformedResponse) else f"{type(exc).__name__} from {self.endpoint}"
+                    logger.warning("Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, what)
+                    return {"error": f"{what} (after {attempt + 1} attempts)"}
                 self.stats.add(**{counter: 1})
                 time.sleep(self._backoff(attempt, exc))
                 continue
             except openai.APIStatusError as exc:
+                self.breaker.success()
                 raise RuntimeError(
                     f"openai teacher: {self.params['base_url']} answered HTTP {exc.status_code} "
                     f"({type(exc).__name__}); not retried"
                 ) from None
+            self.breaker.success()
             reply = self._reply(response)
             self.cache.put(key, reply)
             return reply
