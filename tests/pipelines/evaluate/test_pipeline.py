@@ -20,17 +20,9 @@ from kaggle_qa.pipelines.evaluate.inference import Evaluator
 from kaggle_qa.pipelines.evaluate.judge import judge_answers, parse_score
 from kaggle_qa.pipelines.evaluate.nodes import check_adapter_base, prepare_test_set
 from kaggle_qa.qa_schema import QARowError
+from tests.pipelines.evaluate.rows import ROWS
 from tests.pipelines.synthesis.chat_server import ChatServer, Reply
 
-CONTEXT = "Teams can merge before the team merger deadline. Playground competitions are for fun."
-ROWS = [
-    {"input": CONTEXT, "instruction": "True or False: teams can merge before the deadline.", "output": "True", "task_type": "true_false"},
-    {"input": CONTEXT, "instruction": "Can teams merge after the deadline?", "output": "No.", "task_type": "yes_no"},
-    {"input": CONTEXT, "instruction": "What is the main objective of Playground competitions on Kaggle?", "output": "Fun.", "task_type": "extractive_qa"},
-    {"input": CONTEXT, "instruction": "When can teams merge?", "output": "Before the team merger deadline.", "task_type": "extractive_qa"},
-    {"input": "", "instruction": "Does the premise entail that merging is allowed?", "output": "Entailment.", "task_type": "nli"},
-    {"input": CONTEXT, "instruction": "True or False: Playground competitions are serious.", "output": "False", "task_type": "true_false"},
-]
 
 
 @pytest.fixture(scope="module")
@@ -124,46 +116,6 @@ def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, 
     assert "| 1* |" in report
     chart_files = list((tmp_path / "data/08_reporting/eval_chart.png").rglob("*.png"))
     assert chart_files and chart_files[0].read_bytes()[:4] == b"\x89PNG"
-
-
-def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> list[str]:
-    """The reference: one unbatched `model.generate` per question (the seed notebook's way)."""
-    answers = []
-    for example in examples:
-        ids = torch.tensor([example.input_ids[: example.prompt_length]])
-        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        tokens = output[0, ids.shape[1]:].tolist()
-        tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
-        answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return answers
-
-
-def test_batched_generation_equals_one_by_one_and_losses_match_transformers(tiny_gemma_path):
-    tokenizer = load_tokenizer(tiny_gemma_path)
-    model = load_model(tiny_gemma_path, dtype="float32", attn_implementation="sdpa")
-    batched = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256)
-    examples = batched.examples(ROWS)
-    answers, _ = batched.generate(examples, "batched")
-    assert [a["answer"] for a in answers] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    # make a token the random model emits mid-answer the EOS: rows then finish at different steps
-    # and leave the batch early; answers must still equal one-by-one generate's
-    first_row_tokens = tokenizer(answers[0]["answer"], add_special_tokens=False)["input_ids"]
-    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first_row_tokens[2])
-    stopped, _ = batched.generate(examples, "batched, early EOS")
-    assert [a["answer"] for a in stopped] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    assert stopped[0]["new_tokens"] < 8 and not stopped[0]["hit_max_new_tokens"]
-    assert any(a["hit_max_new_tokens"] for a in stopped)
-
-    scores = batched.score(examples, {}, whole_sequence=True, label="test")
-    for example, score in zip(examples, scores):
-        ids = torch.tensor([example.input_ids])
-        with torch.no_grad():
-            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
-            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
-        assert score["answer_nll"] / score["answer_tokens"] == pytest.approx(answer_loss, rel=1e-3)
-        assert score["sequence_nll"] / score["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-3)
-        assert not math.isnan(score["answer_nll"])
 
 
 def test_a_bad_test_row_fails_with_file_and_row_index(tmp_path):
