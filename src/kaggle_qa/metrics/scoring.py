@@ -43,6 +43,8 @@ def score_answers(
     """
     if len(rows) != len(answers):
         raise ValueError(f"{label}: {len(answers)} answers for {len(rows)} rows")
+    if not rows:
+        return []
     answers = [answer or "" for answer in answers]
     references = [row["output"] for row in rows]
     semantic = semantic_similarity or {}
