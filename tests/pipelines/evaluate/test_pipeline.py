@@ -266,3 +266,21 @@ def test_own_test_file_is_one_catalog_entry_in_an_env(project_root, tmp_path, mo
     loader = OmegaConfigLoader(str(tmp_path / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": "mytest"}))
     catalog = DataCatalog.from_config(loader["catalog"], loader["credentials"])
     assert catalog.load("qa_v2") == ROWS[:2]
+
+
+def test_published_test_env_evaluates_the_cross_teacher_set_alone(project_root, monkeypatch):
+    """`--env published-test`: qa_v2 is the paper's published v3, the duplicate cross-teacher section is skipped."""
+    from kedro.config import OmegaConfigLoader
+
+    from kaggle_qa.settings import CONFIG_LOADER_ARGS
+
+    monkeypatch.chdir(project_root)
+    loader = OmegaConfigLoader(str(project_root / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": "published-test"}))
+    catalog = DataCatalog.from_config(loader["catalog"], loader["credentials"])
+    published = json.loads((project_root / "data/03_primary/published/kaggle_docs_QA_v3.json").read_text())
+    assert catalog.load("qa_v2") == published and len(published) == 1663
+    params = loader["parameters"]["evaluate"]
+    assert params["cross_teacher"]["limit"] == 0 and params["limit"] is None
+    assert params["choices"]["nli"] and params["bootstrap"]["resamples"] == 1000  # the rest merges from base
+    assert prepare_test_set(published, params["cross_teacher"]) == []
+    assert len(prepare_test_set(published, {"limit": 5, "seed": 0})) == 5
