@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from .datasheet import datasheet_figure, datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
 from .near_duplicates import RougeIndex
-from .offline_teacher import OfflineTeacher
-from .openai_teacher import OpenAITeacher, parse_reply
+from .teachers.base import parse_reply
+from .teachers.offline import OfflineTeacher
+from .teachers.openai_teacher import OpenAITeacher
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def generate_candidates(
         teacher_name = f"openai:{synthesis['openai']['model']}"
         report |= {"model": synthesis["openai"]["model"], "base_url": synthesis["openai"]["base_url"]}
     elif synthesis["teacher"] == "transformers":
-        from .transformers_teacher import TransformersTeacher  # imports torch: only when asked for
+        from .teachers.transformers_teacher import TransformersTeacher  # imports torch: only when asked for
 
         teacher = TransformersTeacher(synthesis["transformers"])
         teacher_name = f"transformers:{teacher.identity['name']}"

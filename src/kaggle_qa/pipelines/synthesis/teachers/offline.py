@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .near_duplicates import RougeIndex
+from ..near_duplicates import RougeIndex
 
 ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Ex.")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“‘(])")
