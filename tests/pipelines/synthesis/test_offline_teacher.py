@@ -9,7 +9,9 @@ import pytest
 
 from kaggle_qa.pipelines.synthesis.filters import filter_rows
 from kaggle_qa.pipelines.synthesis.near_duplicates import rouge_tokens
-from kaggle_qa.pipelines.synthesis.teachers.offline import OfflineTeacher, as_sentence, split_sentences, to_first_person
+from kaggle_qa.pipelines.synthesis.grammar import as_sentence, to_first_person
+from kaggle_qa.pipelines.synthesis.teachers.offline import OfflineTeacher
+from kaggle_qa.text import split_sentences
 
 
 def generate(chunks, params, version="v3", seed=None):

@@ -16,232 +16,45 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ..grammar import (
+    AUX_QUESTION,
+    BECAUSE,
+    CAPABILITY,
+    CLAUSE_START,
+    DEFINITION,
+    HOW_MANY,
+    IF_COND,
+    IMPERATIVE,
+    IMPERATIVE_START,
+    LEAD_IN,
+    NAMED_ITEM,
+    NEED_TO,
+    NUMBER,
+    OBJECTS,
+    ONCE,
+    PRONOUN_START,
+    RECOMMEND,
+    SUBJECT_BAN,
+    TO_GOAL,
+    TRAILING_ADVERB,
+    USE_TO,
+    Vocabulary,
+    WHERE,
+    WHO_CAN,
+    WORD,
+    YOU_CAN,
+    as_sentence,
+    base_form,
+    n_words,
+    negate,
+    split_sentences,
+    tidy,
+    to_first_person,
+)
 from ..near_duplicates import RougeIndex
-
-ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Ex.")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“‘(])")
-_WORD = re.compile(r"[A-Za-z][A-Za-z’'\-]*")
-_NUMBER_WORDS = (
-    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
-    "fifty hundred thousand million"
-).split()
-_NUMBER = re.compile(  # group 1: digits (not part of a version, path or id), group 2: a number word
-    r"(?<![\w./-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w./]|-\w)|\b(" + "|".join(_NUMBER_WORDS) + r")\b"
-)
-_PRONOUN_START = re.compile(r"^(It|This|That|These|Those|They|There|Here|He|She|We|Such|Both|Each of these)\b")
-_CLAUSE_START = re.compile(
-    r"^(If|When|Once|To|For|In|After|Before|While|Although|Though|As|Because|Since|With|By|On|At|"
-    r"From|Note|Also|However|Then|Otherwise|Unless|Instead|Additionally|Alternatively|Finally|Similarly)\b"
-)
-# Negation edits: the earliest match in the sentence is flipped (longer patterns first).
-_NEGATIONS = (
-    (r"\bcannot\b", "can"),
-    (r"\bcan't\b", "can"),
-    (r"\bcan not\b", "can"),
-    (r"\bis not\b", "is"),
-    (r"\bisn't\b", "is"),
-    (r"\bare not\b", "are"),
-    (r"\baren't\b", "are"),
-    (r"\bwill not\b", "will"),
-    (r"\bwon't\b", "will"),
-    (r"\bdoes not\b", "does"),
-    (r"\bdo not\b", "do"),
-    (r"\bdon't\b", "do"),
-    (r"\bshould not\b", "should"),
-    (r"\bnever\b", "always"),
-    (r"\balways\b", "never"),
-    (r"\bcan\b", "cannot"),
-    (r"\bis\b", "is not"),
-    (r"\bare\b", "are not"),
-    (r"\bwill\b", "will not"),
-    (r"\bshould\b", "should not"),
-)
-_AUX_QUESTION = re.compile(
-    r"^(?P<subj>[A-Z][^,;:()]{1,70}?) (?P<aux>can|cannot|can't|is|isn't|are|aren't|will|won't|should|"
-    r"does|do|has|have)(?P<neg> not)?\b (?P<rest>[^?]+)\.$"
-)
-_TO_GOAL = re.compile(r"^To (?P<goal>[a-z][^,]{5,90}), (?P<rest>.{10,})$")
-_IF_COND = re.compile(r"^If (?P<cond>(?:you|your)\b[^,]{5,90}), (?P<rest>.{10,})$")
-_IMPERATIVE = re.compile(
-    r"^(you should|you can|you need|you must|you will need|please|make sure|go|click|ensure|try|check|"
-    r"use|contact|visit|navigate|see|run|select|open|reach out|consider)\b",
-    re.I,
-)
-_DEFINITION = re.compile(
-    r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?) (?P<be>is|are) (?P<rest>(?:a|an|the|one of|"
-    r"designed|used|intended|meant)\b.+)$"
-)
-_CAPABILITY = re.compile(
-    r"^(?P<subj>(?:The |A |An |Your )?[A-Z][\w\-’' ]{1,50}?) (?P<verb>allows?|lets?|enables?|helps?|"
-    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?)\b (?P<rest>.+)$"
-)
-_YOU_CAN = re.compile(
-    r"^You can (?P<act>[a-z][^,]{5,80}?) (?P<how>by|using|with|via|through|from|in|on|at) (?P<rest>.+)$"
-)
-_ONCE = re.compile(r"^(?P<when>Once|After|When) (?P<cond>[^,]{5,90}), (?P<rest>.{10,})$")
-_NEED_TO = re.compile(
-    r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) "
-    r"(?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$"
-)
-_WHO_CAN = re.compile(
-    r"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|Kagglers|"
-    r"[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|[Cc]ollaborators|[Aa]dmins?|[Oo]wners?)) "
-    r"(?P<modal>can|may) (?P<act>[^,]{5,90})\.$"
-)
-_HOW_MANY = re.compile(
-    r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) "
-    r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
-)
-_BECAUSE = re.compile(r"^(?P<main>[A-Z][^,]{10,120}?),? (?:because|since) (?P<reason>.{8,})\.$")
-_TRAILING_ADVERB = re.compile(
-    r"\s+(either|also|easily|simply|directly|quickly|only|even|all|now|here|currently|still|always|often|usually|"
-    r"typically|already)$"
-)
-_IMPERATIVE_START = re.compile(
-    r"^(Then,? )?(Click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
-    r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
-    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b"
-)
-_FUNCTION_WORDS = set(
-    "the a an this that these those it its if when once to for in after before while although though as because "
-    "since with by on at from also however then otherwise unless instead additionally alternatively finally "
-    "similarly some most many each every all any both there here you your we our they their another other "
-    "beyond within without during until upon under over into onto again just even only not no yes what which who "
-    "how where why my".split()
-)
-_LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
-_COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
-_LEAD_IN = re.compile(
-    r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition|In general|In most cases|"
-    r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
-)
-_NAMED_ITEM = re.compile(r"^(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
-_USE_TO = re.compile(r"^Use (?P<tool>.{3,90}?) to (?P<goal>[a-z][^,]{5,80})\.$")
-_WHERE = re.compile(
-    r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?),? (?:is|are) (?:accessible|available|located|found) "
-    r"(?:from|in|on|at|through|via) "
-)
-_RECOMMEND = re.compile(
-    r"^We (?:strongly )?recommend (?P<what>.+?) (?P<when>before|when|if|for) (?P<cond>[^,]{5,80})\.$"
-)
-_OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
-_SUBJECT_BAN = re.compile(
-    r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
-    r"must|may|might|should|would|could|need|needs|will|can|cannot|is|are|was|were|be|been|to|do|does|did|not)\b",
-    re.I,
-)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a chunk, line by line, not broken after common abbreviations."""
-    sentences = []
-    for line in text.splitlines():
-        protected = line.strip()
-        for abbreviation in ABBREVIATIONS:
-            protected = protected.replace(abbreviation, abbreviation.replace(".", "\x00"))
-        sentences += [part.replace("\x00", ".").strip() for part in _SENTENCE_END.split(protected)]
-    return [s for s in sentences if s]
-
-
-def tidy(text: str) -> str:
-    """Collapse whitespace and the space the docs sometimes leave before punctuation."""
-    text = text.replace("\ufe0f", "").replace("\u200b", "")
-    return re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
-
-
-def as_sentence(line: str) -> str:
-    """A docs line as a plain sentence: link targets dropped ("Kaggle Learn (https://…)" →
-    "Kaggle Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
-    line = tidy(_LINK_TARGET.sub("", line))
-    match = _COMMAND_ITEM.match(line)
-    if match:
-        verb = match["verb"]
-        if verb.endswith("y"):
-            verb = verb[:-1] + "ies"
-        else:
-            verb += "es" if re.search(r"(s|sh|ch|x)$", verb) else "s"
-        return f"{match['command']} {verb}{match['rest']}."
-    return line
-
-
-def n_words(text: str) -> int:
-    return len(text.split())
-
-
-def _lemma(verb: str) -> str:
-    """Base form of a third-person verb ("provides" → "provide", "has" → "have")."""
-    irregular = {"has": "have", "does": "do", "is": "be", "goes": "go"}
-    if verb in irregular:
-        return irregular[verb]
-    if verb.endswith("ies"):
-        return verb[:-3] + "y"
-    if re.search(r"(ss|ch|sh|x|z)es$", verb):
-        return verb[:-2]
-    return verb[:-1] if verb.endswith("s") and not verb.endswith("ss") else verb
-
-
-def to_first_person(text: str) -> str:
-    """Rewrite the docs' "you" as the asker's "I/me" ("your team" → "my team")."""
-    text = re.sub(r"\byourself\b", "myself", text)
-    text = re.sub(r"\byours\b", "mine", text)
-    text = re.sub(r"\byour\b", "my", text)
-    text = re.sub(r"\bYour\b", "My", text)
-    text = re.sub(
-        r"\b(to|for|with|by|from|give|gives|let|lets|allow|allows|help|helps|show|shows|ask|tell|send|invite|of|"
-        r"about|at|on|than|like|notify|email|remind) you\b",
-        r"\1 me",
-        text,
-    )
-    text = re.sub(r"\byou\b", "I", text)
-    return re.sub(r"\bI are\b", "I am", re.sub(r"\bI’re\b|\bI're\b", "I am", text))
-
-
-@dataclass
-class Vocabulary:
-    """What the whole docs corpus says about casing, numbers and swappable entities."""
-
-    lower_counts: Counter
-    upper_counts: Counter
-    numbers: list[str]
-    number_words: list[str]
-    swap_groups: list[list[str]]
-
-    @classmethod
-    def from_chunks(cls, chunks: list[dict], swap_groups: list[list[str]]) -> Vocabulary:
-        lower, upper, numbers, words = Counter(), Counter(), set(), set()
-        corpus = "\n".join(chunk["text"] for chunk in chunks)
-        for sentence in split_sentences(corpus):
-            for position, word in enumerate(_WORD.findall(sentence)):
-                if word[0].islower():
-                    lower[word] += 1
-                elif position > 0:
-                    upper[word.lower()] += 1
-            for match in _NUMBER.finditer(sentence):
-                (numbers if match.group(1) else words).add(match.group(0))
-        groups = [[term for term in group if re.search(rf"\b{re.escape(term)}\b", corpus)] for group in swap_groups]
-        return cls(lower, upper, sorted(numbers), sorted(words), [g for g in groups if len(g) > 1])
-
-    def lower_first(self, text: str) -> str:
-        """Lower-case the first word unless the docs write it capitalised (a name, an acronym)."""
-        match = _WORD.match(text)
-        if not match:
-            return text
-        word = match.group(0)
-        if word.isupper() and len(word) > 1:
-            return text
-        if word.lower() not in _FUNCTION_WORDS and (
-            word == "I" or self.upper_counts[word.lower()] > self.lower_counts[word.lower()]
-        ):
-            return text
-        return word.lower() + text[len(word) :]
-
-    def lower_title(self, heading: str) -> str:
-        """A Title Case heading as running text ("Tags and Tag Pages" → "tags and tag pages")."""
-        return " ".join(self.lower_first(word) for word in heading.split())
 
 
 class OfflineTeacher:
@@ -283,14 +96,14 @@ class OfflineTeacher:
         example that only makes sense next to what it illustrates)."""
         return (
             self._is_statement(sentence)
-            and not _IMPERATIVE_START.match(sentence)
+            and not IMPERATIVE_START.match(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
 
     def false_edit(self, sentence: str, rng: random.Random) -> tuple[str, str] | None:
         """A meaning-changing edit of a true sentence and its kind, or None when none applies."""
         edits = []
-        number = _NUMBER.search(sentence)
+        number = NUMBER.search(sentence)
         if number:
             pool = self.vocab.numbers if number.group(1) else self.vocab.number_words
             others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
@@ -306,29 +119,18 @@ class OfflineTeacher:
                     other = rng.choice(others)
                     edits.append(("entity_swap", sentence[: match.start()] + other + sentence[match.end() :]))
                     break
-        negated = self._negate(sentence)
+        negated = negate(sentence)
         if negated:
             edits.append(("negation", negated))
         return rng.choice(edits) if edits else None
 
-    @staticmethod
-    def _negate(sentence: str) -> str | None:
-        best = None
-        for pattern, replacement in _NEGATIONS:
-            match = re.search(pattern, sentence)
-            if match and (best is None or match.start() < best[0].start()):
-                best = (match, replacement)
-        if best is None:
-            return None
-        match, replacement = best
-        return sentence[: match.start()] + replacement + sentence[match.end() :]
 
     # ---------------------------------------------------------------- question forms
     def _subject(self, subject: str) -> str | None:
-        subject = _TRAILING_ADVERB.sub("", subject)
-        if _SUBJECT_BAN.search(subject):
+        subject = TRAILING_ADVERB.sub("", subject)
+        if SUBJECT_BAN.search(subject):
             return None
-        if any(p.match(subject) for p in (_PRONOUN_START, _CLAUSE_START, _IMPERATIVE_START)):
+        if any(p.match(subject) for p in (PRONOUN_START, CLAUSE_START, IMPERATIVE_START)):
             return None
         if n_words(subject) > self.params["max_subject_words"]:
             return None
@@ -338,7 +140,7 @@ class OfflineTeacher:
 
     def yes_no_question(self, sentence: str) -> tuple[str, bool] | None:
         """("Can I …?", answer_is_yes) by moving the auxiliary verb to the front."""
-        match = _AUX_QUESTION.match(sentence)
+        match = AUX_QUESTION.match(sentence)
         if (
             not match
             or n_words(sentence) > self.params["max_yes_no_words"]
@@ -360,46 +162,46 @@ class OfflineTeacher:
     def extractive_questions(self, sentence: str, rng: random.Random) -> list[str]:
         """Natural questions whose answer is this sentence: a pattern's, then one about its subject
         (both asked of the main clause, after a lead-in such as "However, ")."""
-        clause = _LEAD_IN.sub("", sentence)
+        clause = LEAD_IN.sub("", sentence)
         clause = clause[0].upper() + clause[1:]
         questions = []
         for question in (self._wh_question(clause, rng), self._subject_question(clause, rng)):
             if question and question.count("(") == question.count(")"):
-                question = tidy(_TRAILING_ADVERB.sub("", question[:-1]) + "?") if question.endswith("?") else question
+                question = tidy(TRAILING_ADVERB.sub("", question[:-1]) + "?") if question.endswith("?") else question
                 if question not in questions:
                     questions.append(question)
         return questions
 
     def _wh_question(self, sentence: str, rng: random.Random) -> str | None:
-        if match := _TO_GOAL.match(sentence) or _USE_TO.match(sentence):
+        if match := TO_GOAL.match(sentence) or USE_TO.match(sentence):
             return f"How do I {to_first_person(match['goal'])}?"
-        if match := _NAMED_ITEM.match(sentence):
+        if match := NAMED_ITEM.match(sentence):
             name = match["name"]
             return f"What {'are' if name.endswith('s') else 'is'} {name}?"
-        if (match := _WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
+        if (match := WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
             return f"Where can I find {subject}?"
-        if match := _RECOMMEND.match(sentence):
+        if match := RECOMMEND.match(sentence):
             return f"What does Kaggle recommend {match['when']} {to_first_person(match['cond'])}?"
-        if match := _IF_COND.match(sentence):
-            lead = "What should I do if" if _IMPERATIVE.match(match["rest"]) else "What happens if"
+        if match := IF_COND.match(sentence):
+            lead = "What should I do if" if IMPERATIVE.match(match["rest"]) else "What happens if"
             return f"{lead} {to_first_person(match['cond'])}?"
-        if match := _ONCE.match(sentence):
+        if match := ONCE.match(sentence):
             return f"What happens {match['when'].lower()} {to_first_person(match['cond'])}?"
-        if match := _NEED_TO.match(sentence):
+        if match := NEED_TO.match(sentence):
             return f"What do I need to do {match['purpose']} {to_first_person(match['goal'])}?"
-        if match := _YOU_CAN.match(sentence):
+        if match := YOU_CAN.match(sentence):
             lead = "How can I" if match["how"] in ("by", "using", "with", "via", "through") else "Where can I"
             act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
-            return f"{lead} {to_first_person(_TRAILING_ADVERB.sub('', act))}?"
-        if match := _WHO_CAN.match(sentence):
+            return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
+        if match := WHO_CAN.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
-        if match := _HOW_MANY.match(sentence):
+        if match := HOW_MANY.match(sentence):
             return f"How many {match['what']} are there?"
-        if (match := _BECAUSE.match(sentence)) and (inverted := self.yes_no_question(match["main"] + ".")):
+        if (match := BECAUSE.match(sentence)) and (inverted := self.yes_no_question(match["main"] + ".")):
             return f"Why {self.vocab.lower_first(inverted[0])}"
         if question := self._pattern_question(sentence, rng):
             return question
-        if match := _DEFINITION.match(sentence):
+        if match := DEFINITION.match(sentence):
             subject = self._subject(match["subj"])
             if subject:
                 purpose = re.match(r"(designed|used|intended|meant) (to|for)\b", match["rest"])
@@ -412,21 +214,21 @@ class OfflineTeacher:
 
     def _subject_question(self, sentence: str, rng: random.Random) -> str | None:
         """Fallback: ask about the sentence's subject ("What should I know about the docstring?")."""
-        match = _AUX_QUESTION.match(sentence) or _CAPABILITY.match(sentence)
+        match = AUX_QUESTION.match(sentence) or CAPABILITY.match(sentence)
         subject = self._subject(match["subj"]) if match else None
         if subject is None or subject in ("I", "my") or n_words(subject) < 2:
             return None
         return self._pick(self.params["subject_templates"], rng, subject=subject)
 
     def _pattern_question(self, sentence: str, rng: random.Random) -> str | None:
-        if match := _CAPABILITY.match(sentence):
+        if match := CAPABILITY.match(sentence):
             subject = self._subject(match["subj"])
             if subject:
                 verb = match["verb"]
                 do = "does" if verb.endswith("s") and subject not in ("I",) else "do"
-                lemma = _lemma(verb) if verb.endswith("s") else verb
+                lemma = base_form(verb) if verb.endswith("s") else verb
                 first = match["rest"].split()[0].lower()
-                if lemma in ("allow", "let", "enable", "help") and first in _OBJECTS:
+                if lemma in ("allow", "let", "enable", "help") and first in OBJECTS:
                     who = "me" if first == "you" else first
                     to = " to" if lemma in ("allow", "enable") else ""
                     return f"What {do} {subject} {lemma} {who}{to} do?"
@@ -444,7 +246,7 @@ class OfflineTeacher:
         topic = self.vocab.lower_title(heading)
         if n_words(topic) < 2:
             return None
-        if _IMPERATIVE_START.match(heading):
+        if IMPERATIVE_START.match(heading):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
             return self._pick(self.params["activity_templates"], rng, topic=topic)
@@ -455,10 +257,10 @@ class OfflineTeacher:
         """The chunk's first statement that names the section's topic (a word of its heading)."""
         if not chunk.get("heading_path"):
             return None
-        stems = {w.lower()[:5] for w in _WORD.findall(chunk["heading_path"][-1]) if len(w) >= 4}
+        stems = {w.lower()[:5] for w in WORD.findall(chunk["heading_path"][-1]) if len(w) >= 4}
         for sentence in statements:
-            shared = stems & {w.lower()[:5] for w in _WORD.findall(sentence)}
-            if len(shared) >= min(2, len(stems)) and shared and not _PRONOUN_START.match(sentence):
+            shared = stems & {w.lower()[:5] for w in WORD.findall(sentence)}
+            if len(shared) >= min(2, len(stems)) and shared and not PRONOUN_START.match(sentence):
                 return sentence
         return None
 
