@@ -24,6 +24,7 @@ _TRANSLATION = re.compile(
     re.I,
 )
 _LABELS = {"yes_no": ("yes", "no"), "true_false": ("true", "false")}
+LABELLED_TASKS = ("true_false", "yes_no", "nli")
 
 
 @lru_cache(maxsize=4)
@@ -107,7 +108,8 @@ def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
 def filter_rows(
     rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict, held_out: RougeIndex | None = None
 ) -> tuple[list, list]:
-    """(kept, quarantined) for one version: row checks, near-duplicates of kept questions or of
+    """(kept, quarantined) for one version: row checks, near-duplicates of kept questions with the
+    same answer (see :func:`answer_key`) or of
     `held_out` ones (the test set's, when filtering the training set), then class balance."""
     kept, dropped = [], []
     index = RougeIndex(filters["max_question_rouge_l"])
@@ -118,11 +120,12 @@ def filter_rows(
             dropped.append(quarantined(row, version, reason, rouge_l=round(leak[0], 3), of=leak[1]))
             continue
         if reason is None:
-            duplicate, score, match = index.is_near_duplicate(row["instruction"])
-            if duplicate:
-                dropped.append(quarantined(row, version, "near-duplicate question", rouge_l=round(score, 3), of=match))
+            answer = answer_key(row)
+            same = next((m for m in index.matches(row["instruction"]) if m[2] == answer), None)
+            if same:
+                dropped.append(quarantined(row, version, "near-duplicate question", rouge_l=round(same[0], 3), of=same[1]))
                 continue
-            index.add(row["instruction"])
+            index.add(row["instruction"], payload=answer)
             kept.append(row)
         else:
             dropped.append(quarantined(row, version, reason))
@@ -134,6 +137,13 @@ def filter_rows(
             for row in surplus
         ]
     return kept, dropped
+
+
+def answer_key(row: dict) -> tuple:
+    """What makes two near-identical questions the same item: a labelled row's task and label
+    (a true and a false statement of one fact are a contrast pair, both kept), any other row's
+    task alone."""
+    return (row["task_type"], label_of(row) if row["task_type"] in LABELLED_TASKS else None)
 
 
 def label_of(row: dict) -> str:

@@ -233,3 +233,28 @@ def negate(sentence: str) -> str | None:
         return None
     match, replacement = best
     return sentence[: match.start()] + replacement + sentence[match.end() :]
+
+
+_DANGLING_QUESTION = re.compile(
+    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the first type|"
+    r"the second type|the same)\b",
+    re.I,
+)
+_DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
+_PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants", "kagglers"}
+
+
+def question_problem(question: str) -> str | None:
+    """Why a question does not read like a user's, or None: a word with no antecedent ("this",
+    "it", "the first type"), or an auxiliary that disagrees with its subject ("What do restricted
+    email list?", "What does users see?")."""
+    if match := _DANGLING_QUESTION.search(question.replace("Is it true that", "")):
+        return f"dangling reference {match.group(0)!r}"
+    if match := _DO_QUESTION.match(question):
+        head = match["subject"].split()[-1].lower()
+        plural = head in _PLURAL_SUBJECTS or (head.endswith("s") and not head.endswith(("ss", "'s", "’s")))
+        if (match["aux"] == "do") != plural:
+            return f"agreement: {match['aux']!r} with {match['subject']!r}"
+        if match["verb"].endswith("s") and not match["verb"].endswith("ss"):
+            return f"agreement: {match['aux']!r} with the verb {match['verb']!r}"
+    return None

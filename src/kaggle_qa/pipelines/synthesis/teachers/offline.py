@@ -13,9 +13,10 @@ Task types follow the recipe's mix by always serving the type furthest below its
 
 from __future__ import annotations
 
+import logging
 import random
 import re
-from collections import Counter
+from collections import defaultdict
 
 from tqdm.auto import tqdm
 
@@ -32,7 +33,6 @@ from ..grammar import (
     LEAD_IN,
     NAMED_ITEM,
     NEED_TO,
-    NUMBER,
     OBJECTS,
     ONCE,
     PRONOUN_START,
@@ -47,14 +47,18 @@ from ..grammar import (
     WORD,
     YOU_CAN,
     as_sentence,
+    question_problem,
     base_form,
     n_words,
-    negate,
     split_sentences,
     tidy,
     to_first_person,
 )
+from ..audit import LABELS
 from ..near_duplicates import RougeIndex
+from .claims import Claim, balanced, chunk_claims, cue_cell, similar_sentences
+
+logger = logging.getLogger(__name__)
 
 
 class OfflineTeacher:
@@ -99,31 +103,6 @@ class OfflineTeacher:
             and not IMPERATIVE_START.match(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
-
-    def false_edit(self, sentence: str, rng: random.Random) -> tuple[str, str] | None:
-        """A meaning-changing edit of a true sentence and its kind, or None when none applies."""
-        edits = []
-        number = NUMBER.search(sentence)
-        if number:
-            pool = self.vocab.numbers if number.group(1) else self.vocab.number_words
-            others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
-            if others:
-                edits.append(
-                    ("number_swap", sentence[: number.start()] + rng.choice(others) + sentence[number.end() :])
-                )
-        for group in self.vocab.swap_groups:
-            for term in group:
-                match = re.search(rf"\b{re.escape(term)}\b", sentence)
-                others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
-                if match and others:  # never a term the sentence already has ("R or R")
-                    other = rng.choice(others)
-                    edits.append(("entity_swap", sentence[: match.start()] + other + sentence[match.end() :]))
-                    break
-        negated = negate(sentence)
-        if negated:
-            edits.append(("negation", negated))
-        return rng.choice(edits) if edits else None
-
 
     # ---------------------------------------------------------------- question forms
     def _subject(self, subject: str) -> str | None:
@@ -266,130 +245,134 @@ class OfflineTeacher:
 
     # ---------------------------------------------------------------- rows
     def generate(self, chunks: list[dict], recipe: dict, version: str) -> list[dict]:
-        """Rows for every chunk of one version, following the recipe's task mix and shares."""
+        """Rows for every chunk of one version: every extractive question the chunks give, then
+        labelled rows (true/false, yes/no, NLI) drawn cue-balanced from every chunk's claims, as
+        many as the recipe's task mix and ``min_rows`` ask for."""
         mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
-        counts, label_counts = Counter(), Counter()
         self._asked = RougeIndex(self.params["avoid_similar_questions_rouge_l"])
-        rows = []
+        extractive, pool = [], []
         for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
-            rows += self._chunk_rows(chunk, recipe, version, mix, counts, label_counts, rng)
-        return rows
+            sentences = [as_sentence(s) for s in split_sentences(chunk["text"])]
+            if "extractive_qa" in mix:
+                extractive += self._extractive_rows(chunk, sentences, recipe, rng)
+            statements = [s for s in sentences if self._is_claim(s)]
+            others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
+            claims = chunk_claims(statements, others, self.vocab, self.params["antonym_groups"], rng)
+            pool += [(chunk, claim) for claim in claims]
+        quotas = self._quotas(len(extractive), mix, recipe)
+        rng = random.Random(f"{self.seed}:{version}:labelled")
+        return extractive + self._labelled_rows(pool, quotas, recipe, rng)
 
-    def _chunk_rows(self, chunk, recipe, version, mix, counts, label_counts, rng) -> list[dict]:
-        sentences = [as_sentence(s) for s in split_sentences(chunk["text"])]
+    @staticmethod
+    def _quotas(n_extractive: int, mix: dict, recipe: dict) -> dict[str, int]:
+        """Rows wanted per labelled task: the mix's shares of a total that holds every extractive
+        row and at least ``min_rows`` rows (the labelled tasks fill what extractive rows cannot)."""
+        labelled = {task: share for task, share in mix.items() if task != "extractive_qa"}
+        extractive_share = mix.get("extractive_qa", 0)
+        total = max(n_extractive / extractive_share if extractive_share else 0, recipe.get("min_rows", 0))
+        rest = max(total - n_extractive, 0)
+        return {task: round(rest * share / sum(labelled.values())) for task, share in labelled.items()}
+
+    def _labelled_rows(self, pool: list, quotas: dict, recipe: dict, rng: random.Random) -> list[dict]:
+        """Cue-balanced rows per labelled task, scarcest task first; a claim serves one row."""
+        used: set[int] = set()
         rows: list[dict] = []
-        questions_seen: set[str] = set()
-
-        def emit(task: str, instruction: str, answer: str, extra: dict) -> None:
-            if len(rows) < recipe["pairs_per_chunk"] and instruction not in questions_seen:
-                questions_seen.add(instruction)
-                self._asked.add(instruction)
-                rows.append(self._row(chunk, recipe, task, instruction, answer, rng, extra))
-                counts[task] += 1
-                if "label" in extra:
-                    label_counts[(task, extra["label"])] += 1
-
-        if "extractive_qa" in mix:
-            # FAQ-style chunks already hold a question and its answer.
-            for question, answer in zip(sentences, sentences[1:]):
-                if question.endswith("?") and n_words(question) >= 4 and self._is_statement(answer):
-                    emit("extractive_qa", question, answer, {})
-        statements = [s for s in sentences if self._is_statement(s)]
-        topic_answer = self.topic_answer(chunk, statements)
-        if topic_answer and "extractive_qa" in mix and self._deficit(mix, counts, "extractive_qa") > 0:
-            if question := self.topic_question(chunk, rng):
-                emit("extractive_qa", question, topic_answer, {})
-        for sentence in rng.sample(statements, len(statements)):
-            options = self._options(sentence, chunk["url"], mix, rng)
-            questions = self.extractive_questions(sentence, rng) if "extractive_qa" in mix else []
-            for task, build in self._families(options, questions, mix, counts)[: recipe["rows_per_sentence"]]:
-                built = build(self._label(task, recipe, label_counts, rng))
-                if built is not None:
-                    emit(task, built[0], sentence, built[1])
+        seen = defaultdict(lambda: RougeIndex(self.params["avoid_similar_questions_rouge_l"]))
+        for task in sorted(quotas, key=lambda t: {"yes_no": 0, "nli": 1, "true_false": 2}[t]):
+            items = []
+            for index, (chunk, claim) in enumerate(pool):
+                if index in used or (built := self._item(task, chunk, claim, recipe)) is None:
+                    continue
+                label, text = built
+                items.append((label, cue_cell(text, chunk["text"]), index))
+            wanted, picked = max(quotas[task] // len(LABELS[task]), 0), []
+            for group in balanced(items, LABELS[task], rng):
+                if len(picked) == wanted:
+                    break
+                built = [self._labelled_row(task, label, *pool[index], recipe, rng) for label, _, index in group]
+                if any(seen[(task, row["label"])].is_near_duplicate(row["instruction"])[0] for row in built):
+                    continue  # the filters would drop it as a near-duplicate and unbalance the cell
+                for (_, _, index), row in zip(group, built):
+                    used.add(index)
+                    seen[(task, row["label"])].add(row["instruction"])
+                    self._asked.add(row["instruction"])
+                rows += built
+                picked.append(group)
+            n_rows = len(picked) * len(LABELS[task])
+            logger.info("%s: %d cue-balanced rows of %d wanted (%d candidates)", task, n_rows, quotas[task], len(items))
         return rows
 
-    def _options(self, sentence: str, url: str, mix: dict, rng: random.Random) -> dict:
-        """The statement tasks this sentence can serve, each a builder: wanted label →
-        (instruction, {"label", ["edit"]}) or None when that label cannot be made."""
-        if not self._is_claim(sentence):
-            return {}
-        edit = self.false_edit(sentence, rng)
-        options = {}
+    def _item(self, task: str, chunk: dict, claim: Claim, recipe: dict) -> tuple[str, str] | None:
+        """(label, the text a reader of the question sees) of a claim for a task, or None."""
+        if task == "nli":
+            label = {True: "entailment", False: "contradiction", None: "neutral"}[claim.truth]
+            return label, claim.text
+        if claim.truth is None:
+            return None
+        if task == "true_false":
+            return ("true" if claim.truth else "false"), claim.text
+        inverted = self.yes_no_question(claim.text)
+        if inverted is None:
+            return None
+        question, positive = inverted
+        return ("yes" if claim.truth == positive else "no"), question.rstrip("?")
 
-        def true_false(wanted: str):
-            if wanted == "false" and edit is None:
-                return None
-            statement = sentence if wanted == "true" else edit[1]
+    def _labelled_row(self, task, label, chunk, claim, recipe, rng) -> dict:
+        if task == "true_false":
             instruction = self._pick(
                 self.params["true_false_templates"],
                 rng,
-                statement=statement,
-                statement_lower=self.vocab.lower_first(statement).rstrip("."),
+                statement=claim.text,
+                statement_lower=self.vocab.lower_first(claim.text).rstrip("."),
             )
-            return instruction, {"label": wanted} | ({"edit": edit[0]} if wanted == "false" else {})
+        elif task == "yes_no":
+            instruction = self.yes_no_question(claim.text)[0]
+        else:
+            instruction = self._pick(self.params["nli_templates"], rng, hypothesis=claim.text)
+        return self._row(chunk, recipe, task, instruction, claim.evidence, rng, {"label": label, "edit": claim.kind})
 
-        def yes_no(wanted: str):
-            question, is_yes = yes_no_question
-            if wanted == ("yes" if is_yes else "no"):
-                return question, {"label": wanted}
-            # A "no" for a positive sentence: ask about a swapped number or entity instead.
-            swapped = self.yes_no_question(edit[1]) if is_yes and edit and edit[0] != "negation" else None
-            return (swapped[0], {"label": "no", "edit": edit[0]}) if swapped else None
+    def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random) -> list[dict]:
+        """Every natural question of one chunk whose answer it holds: an FAQ's own question, the
+        section's topic, and questions about single sentences (answered with the sentence and the
+        sentences after it that lean on it: "It …", "This …")."""
+        rows: list[dict] = []
+        asked: set[str] = set()
 
-        def nli(wanted: str):
-            if wanted == "neutral":
-                hypothesis = self._distractor(url, rng)
-            else:
-                hypothesis = sentence if wanted == "entailment" else edit[1] if edit else None
-            if hypothesis is None:
-                return None
-            extra = {"label": wanted} | ({"edit": edit[0]} if wanted == "contradiction" else {})
-            return self._pick(self.params["nli_templates"], rng, hypothesis=hypothesis), extra
+        def emit(question: str, answer: str) -> None:
+            if question in asked or question_problem(question) or self._asked.is_near_duplicate(question)[0]:
+                return
+            asked.add(question)
+            self._asked.add(question)
+            rows.append(self._row(chunk, recipe, "extractive_qa", question, answer, rng, {}))
 
-        yes_no_question = self.yes_no_question(sentence)
-        if "true_false" in mix:
-            options["true_false"] = true_false
-        if "yes_no" in mix and yes_no_question:
-            options["yes_no"] = yes_no
-        if "nli" in mix:
-            options["nli"] = nli
-        return options
+        for question, answer in zip(sentences, sentences[1:]):
+            if question.endswith("?") and n_words(question) >= 4 and self._is_statement(answer):
+                emit(question, answer)
+        statements = [s for s in sentences if self._is_statement(s)]
+        topic_answer = self.topic_answer(chunk, statements)
+        if topic_answer and (question := self.topic_question(chunk, rng)):
+            emit(question, self._with_followers(topic_answer, sentences))
+        for sentence in rng.sample(statements, len(statements)):
+            for question in self.extractive_questions(sentence, rng)[: recipe["rows_per_sentence"]]:
+                emit(question, self._with_followers(sentence, sentences))
+        return rows
 
-    def _families(self, options: dict, questions: list[str], mix: dict, counts: Counter) -> list:
-        """One statement task (true/false, yes/no or NLI: they would restate the same sentence),
-        the one furthest below its share, and the sentence's questions, neediest type first."""
-        statement = sorted(options.items(), key=lambda family: -self._deficit(mix, counts, family[0]))[:1]
-        asked = [("extractive_qa", lambda label, q=q: (q, {})) for q in questions]
-        return sorted(statement + asked, key=lambda family: -self._deficit(mix, counts, family[0]))
+    def _with_followers(self, sentence: str, sentences: list[str]) -> str:
+        """The sentence and the ones right after it that only make sense with it ("It …")."""
+        answer = [sentence]
+        for following in sentences[sentences.index(sentence) + 1 :]:
+            if not (PRONOUN_START.match(following) and self._is_statement(following)) or n_words(" ".join(answer)) > 45:
+                break
+            answer.append(following)
+        return " ".join(answer)
 
-    @staticmethod
-    def _deficit(mix: dict, counts: Counter, task: str) -> float:
-        total = sum(counts.values()) + 1
-        return mix.get(task, 0) * total - counts[task]
-
-    def _label(self, task: str, recipe: dict, label_counts: Counter, rng: random.Random) -> str:
-        """The label that keeps this task's classes nearest the recipe's shares."""
-        labels = {
-            "true_false": {"true": recipe["true_share"], "false": 1 - recipe["true_share"]},
-            "yes_no": {"yes": recipe["yes_share"], "no": 1 - recipe["yes_share"]},
-            "nli": dict(recipe["nli_shares"]),
-            "extractive_qa": {"answer": 1.0},
-        }[task]
-        total = sum(label_counts[(task, label)] for label in labels) + 1
-        return max(labels, key=lambda label: (labels[label] * total - label_counts[(task, label)], rng.random()))
-
-    def _distractor(self, url: str, rng: random.Random) -> str | None:
-        """A statement from another page of the docs: what the chunk neither supports nor denies."""
-        others = [sentence for other_url, sentence in self.distractors if other_url != url]
-        return rng.choice(others) if others else None
-
-    def _row(self, chunk, recipe, task, instruction, answer_sentence, rng, extra) -> dict:
-        output = self._output(recipe, task, extra.get("label"), answer_sentence)
+    def _row(self, chunk, recipe, task, instruction, answer, rng, extra) -> dict:
+        output = self._output(recipe, task, extra.get("label"), answer)
         if recipe["input_mode"] == "optional" and rng.random() < recipe["empty_input_share"]:
             context = ""
         elif recipe["input_mode"] == "optional":
-            context = answer_sentence
+            context = answer
         else:
             context = chunk["text"]
         return {
@@ -402,20 +385,14 @@ class OfflineTeacher:
             "teacher": "offline",
         } | extra
 
-    def _output(self, recipe: dict, task: str, label: str | None, sentence: str) -> str:
+    def _output(self, recipe: dict, task: str, label: str | None, evidence: str) -> str:
+        """Extractive: the answer sentences; labelled: the label first ("True."), then (recipe
+        style "sentence") the chunk's sentence that decides it."""
         if task == "extractive_qa":
-            return sentence
-        word = {
-            "true": "True.",
-            "false": "False.",
-            "yes": "Yes.",
-            "no": "No.",
-            "entailment": "Entailment.",
-            "contradiction": "Contradiction.",
-            "neutral": "Neutral.",
-        }[label]
+            return evidence
+        word = f"{label.capitalize()}."
         if recipe["answer_style"] == "short":
             return word
         if label == "neutral":
             return f"{word} {self.params['neutral_explanation']}"
-        return f"{word} {sentence}"
+        return f"{word} {evidence}"
