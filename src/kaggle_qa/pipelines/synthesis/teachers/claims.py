@@ -194,7 +194,7 @@ def cue_cell(text: str, context: str) -> tuple:
     length = n_words(text)
     band = next(i for i, bound in enumerate((9, 13, 17, 22, 28, 10**6)) if length < bound)
     verbatim = " ".join(rouge_tokens(text)) in " ".join(rouge_tokens(context))
-    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 5))
+    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 10))
 
 
 def balanced(items: list[tuple], labels: tuple[str, ...], rng: random.Random) -> list[tuple]:
