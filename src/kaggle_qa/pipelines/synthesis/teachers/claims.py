@@ -160,7 +160,8 @@ def chunk_claims(
             for edited, edit in false_edits(base, vocab, antonyms, rng):
                 suffix = "" if operation == "original" else f"+{operation}"
                 claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
-                if edit in ("number_swap", "antonym_swap") and (double := negate(edited)) and double != base:
+                negatable = edit in ("number_swap", "antonym_swap") and not NEGATION.search(edited)
+                if negatable and (double := negate(edited)) and double != base:
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
     for first, second in zip(statements, statements[1:]):
         if n_words(first) + n_words(second) <= 40:
