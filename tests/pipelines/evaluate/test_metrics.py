@@ -154,3 +154,34 @@ def test_no_bare_name_evaluate_load_in_source(project_root):
     assert calls == ["src/kaggle_qa/metrics/__init__.py"]
     for name in METRIC_NAMES:
         assert metric_path(name).is_absolute()
+
+
+def test_every_metric_scores_and_counts_empty_strings(metrics):
+    """bert_score crashes on ""; no metric may: both empty = identical (max), one empty = 0, counted."""
+    predictions, references = ["", "Teams can merge.", "", "Teams can merge."], ["", "", "Teams can merge.", "Teams can merge."]
+    pairs = dict(predictions=predictions, references=references)
+    bert = metrics["qa_bertscore"].compute(**pairs)
+    assert bert["per_item"]["bertscore_f1"][:3] == [1.0, 0.0, 0.0] and bert["per_item"]["bertscore_f1"][3] == pytest.approx(1.0)
+    assert (bert["empty_predictions"], bert["empty_references"]) == (2, 2)
+    similarity = metrics["semantic_similarity"].compute(**pairs)["per_item"]["semantic_similarity"]
+    assert similarity[:3] == [1.0, 0.0, 0.0] and similarity[3] == pytest.approx(1.0, abs=1e-5)
+    rouge = metrics["qa_rouge"].compute(**pairs)
+    assert rouge["per_item"]["rougeL"] == [1.0, 0.0, 0.0, 1.0] and rouge["empty_predictions"] == 2
+    assert metrics["qa_bleu"].compute(**pairs)["per_item"]["sentence_bleu"][:3] == [100.0, 0.0, 0.0]
+    assert metrics["answer_length"].compute(**pairs)["per_item"]["answer_words"] == [0, 3, 0, 3]
+    assert metrics["first_word_accuracy"].compute(**pairs)["per_item"]["correct"] == [0.0, 0.0, 0.0, 1.0]
+    grounded = metrics["groundedness"].compute(predictions=predictions, contexts=references)
+    assert len(grounded["per_item"]["support"]) == 4
+
+
+def test_score_answers_scores_an_empty_answer_and_flags_it():
+    from kaggle_qa.metrics.scoring import score_answers
+
+    rows = [{"input": "Teams can merge.", "instruction": "Can teams merge?", "output": "Yes.", "task_type": "yes_no"},
+            {"input": "Teams can merge.", "instruction": "Who can merge?", "output": "", "task_type": "extractive_qa"}]
+    scores = score_answers(rows, ["", "Teams."], choices=["Yes", None])
+    assert [s["empty_answer"] for s in scores] == [1.0, 0.0]
+    assert [s["choice_correct"] for s in scores] == [1.0, 0.0]
+    assert scores[0]["bertscore_f1"] == 0.0 and scores[1]["rougeL"] == 0.0
+    with pytest.raises(ValueError, match="1 answers for 2 rows"):
+        score_answers(rows, ["x"], label="retrieval answers")

@@ -23,6 +23,7 @@ def run_pipeline(chunks, params, project_root, tmp_path, api_key=None) -> dict:
     catalog = DataCatalog(
         datasets={
             "doc_chunks": MemoryDataset(chunks),
+            "doc_chunks_versions": MemoryDataset({}),  # not from a saved version: provenance says so
             "teacher_prompts": MemoryDataset(prompts, copy_mode="assign"),
             "teacher_api_key": MemoryDataset(api_key, copy_mode="assign"),
             "params:synthesis": MemoryDataset(params),

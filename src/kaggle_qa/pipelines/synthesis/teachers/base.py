@@ -28,6 +28,7 @@ class TeacherStats:
     retries_server_error: int = 0
     retries_timeout: int = 0
     retries_connection: int = 0
+    retries_malformed: int = 0
     failed_requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -6,6 +6,9 @@
 - An on-disk cache: one JSON file per request, named by the sha256 of (model, messages,
   sampling params), written atomically. A re-run makes no requests; a killed run resumes
   with only the missing ones.
+- A 200 whose body is not a chat completion (a proxy's error page) is retried, then
+  quarantined naming the endpoint; after ``circuit_breaker_failures`` connection failures in
+  a row the run stops at once naming the endpoint (see :mod:`.http_faults`).
 - Replies are parsed leniently into rows by :func:`.base.parse_reply`; anything malformed
   becomes a quarantine record with the reason, never an exception.
 The API key is passed in by the caller and never logged, cached or returned.
@@ -21,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import openai
 from tqdm.auto import tqdm
 
+from ..http_faults import CircuitBreaker, MalformedResponse, checked_completion
 from .base import ReplyCache, TeacherStats, request_key, system_messages
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ class OpenAITeacher:
         )
         self.cache = ReplyCache(params["cache_dir"])
         self.stats = TeacherStats()
+        self.endpoint = f"{params['base_url'].rstrip('/')}/chat/completions"
+        self.breaker = CircuitBreaker(self.endpoint, params["circuit_breaker_failures"])
         self.sampling = {
             "temperature": params["temperature"],
             "max_tokens": params["max_tokens"],
@@ -78,29 +84,39 @@ class OpenAITeacher:
             openai.InternalServerError: "retries_server_error",
             openai.APITimeoutError: "retries_timeout",
             openai.APIConnectionError: "retries_connection",
+            MalformedResponse: "retries_malformed",
         }
         for attempt in range(self.params["max_retries"] + 1):
+            self.breaker.check()
             try:
                 self.stats.add(requests=1)
-                response = self.client.chat.completions.create(
-                    model=self.params["model"], messages=messages, **self.sampling
+                response = checked_completion(
+                    lambda: self.client.chat.completions.create(
+                        model=self.params["model"], messages=messages, **self.sampling
+                    ),
+                    self.endpoint,
                 )
             except tuple(retryable) as exc:
+                if isinstance(exc, openai.APIConnectionError):  # refused, reset or timed out
+                    self.breaker.failure()  # raises TeacherUnreachable when the breaker opens
+                else:
+                    self.breaker.success()
                 counter = next(name for kind, name in retryable.items() if isinstance(exc, kind))
                 if attempt == self.params["max_retries"]:
                     self.stats.add(failed_requests=1)
-                    logger.warning(
-                        "Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, type(exc).__name__
-                    )
-                    return {"error": f"{type(exc).__name__} after {attempt + 1} attempts"}
+                    what = str(exc) if isinstance(exc, MalformedResponse) else f"{type(exc).__name__} from {self.endpoint}"
+                    logger.warning("Teacher request %s failed after %d attempts: %s", key[:12], attempt + 1, what)
+                    return {"error": f"{what} (after {attempt + 1} attempts)"}
                 self.stats.add(**{counter: 1})
                 time.sleep(self._backoff(attempt, exc))
                 continue
             except openai.APIStatusError as exc:
+                self.breaker.success()
                 raise RuntimeError(
                     f"openai teacher: {self.params['base_url']} answered HTTP {exc.status_code} "
                     f"({type(exc).__name__}); not retried"
                 ) from None
+            self.breaker.success()
             reply = self._reply(response)
             self.cache.put(key, reply)
             return reply
