@@ -73,7 +73,8 @@ def snapshot_chunks() -> list[dict]:
         url = "https://www.kaggle.com/" + str(path.relative_to(SITE).with_suffix(""))
         html = path.read_text(encoding="utf-8")
         pages.append({"url": url, "final_url": url, "title": "", "html": html, "sha256": ""})
-    return chunk_pages(clean_pages(pages, params), params)
+    chunks, _ = chunk_pages(clean_pages(pages, params), params)
+    return chunks
 
 
 def test_default_synthesis_passes_its_own_shortcut_audit(snapshot_chunks, base_params):

@@ -320,16 +320,15 @@ class OfflineTeacher:
 
     def _labelled_row(self, task, label, chunk, claim, recipe, rng) -> dict:
         if task == "true_false":
-            instruction = self._pick(
-                self.params["true_false_templates"],
-                rng,
-                statement=claim.text,
-                statement_lower=self.vocab.lower_first(claim.text).rstrip("."),
+            # A seeded draw, blind to what was asked before: avoiding the wording of the contrast
+            # pair's first row would give each label its own templates (a cue the audit catches).
+            instruction = rng.choice(self.params["true_false_templates"]).format(
+                statement=claim.text, statement_lower=self.vocab.lower_first(claim.text).rstrip(".")
             )
         elif task == "yes_no":
             instruction = self.yes_no_question(claim.text)[0]
         else:
-            instruction = self._pick(self.params["nli_templates"], rng, hypothesis=claim.text)
+            instruction = rng.choice(self.params["nli_templates"]).format(hypothesis=claim.text)
         return self._row(chunk, recipe, task, instruction, claim.evidence, rng, {"label": label, "edit": claim.kind})
 
     def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random) -> list[dict]:
