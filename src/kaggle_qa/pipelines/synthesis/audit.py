@@ -100,10 +100,10 @@ def features(rows: list[dict]) -> dict[str, list]:
     }
 
 
-def _model(baseline: str):
-    if baseline == "bag_of_words":
+def _model(baseline: str, n_rows: int):
+    if baseline == "bag_of_words":  # words seen in two questions at least, once a set has 50 rows
         return make_pipeline(
-            CountVectorizer(lowercase=True, ngram_range=(1, 2), min_df=2, binary=True),
+            CountVectorizer(lowercase=True, ngram_range=(1, 2), min_df=2 if n_rows >= 50 else 1, binary=True),
             LogisticRegression(max_iter=2000, C=1.0),
         )
     if baseline == "template":
@@ -129,7 +129,7 @@ def audit_task(rows: list[dict], task: str, audit: dict, seed: int) -> dict:
         return result
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=audit["repeats"], random_state=seed)
     for baseline, values in features(labelled).items():
-        scores = cross_val_score(_model(baseline), values, labels, cv=splitter, scoring="accuracy")
+        scores = cross_val_score(_model(baseline, len(labelled)), values, labels, cv=splitter, scoring="accuracy")
         result["baselines"][baseline] = round(float(scores.mean()), 4)
     result["judged"] = len(labelled) >= audit["min_rows"]
     worst = max(result["baselines"], key=result["baselines"].get)
