@@ -14,13 +14,12 @@ inference fields such as ``answer_nll``/``answer_tokens``, ``choice``). It retur
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 
 from sacrebleu.metrics import BLEU
 
-from kaggle_qa.qa_schema import TASK_TYPES, first_word
+from kaggle_qa.qa_schema import TASK_TYPES, first_word, group_key
 
 from .bootstrap import ChunkBootstrap, Pooled, Ratio
 from .scoring import is_choice_item
@@ -167,8 +166,6 @@ def summarize(
 
 
 def chunk_key(row: dict) -> str:
-    """The chunk a row was made from: its `chunk_id`, else a hash of its context (published rows have none)."""
-    if row.get("chunk_id"):
-        return str(row["chunk_id"])
-    return "context-" + hashlib.sha256(row.get("input", "").encode("utf-8")).hexdigest()[:12]
+    """The chunk a row was made from (`qa_schema.group_key`: its `chunk_id`, else a hash of its context)."""
+    return group_key(row)
 

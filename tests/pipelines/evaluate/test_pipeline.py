@@ -284,3 +284,21 @@ def test_published_test_env_evaluates_the_cross_teacher_set_alone(project_root, 
     assert params["choices"]["nli"] and params["bootstrap"]["resamples"] == 1000  # the rest merges from base
     assert prepare_test_set(published, params["cross_teacher"]) == []
     assert len(prepare_test_set(published, {"limit": 5, "seed": 0})) == 5
+
+
+def test_rows_from_chunks_the_adapter_trained_or_validated_on_are_refused(tmp_path, caplog):
+    """Model selection and training never see a test row: evaluate drops (and reports) any that slipped in."""
+    import json as _json
+
+    from kaggle_qa.pipelines.evaluate.nodes import prepare_test_set
+
+    rows = [{"input": f"context {n}", "instruction": f"Question {n}?", "output": "Yes.", "chunk_id": f"c{n}"}
+            for n in range(6)]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "data_split.json").write_text(_json.dumps({"validation_groups": ["c1"], "train_groups": ["c2", "c3"]}))
+    with caplog.at_level("WARNING"):
+        kept = prepare_test_set(rows, {"test_set_name": "qa_v2"}, str(adapter))
+    assert [row["chunk"] for row in kept] == ["c0", "c4", "c5"]
+    assert "2 rows come from chunks the adapter" in caplog.text and "1 from its validation chunks" in caplog.text
+    assert [row["chunk"] for row in prepare_test_set(rows, {"test_set_name": "qa_v2"}, None)] == [f"c{n}" for n in range(6)]

@@ -16,7 +16,8 @@ import torch
 
 from kaggle_qa.metrics.scoring import is_choice_item, score_answers
 from kaggle_qa.metrics.summary import chunk_key, summarize
-from kaggle_qa.modeling import load_model, load_tokenizer, model_identity, resolve_dtype
+from kaggle_qa import modeling
+from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
 from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 
@@ -29,11 +30,12 @@ logger = logging.getLogger(__name__)
 MODELS = ("base", "fine_tuned")
 
 
-def prepare_test_set(rows: list[dict], params: dict) -> list[dict]:
+def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None) -> list[dict]:
     """Validate the test rows, give each an id, a task type and its chunk; keep `limit` of them.
 
     `limit`: null keeps all, 0 skips this test set, N keeps the first N (or, with `seed`
-    set, N rows drawn with that seed).
+    set, N rows drawn with that seed). Rows from chunks the adapter was trained or
+    validated on (its `data_split.json`) are refused: not scored, counted in the log.
     """
     source = params.get("test_set_name", "test set")
     validate_rows(rows, source)
@@ -45,7 +47,7 @@ def prepare_test_set(rows: list[dict], params: dict) -> list[dict]:
         indexed = sorted(random.Random(seed).sample(indexed, min(limit, len(indexed))))
     elif limit is not None:
         indexed = indexed[:limit]
-    return [
+    prepared = [
         {
             "id": str(row.get("id", index)),
             "task_type": infer_task_type(row),
@@ -54,23 +56,36 @@ def prepare_test_set(rows: list[dict], params: dict) -> list[dict]:
         }
         for index, row in indexed
     ]
+    return _refuse_trained_on(prepared, adapter, source)
+
+
+def _refuse_trained_on(rows: list[dict], adapter: str | None, source: str) -> list[dict]:
+    """Drop (and report) rows whose chunk the adapter saw in training or used for model selection."""
+    split_file = Path(adapter) / "data_split.json" if adapter else None
+    if not split_file or not split_file.exists():
+        return rows
+    split = json.loads(split_file.read_text(encoding="utf-8"))
+    seen = {"validation": set(split.get("validation_groups", [])), "training": set(split.get("train_groups", []))}
+    kept, refused = [], {"validation": 0, "training": 0}
+    for row in rows:
+        side = next((name for name, chunks in seen.items() if row["chunk"] in chunks), None)
+        if side:
+            refused[side] += 1
+        else:
+            kept.append(row)
+    if any(refused.values()):
+        logger.warning(
+            "%s: %d rows come from chunks the adapter %s was trained on and %d from its validation chunks: "
+            "they are not scored (%d of %d rows kept)",
+            source, refused["training"], adapter, refused["validation"], len(kept), len(rows),
+        )
+    return kept
 
 
 def check_adapter_base(base_model: str, adapter: str) -> dict:
     """The base model's identity, if the adapter was trained on it; raises naming both otherwise."""
-    identity = model_identity(base_model)
-    trained_on = _adapter_record(adapter, "base_model.json", "which base model it was trained on")
-    same = (trained_on.get("architecture"), trained_on.get("config_sha256")) == (
-        identity["architecture"],
-        identity["config_sha256"],
-    )
-    if not same:
-        raise ValueError(
-            f"adapter {adapter} was trained on base model {trained_on.get('name')} "
-            f"({trained_on.get('architecture')}, config {trained_on.get('config_sha256')}), but the base "
-            f"model given is {identity['name']} ({identity['architecture']}, config {identity['config_sha256']})"
-        )
-    return identity
+    _adapter_record(adapter, "base_model.json", "which base model it was trained on")
+    return modeling.check_adapter_base(base_model, adapter)
 
 
 def _adapter_record(adapter: str, name: str, what: str) -> dict:
@@ -117,10 +132,11 @@ def _load_base(base_model: str, settings: dict):
 
 
 def _load_fine_tuned(base_model: str, adapter: str, settings: dict):
-    """The one place the fine-tuned model is built (swap in modeling.load_finetuned_model here)."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(_load_base(base_model, settings), adapter).merge_and_unload().eval()
+    """The fine-tuned model as trained: the adapter merged into the (dequantized NF4) weights it learned on."""
+    model = modeling.load_finetuned_model(
+        base_model, adapter, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"]
+    )
+    return model.to("cuda") if settings["device_type"] == "cuda" else model
 
 
 def _infer(model, base_model: str, test_set: list[dict], settings: dict, params: dict, label: str) -> dict:

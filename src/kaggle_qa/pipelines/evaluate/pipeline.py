@@ -34,7 +34,7 @@ def _test_set_nodes(name: str) -> list:
     test_set, base, raw = f"{prefix}eval_test_set", f"{prefix}base_answers", f"{prefix}raw_answers"
     predictions, metrics = f"{prefix}predictions", f"{prefix}metrics"
     return [
-        node(prepare_test_set, [source, set_params], test_set, name=f"{prefix}prepare_test_set"),
+        node(prepare_test_set, [source, set_params, "adapter"], test_set, name=f"{prefix}prepare_test_set"),
         node(
             answer_base,
             ["base_model", test_set, "eval_settings", "params:evaluate", f"{base}_cache"],
