@@ -57,8 +57,11 @@ def _groups(rows: list[dict]) -> dict[str, list[int]]:
 
 def _statistics(rows: list[dict], records: list[dict], choices: dict[str, list[str]]) -> dict:
     """name → Statistic for one model on one group's rows."""
-    ones = [1.0] * len(rows)
-    stats = {name: Ratio([float(r[field]) for r in records], ones) for name, field in MEAN_SCORES.items()}
+    # A None per-item value is not counted (groundedness: a label-only answer claims nothing).
+    stats = {
+        name: Ratio([float(r[field] or 0.0) for r in records], [float(r[field] is not None) for r in records])
+        for name, field in MEAN_SCORES.items()
+    }
     stats["bleu"] = Pooled(
         _BLEU._extract_corpus_statistics([r["answer"] for r in records], [[row["output"] for row in rows]]),
         lambda summed: _BLEU._compute_score_from_stats(list(summed)).score,

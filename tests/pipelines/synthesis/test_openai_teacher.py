@@ -12,7 +12,8 @@ import pytest
 
 from kaggle_qa.pipelines.synthesis.nodes import render_teacher_prompt
 from kaggle_qa.pipelines.synthesis.http_faults import TeacherUnreachable
-from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher, parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.base import parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.openai_teacher import OpenAITeacher
 
 from .chat_server import ChatServer, Reply, good_content
 
@@ -137,7 +138,7 @@ def test_a_killed_run_resumes_with_only_the_missing_requests(teacher_params, pro
     )
     child = (
         "import json, sys\n"
-        "from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher\n"
+        "from kaggle_qa.pipelines.synthesis.teachers.openai_teacher import OpenAITeacher\n"
         "params, prompts = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
         "OpenAITeacher(params, 'sk-child').complete_all(prompts)\n"
     )

@@ -28,6 +28,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "qa_v1",
                     "qa_v2",
                     "qa_v3",
+                    "qa_v1_published",
+                    "qa_v3_published",
                     "synthesis_filter_report",
                     "synthesis_teacher_report",
                     "synthesis_chunk_split",
