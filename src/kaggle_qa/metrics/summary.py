@@ -35,6 +35,7 @@ MEAN_SCORES = {  # reported name → per-item field; every one is a mean over th
     "length_ratio": "length_ratio",
     "support": "support",
     "grounded_rate": "grounded",
+    "label_only_rate": "label_only",
     "invented_reference_rate": "invented_reference",
     "hit_max_new_tokens_rate": "hit_max_new_tokens",
     "empty_answer_rate": "empty_answer",

@@ -26,7 +26,8 @@ REPORT_ROWS = (  # (metric key, label)
     ("answer_words", "Answer length (words)"),
     ("reference_words", "Reference length (words)"),
     ("length_ratio", "Answer / reference length"),
-    ("grounded_rate", "Grounded answers (support >= threshold)"),
+    ("grounded_rate", "Grounded answers (support >= threshold; label-only answers not counted)"),
+    ("label_only_rate", "Label-only answers (\"True.\", \"No.\": nothing to ground)"),
     ("support", "Mean support in context"),
     ("invented_reference_rate", "Answers with an invented reference"),
     ("hit_max_new_tokens_rate", "Answers cut at max_new_tokens"),
@@ -243,8 +244,11 @@ def _definitions(metrics: dict) -> list[str]:
         "(cosine of all-MiniLM-L6-v2 embeddings) and **BERTScore** F1 (same encoder, no rescaling) compare each "
         "answer with its reference. An empty answer or reference scores 0 against a non-empty one and the maximum "
         "against an empty one; empty answers are counted.",
-        f"- **Grounded**: at least {threshold:.0%} of the answer's content words occur in the context or question "
-        "(metrics/groundedness).",
+        f"- **Grounded**: at least {threshold:.0%} of the answer's content words (stemmed; numbers count, and a "
+        "number absent from the context makes the answer ungrounded) occur in the *context* — never the question, "
+        "so a false premise copied from the question is not grounded (`kaggle_qa.text.support`, the one definition "
+        "the synthesis filter uses too). Answers that are only a label (\"True.\") claim nothing: they are not "
+        "counted and are reported as *label-only*.",
         "- **Invented reference**: the answer cites a URL, a section number, a \"Reference:/Source:\" text or a "
         "quoted title after \"refer to/see/documentation on\" that does not occur in the context.",
         "- **Intervals** resample documentation chunks, not rows (rows of one chunk are not independent); "
