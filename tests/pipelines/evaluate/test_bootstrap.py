@@ -60,7 +60,7 @@ def test_summary_has_an_interval_for_every_metric_and_marks_significance():
         for j, (task, reference) in enumerate((("true_false", "True."), ("true_false", "False."), ("extractive_qa", "Teams merge."))):
             rows.append({"task_type": task, "output": reference, "chunk": f"c{k}"})
             record = dict(rouge1=0.1, rouge2=0.0, rougeL=0.1, semantic_similarity=0.2, bertscore_f1=0.3, answer_words=9,
-                          reference_words=2, length_ratio=4.5, support=0.5, grounded=0.0, invented_reference=0.0,
+                          reference_words=2, length_ratio=4.5, support=0.5, grounded=0.0, label_only=0.0, invented_reference=0.0,
                           hit_max_new_tokens=True, empty_answer=0.0, answer_nll=4.0, answer_tokens=2)
             base.append({**record, "answer": "True, it is.", "first_word_correct": float(j == 0), "choice": "True",
                          "choice_correct": float(j == 0)})
