@@ -9,6 +9,7 @@ on it). Outputs: ``predictions`` (JSON lines), ``metrics`` (JSON), ``eval_report
 from kedro.pipeline import Pipeline, node
 
 from .nodes import build_report, generate_answers, prepare_test_set, score_predictions, summarize_metrics
+from .retrieval_eval import evaluate_retrieval
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -38,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["metrics", "predictions", "params:evaluate"],
                 ["eval_report", "eval_chart"],
                 name="build_report",
+            ),
+            node(
+                evaluate_retrieval,
+                ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate"],
+                ["retrieval_metrics", "retrieval_table"],
+                name="evaluate_retrieval",
             ),
         ]
     )
