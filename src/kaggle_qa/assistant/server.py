@@ -108,7 +108,7 @@ def create_app(assistant: Assistant, settings: dict) -> FastAPI:
     """The FastAPI app serving `assistant` (already loaded) with the `assistant.server` settings."""
     app = FastAPI(title="kaggle-qa assistant", version="1")
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaggle-qa-model")
-    state = {"pending": 0, "served": 0}
+    state = {"pending": 0, "served": 0, "cancelled": 0}
     name = assistant.name
 
     def submit(loop: asyncio.AbstractEventLoop, job) -> asyncio.Future:
@@ -125,7 +125,7 @@ def create_app(assistant: Assistant, settings: dict) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "pending": state["pending"], "max_pending": settings["max_pending"]}
+        return {"status": "ok", "model": name, "max_pending": settings["max_pending"], **state}
 
     @app.get("/v1/models")
     async def models():
@@ -156,6 +156,9 @@ def create_app(assistant: Assistant, settings: dict) -> FastAPI:
             try:
                 answer = assistant.ask(question, max_new_tokens=max_new_tokens, cancel=cancel,
                                        on_text=lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+                if cancel.is_set():  # the client left before the answer was complete
+                    state["cancelled"] += 1
+                    logger.info("Stream cancelled by the client after %d tokens", answer.completion_tokens)
                 loop.call_soon_threadsafe(pieces.put_nowait, answer)
             except Exception as exc:  # reported to the client as an error event
                 logger.exception("generation failed")
