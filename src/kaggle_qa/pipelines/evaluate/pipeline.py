@@ -3,12 +3,16 @@
 Inputs: ``base_model`` and ``adapter`` (train pipeline), ``qa_v2`` (the synthesized test
 set; point ``qa_v2`` at another file in a ``conf/<env>/catalog_evaluate.yml`` to evaluate
 on it). Outputs: ``predictions`` (JSON lines), ``metrics`` (JSON), ``eval_report``
-(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned.
+(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned. Two more nodes
+write ``retrieval_metrics``/``retrieval_table`` (is the gold chunk retrieved, per method; the
+relevance threshold) and ``context_modes_metrics``/``context_modes_table`` (gold / retrieved /
+no context, base vs fine-tuned).
 """
 
 from kedro.pipeline import Pipeline, node
 
 from .nodes import build_report, generate_answers, prepare_test_set, score_predictions, summarize_metrics
+from .modes import evaluate_context_modes
 from .retrieval_eval import evaluate_retrieval
 
 
@@ -45,6 +49,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate"],
                 ["retrieval_metrics", "retrieval_table"],
                 name="evaluate_retrieval",
+            ),
+            node(
+                evaluate_context_modes,
+                ["base_model", "adapter", "qa_v2", "retrieval_index", "params:retrieval", "params:evaluate",
+                 "params:context_modes"],
+                ["context_modes_metrics", "context_modes_table"],
+                name="evaluate_context_modes",
             ),
         ]
     )
