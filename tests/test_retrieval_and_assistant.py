@@ -107,7 +107,7 @@ def tiny_assistant(tiny_gemma_path, index, retrieval_params):
 def test_assistant_answers_with_citations(tiny_assistant):
     reply = tiny_assistant.ask("Who can see a pending organization?")
     assert reply.covered and reply.relevance >= tiny_assistant.relevance_threshold
-    assert [c["chunk_id"] for c in reply.citations][0] == "c" and len(reply.citations) == 2
+    assert reply.citations[0]["chunk_ids"] == ["c"] and len(reply.citations) == 2
     assert reply.citations[0]["url"] == "https://www.kaggle.com/docs/organizations"
     assert reply.citations[0]["heading_path"] == ["Organizations"]
     assert 1 <= reply.completion_tokens <= 5 and reply.prompt_tokens > 20
@@ -136,6 +136,15 @@ def test_streamed_pieces_make_the_answer_and_cancel_stops_it(tiny_assistant):
     assert stopped.completion_tokens <= 1
 
 
+def test_chunks_of_one_section_are_cited_once():
+    from kaggle_qa.assistant.core import citations
+
+    hits = [{**CHUNKS[2], "score": 0.9}, {**CHUNKS[0], "score": 0.5}, {**CHUNKS[2], "chunk_id": "c2", "score": 0.4}]
+    cited = citations(hits)
+    assert [c["chunk_ids"] for c in cited] == [["c", "c2"], ["a"]]
+    assert cited[0]["score"] == 0.9 and cited[0]["heading_path"] == ["Organizations"]
+
+
 def test_long_prompts_are_cut_from_the_left_to_fit(tiny_assistant):
     hits = [{"text": "word " * 2000}]
     ids = tiny_assistant.prompt_ids("Why?", hits, max_new_tokens=5)
@@ -149,5 +158,5 @@ def test_real_gemma_answers_from_the_retrieved_chunk(embedded_gemma_path, index,
     assistant = Assistant.load(embedded_gemma_path, None, index, retrieval_params | {"top_k": 1},
                                {"dtype": "auto", "max_new_tokens": 24})
     reply = assistant.ask("Who can view an organization profile while it is pending?")
-    assert reply.covered and reply.citations[0]["chunk_id"] == "c"
+    assert reply.covered and reply.citations[0]["chunk_ids"] == ["c"]
     assert reply.answer and reply.completion_tokens >= 2

@@ -77,15 +77,24 @@ class Answer:
         return f"{self.answer}\n\nSources:\n{self.sources_text()}" if self.citations else self.answer
 
 
-def citation(hit: dict) -> dict:
-    """What a citation carries: where the chunk lives and how well it matched."""
-    return {
-        "url": hit["url"],
-        "title": hit.get("title", ""),
-        "heading_path": list(hit.get("heading_path") or []),
-        "chunk_id": hit["chunk_id"],
-        "score": round(hit["score"], 4),
-    }
+def citations(hits: list[dict]) -> list[dict]:
+    """One citation per section (url + heading path) among the chunks used, best match first.
+
+    A long section is split into several chunks; citing it once per chunk would repeat it.
+    """
+    cited: dict[tuple, dict] = {}
+    for hit in hits:
+        key = (hit["url"], tuple(hit.get("heading_path") or []))
+        if key not in cited:
+            cited[key] = {
+                "url": hit["url"],
+                "title": hit.get("title", ""),
+                "heading_path": list(key[1]),
+                "chunk_ids": [],
+                "score": round(hit["score"], 4),
+            }
+        cited[key]["chunk_ids"].append(hit["chunk_id"])
+    return list(cited.values())
 
 
 class _Cancelled:
@@ -176,7 +185,7 @@ class Assistant:
         return Answer(
             question,
             self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
-            [citation(hit) for hit in retrieval.hits],
+            citations(retrieval.hits),
             covered=True,
             relevance=retrieval.relevance,
             finish_reason="stop" if stopped or len(new_tokens) < max_new_tokens else "length",
