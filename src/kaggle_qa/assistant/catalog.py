@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,20 @@ class AssistantInputs:
     retrieval_index: dict
     retrieval: dict
     assistant: dict
+
+
+def logs_to_stderr() -> None:
+    """Send log records to stderr, so stdout carries only answers (`kaggle-qa ask --json | jq`).
+
+    Kedro's logging configuration writes to stdout through a rich handler.
+    """
+    for handler in logging.getLogger().handlers:
+        if hasattr(handler, "console"):  # rich.logging.RichHandler
+            from rich.console import Console
+
+            handler.console = Console(stderr=True)
+        elif isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adapter: bool = True) -> AssistantInputs:

@@ -8,10 +8,11 @@ adapter): the base model, the latest adapter, ``retrieval_index`` and the ``retr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
-from .catalog import load_inputs
+from .catalog import load_inputs, logs_to_stderr
 from .core import Answer, Assistant
 
 
@@ -43,7 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_assistant(args: argparse.Namespace) -> tuple[Assistant, dict]:
-    """The assistant from the project's catalog and parameters, with command-line overrides."""
+    """The assistant from the project's catalog and parameters, with command-line overrides.
+
+    Everything printed while loading, and every log record after, goes to stderr: stdout
+    carries only the answers.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        loaded, assistant = _load(args)
+    logs_to_stderr()
+    return loaded, assistant
+
+
+def _load(args: argparse.Namespace) -> tuple[Assistant, dict]:
     inputs = load_inputs(args.project_path, args.env, use_adapter=not args.base_only)
     retrieval = dict(inputs.retrieval)
     assistant = dict(inputs.assistant)
@@ -57,7 +69,9 @@ def load_assistant(args: argparse.Namespace) -> tuple[Assistant, dict]:
     return loaded, assistant
 
 
-def print_answer(answer: Answer, as_json: bool, out=sys.stdout) -> None:
+def print_answer(answer: Answer, as_json: bool, out=None) -> None:
+    """The answer and its sources as text, or one JSON object (`--json`)."""
+    out = out or sys.stdout
     if as_json:
         print(json.dumps(answer.as_dict(), ensure_ascii=False), file=out)
         return
@@ -67,8 +81,9 @@ def print_answer(answer: Answer, as_json: bool, out=sys.stdout) -> None:
     out.flush()
 
 
-def chat(assistant: Assistant, read=input, out=sys.stdout) -> None:
+def chat(assistant: Assistant, read=input, out=None) -> None:
     """Ask questions until an empty line or end of input."""
+    out = out or sys.stdout
     print("Ask about the Kaggle docs (empty line or Ctrl-D to quit).", file=out)
     while True:
         try:
