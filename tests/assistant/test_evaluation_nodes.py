@@ -100,3 +100,19 @@ def test_three_context_modes_for_base_and_fine_tuned(tiny_gemma_path, tiny_adapt
         assert summary["results"][model]["gold"]["choice_accuracy"] in (0.0, 1.0)  # one true/false row
     assert summary["results"]["base"]["gold"]["answer_loss"] != summary["results"]["fine_tuned"]["gold"]["answer_loss"]
     assert markdown.count("\n| base") == 3 and markdown.count("\n| fine_tuned") == 3
+
+
+def test_the_evaluate_pipeline_runs_the_assistant_evaluation_into_declared_outputs(project_root):
+    from kaggle_qa.pipeline_registry import register_pipelines
+    from kaggle_qa.pipelines.evaluate import create_assistant_evaluation_pipeline
+
+    pipeline = create_assistant_evaluation_pipeline()
+    assert pipeline.inputs() == {"base_model", "adapter", "qa_v2", "retrieval_index", "off_topic_questions",
+                                 "params:retrieval", "params:evaluate", "params:context_modes"}
+    catalog = yaml.safe_load((project_root / "conf/base/catalog_assistant.yml").read_text())
+    assert pipeline.outputs() <= set(catalog)
+    assert all(catalog[name]["versioned"] for name in pipeline.outputs())
+    registered = register_pipelines()
+    names = {n.name for n in registered["evaluate"].nodes}
+    assert {"evaluate_retrieval", "evaluate_context_modes", "build_report"} <= names
+    assert {n.name for n in registered["__default__"].nodes} >= names

@@ -3,8 +3,8 @@
 Inputs: ``base_model`` and ``adapter`` (train pipeline), ``qa_v2`` (the synthesized test
 set; point ``qa_v2`` at another file in a ``conf/<env>/catalog_evaluate.yml`` to evaluate
 on it). Outputs: ``predictions`` (JSON lines), ``metrics`` (JSON), ``eval_report``
-(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned. Two more nodes
-write ``retrieval_metrics``/``retrieval_table`` (is the gold chunk retrieved, per method; the
+(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned.
+:func:`create_assistant_evaluation_pipeline` adds two nodes that write ``retrieval_metrics``/``retrieval_table`` (is the gold chunk retrieved, per method; the
 relevance threshold) and ``context_modes_metrics``/``context_modes_table`` (gold / retrieved /
 no context, base vs fine-tuned).
 """
@@ -44,6 +44,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["eval_report", "eval_chart"],
                 name="build_report",
             ),
+        ]
+    )
+
+
+def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
+    """The assistant's evaluation: retrieval hit rate + relevance threshold, three context modes.
+
+    Kept apart from :func:`create_pipeline` (whose inputs are a tested contract); the project
+    registry runs both as the ``evaluate`` pipeline, and this one alone as ``assistant_eval``.
+    """
+    return Pipeline(
+        [
             node(
                 evaluate_retrieval,
                 ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate"],
