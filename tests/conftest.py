@@ -1,4 +1,11 @@
-"""Shared fixtures: the real embedded Gemma (converted once) and a tiny random Gemma 3."""
+"""Shared fixtures: the real embedded Gemma (converted once) and a tiny random Gemma 3.
+
+Also two project-wide rules:
+- a test that asks for ``embedded_gemma_path`` itself loads (or converts) the real model and is
+  marked ``slow`` automatically, so ``make test-fast`` (``-m "not slow"``) skips exactly those;
+- :func:`skip_unless_ci_has` lets a test skip for a missing system tool only outside CI
+  (``CI`` set, as ``.ci/run`` does): in CI a missing resource is a failure, never a silent skip.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT_ROOT.parent / "shared"
+REAL_MODEL_FIXTURE = "embedded_gemma_path"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def skip_unless_ci_has(available: bool, reason: str) -> None:
+    """Skip with ``reason`` when a system resource is missing, except in CI, where it fails."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark `slow` every test whose own arguments include the real model's fixture."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and REAL_MODEL_FIXTURE in info.argnames:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def test_qa_json_dataset_round_trip_and_row_errors(tmp_path):
 
 
 def test_published_v3_task_mix_matches_paper_table_1(project_root):
-    rows = QAJSONDataset(str(project_root.parent / "shared" / "reference" / "kaggle_docs_QA_v3.json")).load()
+    rows = QAJSONDataset(str(project_root / "data" / "03_primary" / "published" / "kaggle_docs_QA_v3.json")).load()
     counts = count_task_types(rows)
     assert len(rows) == 1663
     assert abs(counts["true_false"] - 598) <= 10  # Table 1: 598 True-False

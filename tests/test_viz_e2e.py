@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_unless_ci_has
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INGESTION_NODES = ["crawl_docs", "clean_pages", "chunk_pages", "report_ingestion"]
 CHROMIUM_FLAGS = [
@@ -78,8 +80,8 @@ def wait_for_json(url: str, process: subprocess.Popen, log: Path, timeout_s: flo
 @pytest.mark.slow
 def test_kedro_viz_shows_the_ingestion_pipeline(tmp_path):
     chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian `chromium` is not installed (.ci/run installs it: apt-get install -y chromium)")
+    skip_unless_ci_has(chromium is not None,
+                       "Debian `chromium` is not installed (.ci/run installs it: apt-get install -y chromium)")
     port = free_port()
     kedro = str(Path(sys.executable).with_name("kedro"))
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"}

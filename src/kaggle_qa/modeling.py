@@ -217,3 +217,102 @@ def make_tiny_gemma(tokenizer_source: str, target: str | Path, seed: int = 0, **
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def keep_4bit_weights_trainable(model) -> int:
+    """Keep every bitsandbytes 4-bit layer on its trainable (autograd) kernel; return how many were unpacked.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit` weight into a CPU
+    inference layout the first time the layer runs in eval mode without grad (a validation
+    pass), and never packs it back. Its fused `gemv_4bit` kernel has no autograd: every later
+    training step would get no gradient through the frozen 4-bit layers. This turns the
+    repacking off (`support_avx512bf16_for_cpu = False`) and undoes it where it already
+    happened. Call it after loading and before every validation or training phase; it costs a
+    walk over the modules. Inference-only code may keep the fast packed kernel.
+    """
+    unpacked = 0
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        weight = module.weight
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+            module.quant_state = weight.quant_state
+            unpacked += 1
+    if unpacked:
+        logger.warning("Unpacked %d 4-bit weights that bitsandbytes had repacked for CPU inference", unpacked)
+    return unpacked
+
+
+def packed_4bit_layers(model) -> int:
+    """How many 4-bit layers hold a weight repacked into bitsandbytes' CPU inference layout."""
+    return sum(
+        bool(getattr(getattr(getattr(m, "weight", None), "quant_state", None), "packing_format_for_cpu", False))
+        for m in model.modules()
+        if hasattr(m, "support_avx512bf16_for_cpu")
+    )
+
+
+class AdapterBaseMismatch(ValueError):
+    """An adapter was trained on another base model than the one given."""
+
+
+def read_training_params(adapter_dir: str | Path) -> dict:
+    """The parameters an adapter was trained with (its `training_params.json`), `{}` if absent."""
+    path = Path(adapter_dir) / "training_params.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def check_adapter_base(base_model: str, adapter_dir: str | Path) -> dict:
+    """The base model's identity; `AdapterBaseMismatch` when the adapter was trained on another one."""
+    identity = model_identity(base_model)
+    recorded = Path(adapter_dir) / "base_model.json"
+    if recorded.exists():
+        trained_on = json.loads(recorded.read_text())
+        if (trained_on.get("architecture"), trained_on.get("config_sha256")) != (
+            identity["architecture"], identity["config_sha256"]
+        ):
+            raise AdapterBaseMismatch(
+                f"adapter {adapter_dir} was trained on base model {trained_on.get('name')} "
+                f"({trained_on.get('architecture')}, config {trained_on.get('config_sha256')}), but the base "
+                f"model given is {identity['name']} ({identity['architecture']}, config {identity['config_sha256']})"
+            )
+    return identity
+
+
+def load_finetuned_model(
+    base_model: str, adapter_dir: str | Path, *, dtype: str = "auto", attn_implementation: str | None = "eager"
+):
+    """Base + adapter as one plain model computing the function that was trained.
+
+    An adapter trained with QLoRA learned its weights on top of the NF4-quantized base, not
+    on the full-precision one: merging it into the full-precision weights changes the model
+    (seen: a constant "False" after merging where the trained model said "True" 11 times in
+    40). So when `training_params.json` records 4-bit training, the base is quantized exactly
+    as in training (same settings, same source dtype), dequantized back to plain weights, and
+    the LoRA deltas are merged into those. The result runs on ordinary dense kernels (no
+    bitsandbytes at inference) in `dtype` (`auto` → :func:`resolve_dtype`).
+    """
+    from peft import PeftModel
+
+    check_adapter_base(base_model, adapter_dir)
+    dtype = resolve_dtype(dtype)
+    params = read_training_params(adapter_dir)
+    quantization = params.get("quantization")
+    if quantization and quantization.get("load_in_4bit", False):
+        trained_dtype = params.get("resolved_compute_dtype") or resolve_dtype(params.get("compute_dtype", "auto"))
+        model = load_model(
+            base_model, dtype=trained_dtype, quantization={**quantization, "compute_dtype": trained_dtype},
+            attn_implementation=attn_implementation,
+        )
+        model = model.dequantize(dtype=torch_dtype(dtype))
+        model.to(torch_dtype(dtype))
+        logger.info("Merging %s into the dequantized NF4 base it was trained on (%s)", adapter_dir, dtype)
+    else:
+        model = load_model(base_model, dtype=dtype, attn_implementation=attn_implementation)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    return model.eval()

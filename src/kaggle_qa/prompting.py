@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Bump when the template below changes: adapters record it (training_params.json,
+# "prompt_template_version") and evaluation refuses an adapter trained on another template.
+PROMPT_TEMPLATE_VERSION = "1"
 PROMPT_WITH_CONTEXT = "Context:\n{context}\n\nQuestion:\n{question}\n\nAnswer:\n"
 PROMPT_WITHOUT_CONTEXT = "Question:\n{question}\n\nAnswer:\n"
 IGNORE_INDEX = -100

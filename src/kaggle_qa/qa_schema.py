@@ -12,6 +12,13 @@ from collections.abc import Iterable
 
 REQUIRED_KEYS = ("input", "instruction", "output")
 TASK_TYPES = ("yes_no", "true_false", "extractive_qa", "nli")
+# The label words of the labelled task types: an answer's first word is its label
+# ("True. <reason>"), and a label decision is the choice between these first tokens.
+LABEL_CHOICES = {
+    "true_false": ("True", "False"),
+    "yes_no": ("Yes", "No"),
+    "nli": ("Entailment", "Contradiction", "Neutral"),
+}
 
 
 class QARowError(ValueError):
@@ -67,3 +74,15 @@ def count_task_types(rows: Iterable[dict]) -> dict[str, int]:
     for row in rows:
         counts[infer_task_type(row)] += 1
     return counts
+
+
+def group_key(row: dict) -> str:
+    """The unit rows are split by: the chunk a row was written from (rows of one chunk are not
+    independent). Rows without a `chunk_id` (the paper's published data) are grouped by a hash
+    of their context, or of their question when they have none."""
+    if row.get("chunk_id"):
+        return str(row["chunk_id"])
+    import hashlib
+
+    text = (row.get("input") or "").strip() or "q:" + (row.get("instruction") or "").strip()
+    return "ctx:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -82,7 +82,13 @@ def tiny_adapter(tiny_gemma_path, tmp_path_factory):
             torch.nn.init.normal_(weight, std=0.5)
     folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)
-    (folder / "training_params.json").write_text(json.dumps({"max_length": 256}))
+    from kaggle_qa.modeling import model_identity
+    from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
+
+    (folder / "base_model.json").write_text(json.dumps(model_identity(tiny_gemma_path)))
+    (folder / "training_params.json").write_text(
+        json.dumps({"max_length": 256, "prompt_template_version": PROMPT_TEMPLATE_VERSION})
+    )
     return str(folder)
 
 
@@ -93,13 +99,19 @@ def test_three_context_modes_for_base_and_fine_tuned(tiny_gemma_path, tiny_adapt
                                                evaluate, context_modes)
     assert summary["questions"] == 2
     assert summary["retrieval"]["gold_chunk_retrieved"] == 1.0
-    for model in ("base", "fine_tuned"):
-        assert list(summary["results"][model]) == list(MODES)
-        losses = [summary["results"][model][mode]["answer_loss"] for mode in MODES]
+    assert list(summary["modes"]) == list(MODES)
+    for label in ("base", "fine_tuned"):
+        losses = [summary["modes"][mode]["metrics"][label]["overall"]["answer_loss"] for mode in MODES]
         assert all(np.isfinite(losses)) and len(set(losses)) == 3  # each mode shows the model something else
-        assert summary["results"][model]["gold"]["choice_accuracy"] in (0.0, 1.0)  # one true/false row
-    assert summary["results"]["base"]["gold"]["answer_loss"] != summary["results"]["fine_tuned"]["gold"]["answer_loss"]
-    assert markdown.count("\n| base") == 3 and markdown.count("\n| fine_tuned") == 3
+        labelled = summary["modes"]["gold"]["metrics"][label]["true_false+yes_no"]
+        assert labelled["n"] == 1 and labelled["loglikelihood_accuracy"] in (0.0, 1.0)
+        low, high = summary["modes"]["gold"]["intervals"][label]["overall"]["answer_loss"]
+        assert low <= summary["modes"]["gold"]["metrics"][label]["overall"]["answer_loss"] <= high
+    gold = summary["modes"]["gold"]["metrics"]
+    assert gold["base"]["overall"]["answer_loss"] != gold["fine_tuned"]["overall"]["answer_loss"]
+    first_cells = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| ")]
+    assert first_cells.count("base") == 3 and first_cells.count("fine_tuned") == 3
+    assert first_cells.count("base → fine-tuned") == 3
 
 
 def test_the_evaluate_pipeline_runs_the_assistant_evaluation_into_declared_outputs(project_root):

@@ -13,16 +13,14 @@ loaded once. For a question it
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
-from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
+from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
 from kaggle_qa.prompting import encode_prompt
 from kaggle_qa.retrieval import Retriever
 
@@ -32,22 +30,16 @@ NOT_COVERED = "The Kaggle documentation does not cover this question, so I canno
 
 
 def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto"):
-    """The one place the assistant loads its model: the base, or base + fine-tuned adapter merged."""
-    dtype = resolve_dtype(dtype)
-    model = load_model(base_model, dtype=dtype)
+    """The one place the assistant loads its model: the base, or base + fine-tuned adapter merged
+    (into the dequantized NF4 weights a QLoRA adapter was trained on: `modeling.load_finetuned_model`)."""
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return model.eval()
+        return load_finetuned_model(base_model, adapter, dtype=dtype)
+    return load_model(base_model, dtype=resolve_dtype(dtype)).eval()
 
 
 def adapter_max_length(adapter: str | None, default: int) -> int:
     """The max_length the adapter was trained with (its training_params.json), else `default`."""
-    record = Path(adapter) / "training_params.json" if adapter else None
-    if record is not None and record.is_file():
-        return int(json.loads(record.read_text()).get("max_length", default))
-    return default
+    return int(read_training_params(adapter).get("max_length", default)) if adapter else default
 
 
 @dataclass

@@ -3,6 +3,11 @@
 :func:`load_metric` is the only place the project calls ``evaluate.load``, always with
 the absolute path of a folder in this package: a bare name such as ``"rouge"`` would
 fetch a script from the Hub and fail on a fresh, offline machine.
+
+Around the modules: :mod:`.scoring` (``score_answers``: every metric for a list of
+answers), :mod:`.summary` (``summarize``: means per group with chunk-bootstrap intervals
+and paired p-values), :mod:`.bootstrap` (the resampling) and :mod:`.empty` (the one rule
+for empty strings).
 """
 
 from __future__ import annotations

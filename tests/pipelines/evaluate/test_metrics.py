@@ -59,23 +59,47 @@ def test_first_word_accuracy(metrics):
 
 def test_groundedness_support_and_invented_references(metrics):
     context = "Teams can merge before the team merger deadline. See the Discussion Forums."
+    limits = "TPU sessions are limited to 9 hours per week. The daily limit is 5 submissions."
     answers = [
         "Teams merge before the deadline.",
         "Teams cannot merge after submitting files. Reference: Competition Rules (Section 4.2)",
         "True.",
         "Refer to the 'Discussion Forums' or https://www.kaggle.com/docs/made-up",
+        "True. TPU sessions have a limit of 20 hours per week.",  # a false premise of the question
+        "No, 5 is the limit.",  # a one-character number counts
+        "",
     ]
+    questions = ["", "", "", "", "True or false: TPU sessions have a limit of 20 hours per week.", "Is it 10?", ""]
     result = metrics["groundedness"].compute(
-        predictions=answers, contexts=[context] * 4, support_threshold=0.8
+        predictions=answers, contexts=[context] * 4 + [limits] * 3, questions=questions, support_threshold=0.8
     )
     per_item = result["per_item"]
-    # answer 2: stems {team, merg, submit, file, refer, competit, rule, section}, 2 in context
-    assert per_item["support"][:3] == pytest.approx([1.0, 2 / 8, 1.0])
-    assert per_item["grounded"][:3] == [1.0, 0.0, 1.0]
+    # answer 2: {team, merg, submit, file, refer, competit, rule, section, 4.2}, 2 of 9 in the context;
+    # answer 4: {refer, discuss, forum, http, www, kaggl, com, doc, made}, 2 of 9;
+    # answer 5: {tpu, session, limit, 20, hour, per, week}, 6 of 7, but 20 is not the context's 9.
+    assert per_item["support"] == pytest.approx([1.0, 2 / 9, None, 2 / 9, 6 / 7, 1.0, None])
+    assert per_item["grounded"] == [1.0, 0.0, None, 0.0, 0.0, 1.0, None]
+    assert per_item["label_only"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # "True." and "" are not counted
+    assert per_item["unsupported_numbers"][1] == ["4.2"] and per_item["unsupported_numbers"][4] == ["20"]
+    assert per_item["copied_from_question"] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert result["grounded_rate"] == pytest.approx(2 / 5)
+    assert result["support"] == pytest.approx((1 + 2 / 9 + 2 / 9 + 6 / 7 + 1) / 5)
+    assert result["label_only_count"] == 2 and result["label_only_rate"] == pytest.approx(2 / 7)
     assert per_item["invented_citations"][1] == ["Section 4.2", "Competition Rules (Section 4.2)"]
     assert per_item["invented_citations"][3] == ["https://www.kaggle.com/docs/made-up"]  # the forum title is in the context
-    assert per_item["invented_reference"] == [0.0, 1.0, 0.0, 1.0]
-    assert result["invented_reference_rate"] == pytest.approx(0.5)
+    assert per_item["invented_reference"] == [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert result["invented_reference_rate"] == pytest.approx(2 / 7)
+
+
+def test_groundedness_never_takes_support_from_the_question(metrics):
+    answer, context = "GPU sessions last 30 hours.", "GPU sessions last 30 hours."
+    alone = metrics["groundedness"].compute(predictions=[answer], contexts=[context])
+    question_says_otherwise = metrics["groundedness"].compute(
+        predictions=["Quota resets on Saturdays."], contexts=[context], questions=["Does the quota reset on Saturdays?"]
+    )
+    assert alone["grounded_rate"] == 1.0
+    assert question_says_otherwise["per_item"]["support"] == [0.0]  # {quota, reset, saturday}: none in the context
+    assert question_says_otherwise["grounded_rate"] == 0.0
 
 
 def test_semantic_similarity_matches_direct_cosine(metrics):
@@ -130,3 +154,34 @@ def test_no_bare_name_evaluate_load_in_source(project_root):
     assert calls == ["src/kaggle_qa/metrics/__init__.py"]
     for name in METRIC_NAMES:
         assert metric_path(name).is_absolute()
+
+
+def test_every_metric_scores_and_counts_empty_strings(metrics):
+    """bert_score crashes on ""; no metric may: both empty = identical (max), one empty = 0, counted."""
+    predictions, references = ["", "Teams can merge.", "", "Teams can merge."], ["", "", "Teams can merge.", "Teams can merge."]
+    pairs = dict(predictions=predictions, references=references)
+    bert = metrics["qa_bertscore"].compute(**pairs)
+    assert bert["per_item"]["bertscore_f1"][:3] == [1.0, 0.0, 0.0] and bert["per_item"]["bertscore_f1"][3] == pytest.approx(1.0)
+    assert (bert["empty_predictions"], bert["empty_references"]) == (2, 2)
+    similarity = metrics["semantic_similarity"].compute(**pairs)["per_item"]["semantic_similarity"]
+    assert similarity[:3] == [1.0, 0.0, 0.0] and similarity[3] == pytest.approx(1.0, abs=1e-5)
+    rouge = metrics["qa_rouge"].compute(**pairs)
+    assert rouge["per_item"]["rougeL"] == [1.0, 0.0, 0.0, 1.0] and rouge["empty_predictions"] == 2
+    assert metrics["qa_bleu"].compute(**pairs)["per_item"]["sentence_bleu"][:3] == [100.0, 0.0, 0.0]
+    assert metrics["answer_length"].compute(**pairs)["per_item"]["answer_words"] == [0, 3, 0, 3]
+    assert metrics["first_word_accuracy"].compute(**pairs)["per_item"]["correct"] == [0.0, 0.0, 0.0, 1.0]
+    grounded = metrics["groundedness"].compute(predictions=predictions, contexts=references)
+    assert len(grounded["per_item"]["support"]) == 4
+
+
+def test_score_answers_scores_an_empty_answer_and_flags_it():
+    from kaggle_qa.metrics.scoring import score_answers
+
+    rows = [{"input": "Teams can merge.", "instruction": "Can teams merge?", "output": "Yes.", "task_type": "yes_no"},
+            {"input": "Teams can merge.", "instruction": "Who can merge?", "output": "", "task_type": "extractive_qa"}]
+    scores = score_answers(rows, ["", "Teams."], choices=["Yes", None])
+    assert [s["empty_answer"] for s in scores] == [1.0, 0.0]
+    assert [s["choice_correct"] for s in scores] == [1.0, 0.0]
+    assert scores[0]["bertscore_f1"] == 0.0 and scores[1]["rougeL"] == 0.0
+    with pytest.raises(ValueError, match="1 answers for 2 rows"):
+        score_answers(rows, ["x"], label="retrieval answers")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -14,44 +13,47 @@ from kedro.io.core import generate_timestamp
 from kedro.runner import SequentialRunner
 
 from kaggle_qa.datasets import FolderDataset, QAJSONDataset
-from kaggle_qa.modeling import load_model, load_tokenizer, make_tiny_gemma, model_identity
+from kaggle_qa.modeling import load_model, make_tiny_gemma, model_identity
 from kaggle_qa.pipelines.evaluate import create_pipeline
-from kaggle_qa.pipelines.evaluate.inference import Evaluator
 from kaggle_qa.pipelines.evaluate.judge import judge_answers, parse_score
-from kaggle_qa.pipelines.evaluate.nodes import check_adapter_base, prepare_test_set
+from kaggle_qa.pipelines.evaluate.nodes import check_adapter_base, prepare_test_set, read_adapter_settings, score_predictions
+from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import QARowError
+from tests.pipelines.evaluate.rows import ROWS
 from tests.pipelines.synthesis.chat_server import ChatServer, Reply
 
-CONTEXT = "Teams can merge before the team merger deadline. Playground competitions are for fun."
-ROWS = [
-    {"input": CONTEXT, "instruction": "True or False: teams can merge before the deadline.", "output": "True", "task_type": "true_false"},
-    {"input": CONTEXT, "instruction": "Can teams merge after the deadline?", "output": "No.", "task_type": "yes_no"},
-    {"input": CONTEXT, "instruction": "What is the main objective of Playground competitions on Kaggle?", "output": "Fun.", "task_type": "extractive_qa"},
-    {"input": CONTEXT, "instruction": "When can teams merge?", "output": "Before the team merger deadline.", "task_type": "extractive_qa"},
-    {"input": "", "instruction": "Does the premise entail that merging is allowed?", "output": "Entailment.", "task_type": "nli"},
-    {"input": CONTEXT, "instruction": "True or False: Playground competitions are serious.", "output": "False", "task_type": "true_false"},
-]
+
+
+CROSS_TEACHER = [  # published rows carry no chunk_id or task_type: chunks come from the context
+    {key: row[key] for key in ("input", "instruction", "output")} for row in ROWS
+] + [{"input": "Kernels run code.", "instruction": "True or False: kernels run code.", "output": "True."}]
+
+
+def save_adapter(base_model: str, folder: Path, seed: int, **training_params) -> str:
+    """A LoRA adapter with random (non-zero) weights on `base_model`, saved as train saves it."""
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(base_model, dtype="float32")
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    (folder / "base_model.json").write_text(json.dumps(model_identity(base_model)))
+    recorded = {"lora_r": 4, "max_length": 256, "prompt_template_version": PROMPT_TEMPLATE_VERSION} | training_params
+    (folder / "training_params.json").write_text(json.dumps(recorded))
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_gemma_path, tmp_path_factory) -> str:
-    """A LoRA adapter with random (non-zero) weights on the tiny Gemma, saved as train saves it."""
-    from peft import LoraConfig, get_peft_model
-
-    model = load_model(tiny_gemma_path, dtype="float32")
-    torch.manual_seed(1)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("adapter_src")
-    peft_model.save_pretrained(folder)
-    (folder / "base_model.json").write_text(json.dumps(model_identity(tiny_gemma_path)))
-    (folder / "training_params.json").write_text(json.dumps({"lora_r": 4}))
-    return str(folder)
+    return save_adapter(tiny_gemma_path, tmp_path_factory.mktemp("adapter_src"), seed=1)
 
 
 @pytest.fixture()
 def params(project_root) -> dict:
     params = yaml.safe_load((project_root / "conf/base/parameters_evaluate.yml").read_text())["evaluate"]
     params.update(batch_size=4, max_new_tokens=6, dtype="float32")
+    params["cross_teacher"]["limit"] = 4
+    params["bootstrap"]["resamples"] = 200
     params["samples"]["n"] = 2
     return params
 
@@ -61,6 +63,9 @@ def catalog_in(folder: Path, project_root: Path, params: dict, base_model: str, 
     config = yaml.safe_load((project_root / "conf/base/catalog_evaluate.yml").read_text())
     for entry in config.values():
         entry["filepath"] = str(folder / entry["filepath"])
+    cross_teacher = Path(config["qa_cross_teacher"]["filepath"])
+    cross_teacher.parent.mkdir(parents=True, exist_ok=True)
+    cross_teacher.write_text(json.dumps(CROSS_TEACHER))
     catalog = DataCatalog.from_config(config, save_version=generate_timestamp())
     qa_v2 = QAJSONDataset(str(folder / "qa_v2.json"))
     qa_v2.save(ROWS)
@@ -70,10 +75,11 @@ def catalog_in(folder: Path, project_root: Path, params: dict, base_model: str, 
     adapter_dataset.save(adapter)
     catalog["adapter"] = adapter_dataset
     catalog["params:evaluate"] = MemoryDataset(params)
+    catalog["params:evaluate.cross_teacher"] = MemoryDataset(params["cross_teacher"])
     return catalog
 
 
-def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter, monkeypatch):
+def test_pipeline_writes_answers_predictions_metrics_and_report(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter, monkeypatch):
     import evaluate
 
     loaded = []
@@ -92,78 +98,106 @@ def test_pipeline_writes_predictions_metrics_and_report(tmp_path, project_root, 
         params["judge"].update(base_url=judge.base_url, model="judge-test", api_key_env="JUDGE_KEY_FOR_TEST")
         catalog = catalog_in(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter)
         SequentialRunner().run(create_pipeline(), catalog)
-    assert judge.count == 2 * len(ROWS) and judge.headers[0]["authorization"] == "Bearer sk-judge-secret-42"
+    assert judge.count == 2 * len(ROWS) + 2 * 4 and judge.headers[0]["authorization"] == "Bearer sk-judge-secret-42"
     assert "Candidate answer:" in judge.requests[0]["messages"][0]["content"]
 
     assert loaded and all(Path(path).is_absolute() and Path(path).is_dir() for path in loaded)
+    raw = catalog.load("raw_answers")
+    assert raw["settings"]["max_length"] == 256 and raw["settings"]["prompt_template_version"] == PROMPT_TEMPLATE_VERSION
+    assert raw["base_results"]["reused_from"] is None
     predictions = catalog.load("predictions")
     assert [p["id"] for p in predictions] == [str(i) for i in range(len(ROWS))]
-    assert {"question", "reference", "base_answer", "fine_tuned_answer", "scores"} <= set(predictions[0])
+    assert [p["fine_tuned_answer"] for p in predictions] == [r["answer"] for r in raw["models"]["fine_tuned"]["rows"]]
+    assert {"question", "reference", "base_answer", "fine_tuned_answer", "scores", "chunk"} <= set(predictions[0])
     assert any(p["base_answer"] != p["fine_tuned_answer"] for p in predictions)  # the adapter changes answers
     # a random tiny model never emits EOS: every answer is cut at max_new_tokens and counted
     assert all(p["scores"]["base"]["hit_max_new_tokens"] and p["scores"]["base"]["new_tokens"] == 6 for p in predictions)
     assert {p["scores"]["fine_tuned"]["choice"] for p in predictions if p["task_type"] == "yes_no"} <= {"Yes", "No"}
+    assert {p["scores"]["base"]["choice"] for p in predictions if p["task_type"] == "nli"} <= {"Entailment", "Contradiction", "Neutral"}
+    assert all(p["scores"]["base"]["reference_is_candidate"] for p in predictions if "choice" in p["scores"]["base"])
 
     metrics = catalog.load("metrics")
+    assert metrics["bootstrap"]["unit"] == "chunk" and metrics["run"]["whole_sequence_loss"] is False
     for label in ("base", "fine_tuned"):
         overall = metrics["metrics"][label]["overall"]
-        assert overall["n"] == len(ROWS) and overall["hit_max_new_tokens_count"] == len(ROWS)
-        assert overall["choice_items"] == 3 and 0 <= overall["loglikelihood_accuracy"] <= 1
-        assert overall["answer_loss"] > 0 and overall["sequence_loss"] > 0
-        assert set(metrics["metrics"][label]) == {"overall", "true_false", "yes_no", "extractive_qa", "nli"}
-        assert metrics["metrics"][label]["true_false"]["choice_items"] == 2
-    assert metrics["metrics"]["base"]["overall"]["answer_loss"] != metrics["metrics"]["fine_tuned"]["overall"]["answer_loss"]
+        assert overall["n"] == len(ROWS) and overall["chunks"] == 4 and overall["hit_max_new_tokens_count"] == len(ROWS)
+        assert overall["choice_items"] == 4 and 0 <= overall["loglikelihood_accuracy"] <= 1  # 2 true/false, 1 yes/no, 1 NLI
+        assert overall["answer_loss"] > 0 and "sequence_loss" not in overall  # whole-sequence loss is off by default
+        assert set(metrics["metrics"][label]) == {"overall", "true_false", "yes_no", "extractive_qa", "nli", "true_false+yes_no"}
+        assert metrics["metrics"][label]["true_false"]["choice_items"] == 2 and metrics["metrics"][label]["nli"]["choice_items"] == 1
+        low, high = metrics["intervals"][label]["overall"]["rougeL"]
+        assert low <= overall["rougeL"] <= high
+    change = metrics["changes"]["base→fine_tuned"]["overall"]["answer_loss"]
+    assert change["delta"] != 0 and 0 < change["p_value"] <= 1
 
-    assert metrics["metrics"]["fine_tuned"]["overall"]["judge_score"] == 4.0
+    cross = catalog.load("cross_teacher_metrics")
+    assert cross["metrics"]["base"]["overall"]["n"] == 4 and not cross["skipped"]
+    assert cross["metrics"]["fine_tuned"]["overall"]["judge_score"] == 4.0
     report = catalog.load("eval_report")
     assert "LLM judge score (1-5)" in report
     for saved in tmp_path.rglob("*"):
         assert not saved.is_file() or b"sk-judge-secret-42" not in saved.read_bytes()  # the key is never saved
-    assert "## Overall" in report and "data:image/png;base64," in report
+    for section in ("side by side", "## Our test set (qa_v2)", "## Cross-teacher set", "Predicted labels (log-lik.)",
+                    "Whole-sequence loss (the paper's, an LM head over every prompt position): **off**",
+                    "Base results: computed", "data:image/png;base64,"):
+        assert section in report, section
     assert "What is the main objective of Playground competitions on Kaggle?" in report  # paper question first
     assert "| 1* |" in report
     chart_files = list((tmp_path / "data/08_reporting/eval_chart.png").rglob("*.png"))
     assert chart_files and chart_files[0].read_bytes()[:4] == b"\x89PNG"
 
 
-def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> list[str]:
-    """The reference: one unbatched `model.generate` per question (the seed notebook's way)."""
-    answers = []
-    for example in examples:
-        ids = torch.tensor([example.input_ids[: example.prompt_length]])
-        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        tokens = output[0, ids.shape[1]:].tolist()
-        tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
-        answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return answers
+def test_a_new_adapter_reuses_the_saved_base_results(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter, caplog):
+    """Second run, another adapter: the base model is not run again; its results come from base_answers."""
+    params["cross_teacher"]["limit"] = 0  # skip the cross-teacher set here
+    first = catalog_in(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter)
+    SequentialRunner().run(create_pipeline(), first)
+    raw_first = first.load("raw_answers")  # the latest version: load it before the second run saves another
+    other = save_adapter(tiny_gemma_path, tmp_path / "other_adapter", seed=7)
+    second = catalog_in(tmp_path, project_root, params, tiny_gemma_path, other)
+    with caplog.at_level("INFO"):
+        SequentialRunner().run(create_pipeline(), second)
+    raw_second = second.load("raw_answers")
+    assert raw_second["base_results"]["reused_from"] and raw_second["base_results"]["key"] == raw_first["base_results"]["key"]
+    assert raw_second["models"]["base"] == raw_first["models"]["base"]
+    assert raw_second["models"]["fine_tuned"] != raw_first["models"]["fine_tuned"]
+    assert "Base answers reused from base_answers version" in caplog.text
+    assert "**reused** from `base_answers` version" in second.load("eval_report")
+    assert second.load("cross_teacher_metrics")["skipped"] and "Not evaluated (its `limit` is 0)" in second.load("eval_report")
+    # another inference setting changes the key: the base model runs again
+    params["max_new_tokens"] = 5
+    third = catalog_in(tmp_path, project_root, params, tiny_gemma_path, other)
+    SequentialRunner().run(create_pipeline(), third)
+    assert third.load("raw_answers")["base_results"]["reused_from"] is None
 
 
-def test_batched_generation_equals_one_by_one_and_losses_match_transformers(tiny_gemma_path):
-    tokenizer = load_tokenizer(tiny_gemma_path)
-    model = load_model(tiny_gemma_path, dtype="float32", attn_implementation="sdpa")
-    batched = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256)
-    examples = batched.examples(ROWS)
-    answers, _ = batched.generate(examples, "batched")
-    assert [a["answer"] for a in answers] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    # make a token the random model emits mid-answer the EOS: rows then finish at different steps
-    # and leave the batch early; answers must still equal one-by-one generate's
-    first_row_tokens = tokenizer(answers[0]["answer"], add_special_tokens=False)["input_ids"]
-    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first_row_tokens[2])
-    stopped, _ = batched.generate(examples, "batched, early EOS")
-    assert [a["answer"] for a in stopped] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    assert stopped[0]["new_tokens"] < 8 and not stopped[0]["hit_max_new_tokens"]
-    assert any(a["hit_max_new_tokens"] for a in stopped)
+def test_a_scoring_failure_keeps_the_answers(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter):
+    """Answers are saved (raw_answers) before scoring: a metric that fails costs no inference."""
+    params["cross_teacher"]["limit"] = 0
+    params["semantic_similarity"]["model_path"] = str(tmp_path / "no_such_encoder")
+    catalog = catalog_in(tmp_path, project_root, params, tiny_gemma_path, tiny_adapter)
+    with pytest.raises(Exception, match="no_such_encoder"):
+        SequentialRunner().run(create_pipeline(), catalog)
+    raw = catalog.load("raw_answers")
+    assert len(raw["models"]["base"]["rows"]) == len(raw["models"]["fine_tuned"]["rows"]) == len(ROWS)
+    assert all(row["answer"] for row in raw["models"]["fine_tuned"]["rows"])
+    assert not catalog.exists("predictions")
+    # scoring resumes from the saved answers alone, without any model
+    params["semantic_similarity"]["model_path"] = None
+    test_set = prepare_test_set(ROWS, params)
+    predictions = score_predictions(test_set, raw, params)
+    assert [p["fine_tuned_answer"] for p in predictions] == [r["answer"] for r in raw["models"]["fine_tuned"]["rows"]]
 
-    scores = batched.score(examples, {}, whole_sequence=True, label="test")
-    for example, score in zip(examples, scores):
-        ids = torch.tensor([example.input_ids])
-        with torch.no_grad():
-            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
-            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
-        assert score["answer_nll"] / score["answer_tokens"] == pytest.approx(answer_loss, rel=1e-3)
-        assert score["sequence_nll"] / score["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-3)
-        assert not math.isnan(score["answer_nll"])
+
+def test_adapter_settings_come_from_its_training_params(tiny_gemma_path, tmp_path, params):
+    good = save_adapter(tiny_gemma_path, tmp_path / "good", seed=1, max_length=384)
+    assert read_adapter_settings(tiny_gemma_path, good, params)["max_length"] == 384
+    old = save_adapter(tiny_gemma_path, tmp_path / "old", seed=1, prompt_template_version="0")
+    with pytest.raises(ValueError, match=r"prompt template version '0' .* this code's template is version '1'"):
+        read_adapter_settings(tiny_gemma_path, old, params)
+    unknown = save_adapter(tiny_gemma_path, tmp_path / "unknown", seed=1, max_length=None)
+    with pytest.raises(ValueError, match=r"training_params.json has no integer max_length"):
+        read_adapter_settings(tiny_gemma_path, unknown, params)
 
 
 def test_a_bad_test_row_fails_with_file_and_row_index(tmp_path):
@@ -192,9 +226,14 @@ def test_an_adapter_from_another_base_model_is_refused(tiny_gemma_path, tiny_ada
 
 def test_the_catalog_declares_the_versioned_outputs(project_root):
     config = yaml.safe_load((project_root / "conf/base/catalog_evaluate.yml").read_text())
-    assert {"predictions", "metrics", "eval_report", "eval_chart"} == set(config)
-    assert all(entry["versioned"] for entry in config.values())
-    assert create_pipeline().inputs() == {"base_model", "adapter", "qa_v2", "params:evaluate"}
+    outputs = {"base_answers", "raw_answers", "predictions", "metrics"}
+    outputs |= {f"cross_teacher_{name}" for name in outputs} | {"eval_report", "eval_chart"}
+    assert outputs <= create_pipeline().all_outputs()
+    assert all(config[name]["versioned"] for name in outputs)
+    assert create_pipeline().inputs() == {
+        "base_model", "adapter", "qa_v2", "qa_cross_teacher", "base_answers_cache", "cross_teacher_base_answers_cache",
+        "params:evaluate", "params:evaluate.cross_teacher",
+    }
 
 
 def test_judge_scores_and_unreadable_or_failed_replies(monkeypatch):
@@ -227,3 +266,39 @@ def test_own_test_file_is_one_catalog_entry_in_an_env(project_root, tmp_path, mo
     loader = OmegaConfigLoader(str(tmp_path / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": "mytest"}))
     catalog = DataCatalog.from_config(loader["catalog"], loader["credentials"])
     assert catalog.load("qa_v2") == ROWS[:2]
+
+
+def test_published_test_env_evaluates_the_cross_teacher_set_alone(project_root, monkeypatch):
+    """`--env published-test`: qa_v2 is the paper's published v3, the duplicate cross-teacher section is skipped."""
+    from kedro.config import OmegaConfigLoader
+
+    from kaggle_qa.settings import CONFIG_LOADER_ARGS
+
+    monkeypatch.chdir(project_root)
+    loader = OmegaConfigLoader(str(project_root / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": "published-test"}))
+    catalog = DataCatalog.from_config(loader["catalog"], loader["credentials"])
+    published = json.loads((project_root / "data/03_primary/published/kaggle_docs_QA_v3.json").read_text())
+    assert catalog.load("qa_v2") == published and len(published) == 1663
+    params = loader["parameters"]["evaluate"]
+    assert params["cross_teacher"]["limit"] == 0 and params["limit"] is None
+    assert params["choices"]["nli"] and params["bootstrap"]["resamples"] == 1000  # the rest merges from base
+    assert prepare_test_set(published, params["cross_teacher"]) == []
+    assert len(prepare_test_set(published, {"limit": 5, "seed": 0})) == 5
+
+
+def test_rows_from_chunks_the_adapter_trained_or_validated_on_are_refused(tmp_path, caplog):
+    """Model selection and training never see a test row: evaluate drops (and reports) any that slipped in."""
+    import json as _json
+
+    from kaggle_qa.pipelines.evaluate.nodes import prepare_test_set
+
+    rows = [{"input": f"context {n}", "instruction": f"Question {n}?", "output": "Yes.", "chunk_id": f"c{n}"}
+            for n in range(6)]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "data_split.json").write_text(_json.dumps({"validation_groups": ["c1"], "train_groups": ["c2", "c3"]}))
+    with caplog.at_level("WARNING"):
+        kept = prepare_test_set(rows, {"test_set_name": "qa_v2"}, str(adapter))
+    assert [row["chunk"] for row in kept] == ["c0", "c4", "c5"]
+    assert "2 rows come from chunks the adapter" in caplog.text and "1 from its validation chunks" in caplog.text
+    assert [row["chunk"] for row in prepare_test_set(rows, {"test_set_name": "qa_v2"}, None)] == [f"c{n}" for n in range(6)]

@@ -14,17 +14,27 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SNAPSHOT = PROJECT_ROOT / "data" / "01_raw" / "kaggle_docs_site"
-SCRAPE = PROJECT_ROOT.parent / "shared" / "kaggle_docs_2024-03"
+SCRAPE = PROJECT_ROOT / "data" / "01_raw" / "kaggle_docs_2024-03"  # vendored: a clone is enough
 
 
-@pytest.fixture
-def ingestion_params() -> dict:
+def base_ingestion_params() -> dict:
     """conf/base's `ingestion` parameters, with the snapshot path made absolute and fast timeouts."""
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_ingestion.yml").read_text())["ingestion"]
     params = copy.deepcopy(params)
     params["snapshot"]["path"] = str(SNAPSHOT)
     params["crawl"] |= {"download_timeout": 2, "retry_times": 1, "log_level": "WARNING"}
     return params
+
+
+@pytest.fixture
+def ingestion_params() -> dict:
+    return base_ingestion_params()
+
+
+@pytest.fixture(scope="module")
+def ingestion_params_module() -> dict:
+    """The same, for module-scoped fixtures (one crawl shared by several tests)."""
+    return base_ingestion_params()
 
 
 BAD_SITE_INDEX = b"""<!DOCTYPE html><html><head><title>Bad site</title></head><body><main>

@@ -101,9 +101,12 @@ def test_chunk_ids_are_stable_and_identical_chunks_kept_once(ingestion_params):
     text = "# Page\n\n## A\n\nKaggle hosts competitions. Everyone can join.\n\n## B\n\nKaggle hosts competitions. Everyone can join."
     pages = [{"url": "https://x/docs/p", "title": "Page", "text": text},
              {"url": "https://x/docs/q", "title": "Page", "text": text}]
-    first, again = chunk_pages(pages, ingestion_params), chunk_pages(pages, ingestion_params)
+    (first, summary), (again, _) = chunk_pages(pages, ingestion_params), chunk_pages(pages, ingestion_params)
     assert [c["chunk_id"] for c in first] == [c["chunk_id"] for c in again]
     assert len(first) == 1 and first[0]["heading_path"] == ["Page", "A"] and first[0]["url"] == "https://x/docs/p"
+    assert summary == {"duplicate_chunks_dropped": 3, "duplicates_by_page": [  # most duplicates first
+        {"url": "https://x/docs/q", "dropped": 2, "first_kept_copy": "https://x/docs/p Page > A"},
+        {"url": "https://x/docs/p", "dropped": 1, "first_kept_copy": "https://x/docs/p Page > A"}]}
     moved = chunk_page("https://x/docs/p", "Page", text.replace("## A", "## C"), 65, 100, 25)
     assert moved[0]["chunk_id"] != first[0]["chunk_id"]  # the id depends on where the text lives
 

@@ -16,6 +16,8 @@ from kaggle_qa.pipelines.ingestion import create_pipeline
 from kaggle_qa.pipelines.ingestion.nodes import crawl_docs
 from kaggle_qa.pipelines.ingestion.spider import CrawlError
 
+from tests.conftest import skip_unless_ci_has
+
 from .conftest import PROJECT_ROOT, SNAPSHOT, BadSiteHandler
 
 LIVE_ORIGIN = "https://www.kaggle.com"
@@ -43,9 +45,10 @@ def test_snapshot_crawled_twice_through_the_catalog(tmp_path, ingestion_params):
     private = {LIVE_ORIGIN + path for path in manifest["private_pages"]}
 
     reports = []
-    for _ in range(2):  # two crawls in one Python process: no ReactorNotRestartable
+    for run in range(2):  # two crawls in one Python process: no ReactorNotRestartable
         catalog = catalog_in(tmp_path, ingestion_params)
-        SequentialRunner().run(create_pipeline(), catalog)
+        pipeline = create_pipeline() if run == 0 else create_pipeline().to_nodes("chunk_pages")  # index once
+        SequentialRunner().run(pipeline, catalog)
         reports.append(catalog.load("crawl_report"))
         raw_pages = catalog.load("raw_pages")
         urls = [page["url"] for page in raw_pages]
@@ -53,8 +56,8 @@ def test_snapshot_crawled_twice_through_the_catalog(tmp_path, ingestion_params):
         assert not private & set(urls)
 
     first, second = reports
-    versions = sorted((tmp_path / "data/01_raw/raw_pages.json").iterdir())
-    assert len(versions) == 2
+    for versioned in ("01_raw/raw_pages.json", "02_intermediate/clean_pages.json", "02_intermediate/doc_chunks.json"):
+        assert len(list((tmp_path / "data" / versioned).iterdir())) == 2, versioned  # the second run overwrote nothing
     assert first["changes"]["new"] == sorted(public)
     assert second["error_count"] == 0 and second["errors"] == []
     assert second["changes"]["unchanged"] == sorted(public)
@@ -123,8 +126,7 @@ def test_unreachable_start_url_fails_naming_it(ingestion_params):
 @pytest.mark.slow
 def test_render_js_crawls_through_headless_chromium(ingestion_params):
     chromium = ingestion_params["crawl"]["chromium_executable"]
-    if not Path(chromium).exists():
-        pytest.skip(f"{chromium} is not installed (.ci/run installs Debian's chromium)")
+    skip_unless_ci_has(Path(chromium).exists(), f"{chromium} is not installed (.ci/run installs Debian's chromium)")
     params = ingestion_params | {"crawl": ingestion_params["crawl"] | {"render_js": True, "max_pages": 2}}
     pages, report = crawl_docs([], params)
     assert len(pages) == 2 and report["error_count"] == 0

@@ -2,7 +2,8 @@
 
 `ChatServer(behaviour)` serves POST /v1/chat/completions in a thread; `behaviour(n, body)`
 returns what request number n (from 0) gets: a reply content string, or a `Reply` with an
-HTTP status, headers, a delay, or raw content. Every request's JSON body and headers are kept.
+HTTP status, headers, a delay, or raw content (or a raw body: `Reply(raw=b"<html>…", content_type=…)`,
+as a proxy's error page would be). Every request's JSON body and headers are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Reply:
     status: int = 200
     headers: dict = field(default_factory=dict)
     delay_s: float = 0.0
+    raw: bytes | None = None  # sent as the body as is, with content_type
+    content_type: str = "application/json"
 
 
 def good_content(body: dict) -> str:
@@ -76,7 +79,9 @@ class ChatServer:
 
             def _send(self, reply: Reply, body: dict):
                 time.sleep(reply.delay_s)
-                if reply.status == 200:
+                if reply.raw is not None:
+                    payload = reply.raw
+                elif reply.status == 200:
                     payload = json.dumps(completion(reply.content, body.get("model", ""))).encode()
                 else:
                     payload = json.dumps({"error": {"message": reply.content or "error", "type": "test"}}).encode()
@@ -84,7 +89,7 @@ class ChatServer:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)

@@ -9,7 +9,11 @@ import pytest
 
 from kaggle_qa.pipelines.synthesis.filters import filter_rows
 from kaggle_qa.pipelines.synthesis.near_duplicates import rouge_tokens
-from kaggle_qa.pipelines.synthesis.offline_teacher import OfflineTeacher, as_sentence, split_sentences, to_first_person
+from kaggle_qa.pipelines.synthesis.audit import statement_of
+from kaggle_qa.pipelines.synthesis.grammar import as_sentence, question_problem, to_first_person
+from kaggle_qa.pipelines.synthesis.teachers.claims import chunk_claims, false_edits, paraphrases
+from kaggle_qa.pipelines.synthesis.teachers.offline import OfflineTeacher
+from kaggle_qa.text import split_sentences
 
 
 def generate(chunks, params, version="v3", seed=None):
@@ -43,10 +47,17 @@ def test_extractive_answers_are_sentences_of_the_input(chunks, params):
 def test_statement_answers_restate_the_true_sentence(chunks, params):
     rows = [r for r in generate(chunks, params) if r["task_type"] != "extractive_qa"]
     for row in rows:
-        label_word, _, sentence = row["output"].partition(" ")
-        assert label_word.rstrip(".").lower() == row["label"]
+        label_word, _, evidence = row["output"].partition(" ")
+        assert label_word.rstrip(".").lower() == row["label"]  # the label is the first word
         if row["label"] != "neutral":
-            assert sentence in split_sentences(row["input"]), row
+            assert set(split_sentences(evidence)) <= set(split_sentences(row["input"])), row
+
+
+def test_claims_are_never_the_contexts_sentence_word_for_word(chunks, params):
+    rows = [r for r in generate(chunks, params) if r["task_type"] in ("true_false", "nli")]
+    assert rows
+    for row in rows:
+        assert " ".join(rouge_tokens(statement_of(row["instruction"]))) not in " ".join(rouge_tokens(row["input"]))
 
 
 def test_false_statements_are_labelled_meaning_changing_edits(chunks, params):
@@ -54,33 +65,61 @@ def test_false_statements_are_labelled_meaning_changing_edits(chunks, params):
     false_rows = [r for r in rows if r.get("label") in ("false", "contradiction")]
     assert false_rows
     for row in false_rows:
-        assert row["edit"] in ("negation", "number_swap", "entity_swap")
-        true_sentence = row["output"].split(" ", 1)[1]
-        assert true_sentence not in row["instruction"]  # the question states something else
+        edit = row["edit"].replace("combined+", "").split("+")[0]
+        assert edit in ("negation", "number_swap", "entity_swap", "antonym_swap"), row["edit"]
     true_rows = [r for r in rows if r.get("label") in ("true", "entailment")]
-    assert all("edit" not in r for r in true_rows)
+    assert true_rows and all(r["edit"].startswith(("paraphrase:", "combined", "negated_")) for r in true_rows)
+
+
+def test_true_statements_are_paraphrases_or_negated_false_facts(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    rephrased = dict(paraphrases("If you run out of quota, your session will be stopped.", teacher.vocab))
+    assert rephrased["Your session will be stopped if you run out of quota."] == "reorder"
+    rephrased = dict(paraphrases("However, notebooks (with GPUs) are private by default.", teacher.vocab))
+    assert rephrased["Notebooks (with GPUs) are private by default."] == "drop_lead_in"
+    assert rephrased["However, notebooks are private by default."] == "drop_parenthesis"
+    claims = chunk_claims(
+        ["Notebooks are private by default."], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0)
+    )
+    by_text = {claim.text: claim for claim in claims}
+    assert by_text["Notebooks are public by default."].truth is False
+    assert by_text["Notebooks are not public by default."].truth is True  # the false fact negated
+    assert by_text["Notebooks are not private by default."].truth is False
 
 
 def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
+    antonyms = params["offline"]["antonym_groups"]
     rng = random.Random(0)
     corpus = " ".join(chunk["text"] for chunk in chunks)
     sentence = "GPU sessions have a limit of 30 hours per week."
     seen = set()
     for _ in range(30):
-        kind, edited = teacher.false_edit(sentence, rng)
-        assert edited != sentence
-        seen.add(kind)
-        if kind == "number_swap":
-            new_number = next(t for t in edited.split() if t.isdigit())
-            assert new_number != "30" and new_number in corpus
-        if kind == "entity_swap":
-            ((old, new),) = [(a, b) for a, b in zip(sentence.split(), edited.split()) if a != b]
-            assert any(old in group and new in group for group in params["offline"]["swap_groups"])
-            assert new in corpus
+        for edited, kind in false_edits(sentence, teacher.vocab, antonyms, rng):
+            assert edited != sentence
+            seen.add(kind)
+            if kind == "number_swap":
+                new_number = next(t for t in edited.split() if t.isdigit())
+                assert new_number != "30" and new_number in corpus
+            if kind == "entity_swap":
+                ((old, new),) = [(a, b) for a, b in zip(sentence.split(), edited.split()) if a != b]
+                assert any(old in group and new in group for group in params["offline"]["swap_groups"])
+                assert new in corpus
     assert {"number_swap", "entity_swap"} <= seen
     for _ in range(10):  # the swapped-in term is never one the sentence already has
-        assert teacher.false_edit("Scripts can be written in Python or R.", rng)[1].count(" R") <= 1
+        for edited, _ in false_edits("Scripts can be written in Python or R.", teacher.vocab, antonyms, rng):
+            assert edited.count(" R") <= 1
+    # a hedged number ("up to 200 GB" also holds for 100 GB) is never swapped
+    assert all(kind != "number_swap" for _, kind in false_edits("A dataset can hold up to 200 GB.", teacher.vocab, antonyms, rng))
+
+
+def test_questions_name_their_subject_and_agree():
+    assert question_problem("What is the first type?") == "dangling reference 'the first type'"
+    assert question_problem("How do I enable it?") == "dangling reference 'it'"
+    assert question_problem("What do restricted email list?").startswith("agreement")
+    assert question_problem("What does users see?").startswith("agreement")
+    assert question_problem("What does the leaderboard show?") is None
+    assert question_problem("How do I enable a GPU in a notebook?") is None
 
 
 def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):

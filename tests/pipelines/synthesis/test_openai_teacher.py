@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from kaggle_qa.pipelines.synthesis.nodes import render_teacher_prompt
-from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher, parse_reply
+from kaggle_qa.pipelines.synthesis.http_faults import TeacherUnreachable
+from kaggle_qa.pipelines.synthesis.teachers.base import parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.openai_teacher import OpenAITeacher
 
 from .chat_server import ChatServer, Reply, good_content
 
@@ -136,7 +138,7 @@ def test_a_killed_run_resumes_with_only_the_missing_requests(teacher_params, pro
     )
     child = (
         "import json, sys\n"
-        "from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher\n"
+        "from kaggle_qa.pipelines.synthesis.teachers.openai_teacher import OpenAITeacher\n"
         "params, prompts = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
         "OpenAITeacher(params, 'sk-child').complete_all(prompts)\n"
     )
@@ -157,3 +159,42 @@ def test_a_killed_run_resumes_with_only_the_missing_requests(teacher_params, pro
     assert server.count - before == len(prompts) - answered_before_hang
     assert teacher.stats.cache_hits == answered_before_hang
     assert all("content" in reply for reply in replies)
+
+
+PROXY_PAGE = b"<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/json"])
+def test_a_200_that_is_not_json_is_retried_then_quarantined_naming_the_url(
+    chunks, params, teacher_params, prompts, content_type
+):
+    attempts = teacher_params["max_retries"] + 1
+    # the first prompt gets the proxy page on every attempt, the second once (then a good reply)
+    proxy = lambda n, body: Reply(raw=PROXY_PAGE, content_type=content_type) if n <= attempts else good_content(body)
+    with ChatServer(proxy) as server:
+        teacher, replies = run(server, teacher_params | {"concurrency": 1}, prompts[:2])
+    assert server.count == attempts + 2
+    assert teacher.stats.retries_malformed == attempts and teacher.stats.failed_requests == 1
+    rows, problems = parse_reply(replies[0], chunks[0], params["versions"]["v3"], "t")
+    assert rows == [] and len(problems) == 1
+    reason = problems[0]["reason"]
+    assert reason.startswith("teacher request failed: ") and f"{server.base_url}/chat/completions" in reason
+    assert "HTTP 200" in reason and f"after {attempts} attempts" in reason
+    assert "content" in replies[1]
+    cached = list(Path(teacher_params["cache_dir"]).rglob("*.json"))
+    assert len(cached) == 1  # a failure is not cached: a re-run asks again
+
+
+def test_an_unreachable_endpoint_trips_the_circuit_breaker_early_naming_it(teacher_params, prompts):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    many = (prompts * 24)[:24]
+    many = [f"{prompt}\n(variant {i})" for i, prompt in enumerate(many)]  # 24 distinct requests
+    params = teacher_params | {"base_url": base_url, "max_retries": 5, "concurrency": 4, "circuit_breaker_failures": 8}
+    teacher = OpenAITeacher(params, API_KEY)
+    with pytest.raises(TeacherUnreachable, match=f"teacher endpoint {base_url}/chat/completions unreachable: 8 "):
+        teacher.complete_all(many)
+    assert 8 <= teacher.stats.requests <= 8 + params["concurrency"]  # not 24 * 6 = 144

@@ -7,7 +7,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from kaggle_qa.datasets import QAJSONDataset
-from kaggle_qa.datasets.synthesis import Secret
+from kaggle_qa.datasets.synthesis import PublishedQADataset, Secret
 from kaggle_qa.pipelines.synthesis import create_pipeline
 from kaggle_qa.pipelines.synthesis.nodes import split_chunks
 from kaggle_qa.qa_schema import validate_rows
@@ -23,9 +23,14 @@ def run_pipeline(chunks, params, project_root, tmp_path, api_key=None) -> dict:
     catalog = DataCatalog(
         datasets={
             "doc_chunks": MemoryDataset(chunks),
+            "doc_chunks_versions": MemoryDataset({}),  # not from a saved version: provenance says so
             "teacher_prompts": MemoryDataset(prompts, copy_mode="assign"),
             "teacher_api_key": MemoryDataset(api_key, copy_mode="assign"),
             "params:synthesis": MemoryDataset(params),
+            **{
+                f"qa_{v}_published": PublishedQADataset(str(project_root / f"data/03_primary/published/kaggle_docs_QA_{v}.json"))
+                for v in ("v1", "v3")
+            },
             **{name: QAJSONDataset(str(tmp_path / f"{name}.json")) for name in ("qa_v1", "qa_v2", "qa_v3")},
         }
     )
@@ -51,7 +56,8 @@ def test_offline_run_makes_every_output(chunks, params, project_root, tmp_path):
     assert sheet["filters"]["v3"]["kept"] == len(out["qa_v3"])
     bars = out["datasheet_plot"].axes[0].patches
     assert sum(bar.get_height() for bar in bars) == sum(len(out[v]) for v in ("qa_v1", "qa_v2", "qa_v3"))
-    for heading in ("Table 1", "Table 5", "Filters", "overlap", "Sample rows"):
+    assert set(sheet["shortcut_audit"]["versions"]) == {"v1", "v2", "v3", "v1_published", "v3_published"}
+    for heading in ("Table 1", "Shortcut audit", "Table 5", "Filters", "overlap", "Sample rows"):
         assert heading in out["datasheet"]
     assert f"| # of instances | {len(out['qa_v1'])} | {len(out['qa_v2'])} | {len(out['qa_v3'])} |" in out["datasheet"]
 
@@ -70,7 +76,8 @@ def test_openai_run_and_rerun_from_cache(chunks, params, project_root, tmp_path)
         first = run_pipeline(chunks, params, project_root, tmp_path / "first", Secret("sk-test"))
         n_requests = server.count
         second = run_pipeline(chunks, params, project_root, tmp_path / "second", Secret("sk-test"))
-    n_chunks = sum(len(split) for split in (chunks, *split_chunks(chunks, params).values()))  # v1 all, v2, v3
+    split = split_chunks(chunks, params)
+    n_chunks = len(chunks) + len(split["test"]) + len(split["train"])  # v1 all, v2, v3
     assert n_requests == n_chunks and server.count == n_requests
     assert first["qa_v3"] == second["qa_v3"] and first["qa_v3"]
     assert all(r["teacher"] == "openai:test-model" for r in first["qa_v3"])
@@ -89,3 +96,18 @@ def test_bad_chunk_names_its_index(chunks, params):
     del chunks[3]["text"]
     with pytest.raises(ValueError, match="chunk 3 has no str 'text'"):
         split_chunks(chunks, params)
+
+
+def test_repeated_chunk_ids_count_once_and_unusable_chunks_are_quarantined(chunks, params, project_root, tmp_path):
+    chunks.append(dict(chunks[0]))  # the same chunk_id twice
+    chunks.append(chunks[1] | {"chunk_id": "code", "text": "```\npip install kaggle\n```"})
+    chunks.append(chunks[1] | {"chunk_id": "blank", "text": "  "})
+    split = split_chunks(chunks, params)
+    assert split["repeated_chunk_ids"] == 1
+    assert split["unusable"] == {"code": "code-only chunk", "blank": "empty chunk"}
+    assert len(set(split["test"])) == len(split["test"]) and set(split["test"]).isdisjoint(split["train"])
+    out = run_pipeline(chunks, params, project_root, tmp_path)
+    v1_unusable = [r for r in out["qa_quarantine"] if r["version"] == "v1" and "chunk" in r["reason"]]
+    assert sorted(r["row"]["chunk_id"] for r in v1_unusable) == ["blank", "code"]
+    assert out["datasheet_json"]["chunks"]["unusable"] == {"code-only chunk": 1, "empty chunk": 1}
+    assert out["datasheet_json"]["filters"]["v1"]["dropped"]["code-only chunk"] == 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kaggle_qa.pipelines.synthesis.nodes import render_teacher_prompt
-from kaggle_qa.pipelines.synthesis.openai_teacher import parse_reply
-from kaggle_qa.pipelines.synthesis.transformers_teacher import TransformersTeacher, json_object_text
+from kaggle_qa.pipelines.synthesis.teachers.base import parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.transformers_teacher import TransformersTeacher, json_object_text
 
 
 def test_json_is_taken_out_of_prose_and_code_fences():

@@ -26,17 +26,18 @@ from kaggle_qa.pipelines.train.nodes import (
     build_examples,
     check_loss_masking,
     merge_params,
+    split_training_data,
     train_adapter,
 )
 from kaggle_qa.pipelines.train.pipeline import create_pipeline, create_sweep_pipeline
 from kaggle_qa.modeling import resolve_dtype
 from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, length_grouped_batches
-from kaggle_qa.prompting import IGNORE_INDEX
+from kaggle_qa.prompting import IGNORE_INDEX, PROMPT_TEMPLATE_VERSION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 CONTEXT = "Kaggle Notebooks run in the browser. A session stops after 12 hours of execution time."
-ROWS = [
+BASE_ROWS = [
     {"input": CONTEXT, "instruction": "True or False: a notebook session can run for 12 hours.",
      "output": "True.", "task_type": "true_false"},
     {"input": CONTEXT, "instruction": "Do Kaggle Notebooks run in the browser?",
@@ -45,18 +46,24 @@ ROWS = [
      "output": "Up to 12 hours of execution time.", "task_type": "extractive_qa"},
     {"input": CONTEXT, "instruction": "Premise: sessions stop after 12 hours. Hypothesis: sessions never stop. "
      "Does the premise entail the hypothesis?", "output": "No, it contradicts it.", "task_type": "nli"},
-] * 3
+]
+# three chunks of four rows (the split keeps each chunk on one side)
+ROWS = [dict(row, chunk_id=f"chunk-{n}") for n in range(3) for row in BASE_ROWS]
 
 
 def tiny_params(tmp_path: Path, **overrides) -> dict:
     """CPU-fast parameters for the tiny model (full-precision LoRA unless quantization is given)."""
     params = {
-        "seed": 0, "max_length": 96, "max_train_examples": None, "validation_examples": 4, "validation_seed": 0,
+        "seed": 0, "max_length": 96, "max_train_examples": None, "require_context": True,
+        "split": {"validation_share": 0.34, "validation_max_rows": 4, "test_share": 0.0, "seed": 0},
         "compute_dtype": "float32", "quantization": None, "gradient_checkpointing": False,
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "bias": "none", "target_modules": "all-linear"},
         "optimizer": "paged_adamw_32bit", "learning_rate": 3e-2, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
         "max_grad_norm": 1.0, "weight_decay": 0.01, "batch_size": 2, "gradient_accumulation_steps": 2,
         "length_group_size": 2, "epochs": 3, "max_steps": None, "eval_every_steps": 1, "eval_batch_size": 4,
+        "evaluations_per_run": 4, "time_budget_s": None, "budget_calibration_steps": 2, "budget_hard_stop": 1.15,
+        "label_token_weight": 1.0, "selection": {"use_label_accuracy": False, "loss_weight": 1.0},
+        "train_fit_examples": 8,
         "early_stopping_patience": 100, "early_stopping_min_delta": 0.0, "checkpoint_every_steps": 1,
         "checkpoint_dir": str(tmp_path / "checkpoints"), "head_chunk_tokens": 1024,
     }
@@ -78,11 +85,19 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding():
     assert batches == length_grouped_batches(lengths, batch_size=4, group_size=8, seed=1)
 
 
-def test_masking_check_accepts_answer_plus_eos_and_rejects_wrong_masks(tiny_gemma_path):
+def split_and_build(model_path: str, params: dict, rows: list[dict] = ROWS):
+    train_rows, validation_rows, _, _ = split_training_data(rows, params)
+    train, validation, _ = build_examples(train_rows, validation_rows, model_path, params)
+    return train, validation
+
+
+def run_train(train, validation, model_path, params):
+    return train_adapter(train, validation, {}, {}, model_path, params)
+
+
+def test_masking_check_accepts_answer_plus_eos_and_rejects_wrong_masks(tiny_gemma_path, tmp_path):
     tokenizer = load_tokenizer(tiny_gemma_path)
-    params = {"max_train_examples": None, "validation_examples": None, "seed": 0, "validation_seed": 0,
-              "max_length": 96}
-    train, _ = build_examples(ROWS, ROWS, tiny_gemma_path, params)
+    train, _, _ = build_examples(ROWS, ROWS, tiny_gemma_path, tiny_params(tmp_path))
     report = check_loss_masking(tokenizer, ROWS, train)
     assert set(report) == {"true_false", "yes_no", "extractive_qa", "nli"}
     assert report["true_false"]["trained_text"] == "True." + tokenizer.eos_token
@@ -98,34 +113,109 @@ def test_masking_check_accepts_answer_plus_eos_and_rejects_wrong_masks(tiny_gemm
         check_loss_masking(tokenizer, ROWS, nothing_trained)
 
 
-def test_label_position_loss_equals_the_full_logits_loss(tiny_gemma_path):
-    """Logits only at label positions give exactly the loss of the full head over every position."""
+def test_label_position_loss_equals_the_full_logits_loss(tiny_gemma_path, tmp_path):
+    """Logits only at label positions give exactly the loss of the full head over every position,
+    and label-token weights weight exactly the label word's loss."""
     from kaggle_qa.modeling import load_model
     from kaggle_qa.pipelines.train.recipe import answer_loss_sum, collate
 
-    params = {"max_train_examples": None, "validation_examples": None, "seed": 0, "validation_seed": 0,
-              "max_length": 96}
-    examples, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, params)
+    examples, _, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
     model = load_model(tiny_gemma_path, dtype="float32")
     batch = collate(examples, pad_token_id=0)
     with torch.no_grad():
         loss_sum, count = answer_loss_sum(model, batch, head_chunk_tokens=7)  # several chunks
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        token_losses = torch.nn.functional.cross_entropy(
+            full.logits[:, :-1].transpose(1, 2).float(), batch["labels"][:, 1:], reduction="none"
+        )
+        weights = torch.ones_like(batch["labels"], dtype=torch.float32)
+        labelled = [(row, e["label_position"]) for row, e in enumerate(examples) if e["label_position"] > 0]
+        assert [examples[row]["task_type"] for row, _ in labelled] == ["true_false", "yes_no"]
+        for row, position in labelled:
+            weights[row, position] = 5.0
+        weighted, weighted_count = answer_loss_sum(model, {**batch, "loss_weights": weights}, head_chunk_tokens=7)
     assert count == sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
     assert loss_sum.item() / count == pytest.approx(full.loss.item(), rel=1e-5)
+    label_losses = sum(token_losses[row, position - 1].item() for row, position in labelled)
+    assert weighted_count == count
+    assert weighted.item() == pytest.approx(loss_sum.item() + 4.0 * label_losses, rel=1e-5)
 
 
-def test_empty_training_set_is_a_clear_error(tiny_gemma_path):
-    params = {"max_train_examples": None, "validation_examples": None, "seed": 0, "validation_seed": 0,
-              "max_length": 96}
+def test_label_choice_is_the_candidate_with_the_highest_logit(tiny_gemma_path, tmp_path):
+    """The validation label decision compares exactly the first tokens of "True"/"False" (or "Yes"/"No")."""
+    from kaggle_qa.modeling import load_model
+    from kaggle_qa.pipelines.train.recipe import body_hidden, collate, label_choices, label_summary
+
+    tokenizer = load_tokenizer(tiny_gemma_path)
+    examples, _, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
+    true_false, yes_no = examples[0], examples[1]
+    assert true_false["label_candidates"] == [tokenizer("True", add_special_tokens=False)["input_ids"][0],
+                                              tokenizer("False", add_special_tokens=False)["input_ids"][0]]
+    assert true_false["input_ids"][true_false["label_position"]] == tokenizer("True.", add_special_tokens=False)["input_ids"][0]
+    assert yes_no["input_ids"][yes_no["label_position"]] == yes_no["label_candidates"][0]
+    assert examples[2]["label_position"] == -1 and examples[3]["label_position"] == -1
+    model = load_model(tiny_gemma_path, dtype="float32")
+    batch = collate(examples, pad_token_id=0)
+    with torch.no_grad():
+        hidden = body_hidden(model, batch)
+        choices = label_choices(model, batch, hidden, examples)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = []
+    for row in (0, 1):
+        e = examples[row]
+        scores = logits[row, e["label_position"] - 1, e["label_candidates"]]
+        expected.append((e["label_candidates"][int(scores.argmax())], e["input_ids"][e["label_position"]]))
+    assert choices == expected
+    summary = label_summary([(1, 1), (1, 2), (1, 1), (3, 3)])
+    assert summary == {"label_accuracy": 0.75, "label_examples": 4, "top_label_share": 0.75}
+
+
+def test_empty_training_set_is_a_clear_error(tiny_gemma_path, tmp_path):
     with pytest.raises(ValueError, match="qa_v3"):
-        build_examples([], ROWS, tiny_gemma_path, params)
+        build_examples([], ROWS, tiny_gemma_path, tiny_params(tmp_path))
+
+
+def test_split_is_chunk_disjoint_and_holds_out_test_chunks(tmp_path):
+    rows = [dict(row, chunk_id=f"c{n}") for n in range(20) for row in BASE_ROWS]
+    params = tiny_params(tmp_path, split={"validation_share": 0.1, "validation_max_rows": 6, "test_share": 0.25})
+    train, validation, heldout, report = split_training_data(rows, params)
+    keys = [{r["chunk_id"] for r in part} for part in (train, validation, heldout)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert len(keys[2]) == 5 and len(heldout) == 20 and len(keys[1]) == 2 and len(validation) == 6
+    assert len(train) == 4 * 13 and report["validation_groups"] == sorted(keys[1])
+    assert split_training_data(rows, params)[1] == validation, "the split is seeded"
+    # rows without chunk ids (the paper's published data) are grouped by their context
+    published = [{k: v for k, v in r.items() if k != "chunk_id"} | {"input": f"context {r['chunk_id']}"} for r in rows]
+    train_p, validation_p, heldout_p, _ = split_training_data(published, params)
+    contexts = [{r["input"] for r in part} for part in (train_p, validation_p, heldout_p)]
+    assert not (contexts[0] & contexts[1]) and not (contexts[0] & contexts[2]) and len(contexts[2]) == 5
+    with pytest.raises(ValueError, match="too few"):
+        split_training_data(rows[:4], params)
+
+
+def test_rows_unfit_to_train_on_are_dropped_and_counted(tiny_gemma_path, tmp_path):
+    long_context = " ".join(f"Sentence {i} is filler about Kaggle." for i in range(60))
+    rows = [
+        *BASE_ROWS,
+        dict(BASE_ROWS[2], output=""),
+        dict(BASE_ROWS[2], instruction="  "),
+        dict(BASE_ROWS[2], input=""),
+        {"input": "The answer is 42 GPUs. " + long_context, "instruction": "How many GPUs?",
+         "output": "The answer is 42 GPUs.", "task_type": "extractive_qa"},
+    ]
+    train, _, report = build_examples(rows, BASE_ROWS, tiny_gemma_path, tiny_params(tmp_path, max_length=64))
+    assert [e["row"] for e in train] == [0, 1, 2, 3]
+    dropped = {k: v for k, v in report["rows_not_trained_or_cut"].items() if "truncated" not in k}
+    assert dropped == {
+        "train:answer-outside-kept-context": 1, "train:empty-context": 1, "train:empty-output": 1,
+        "train:empty-question": 1,
+    }
 
 
 def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny_gemma_path, tmp_path):
     params = tiny_params(tmp_path)
     catalog = DataCatalog(
-        {"qa_v3": MemoryDataset(ROWS), "qa_v2": MemoryDataset(ROWS[:4]), "base_model": MemoryDataset(tiny_gemma_path),
+        {"qa_v3": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
          "params:train": MemoryDataset(params), "adapter": FolderDataset(str(tmp_path / "adapter")),
          "train_metrics": JSONDataset(filepath=str(tmp_path / "train_metrics.json")),
          "learning_curves": MatplotlibDataset(filepath=str(tmp_path / "learning_curves.png"))}
@@ -134,23 +224,46 @@ def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny
     metrics = json.loads((tmp_path / "train_metrics.json").read_text())
     # random tiny weights start at ln(262144) = 12.48; a real drop, not noise (see the 270M run in README)
     assert metrics["best_val_loss"] < metrics["base_val_loss"] - 0.1, metrics["history"]
-    assert metrics["steps"] == 9 and metrics["tokens_per_s"] > 0 and metrics["optimizer"] == "AdamW"
-    assert [h["step"] for h in metrics["history"]] == list(range(10))
+    assert metrics["train_examples"] == 8 and metrics["validation_examples"] == 4
+    assert metrics["steps"] == 6 and metrics["tokens_per_s"] > 0 and metrics["optimizer"] == "AdamW"
+    assert metrics["examples_seen"] == 24 and metrics["epochs_completed"] == 3 and not metrics["budget_cut"]
+    assert metrics["train_label_accuracy"] is not None and metrics["data"]["train_label_examples"] == 4
+    assert metrics["split"]["validation_rows"] == 4 and "validation_groups" not in metrics["split"]
+    assert [h["step"] for h in metrics["history"]] == list(range(7))
     assert (tmp_path / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     folder = tmp_path / "adapter"
-    assert {"adapter_config.json", "adapter_model.safetensors", "training_params.json", "base_model.json"} <= {
-        p.name for p in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "training_params.json", "base_model.json",
+            "data_split.json"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "base_model.json").read_text()) == model_identity(tiny_gemma_path)
-    assert json.loads((folder / "training_params.json").read_text())["learning_rate"] == params["learning_rate"]
+    recorded = json.loads((folder / "training_params.json").read_text())
+    assert recorded["learning_rate"] == params["learning_rate"] and recorded["max_length"] == 96
+    assert recorded["resolved_compute_dtype"] == "float32" and recorded["prompt_template_version"] == PROMPT_TEMPLATE_VERSION
+    split = json.loads((folder / "data_split.json").read_text())
+    assert len(split["validation_groups"]) == 1 and len(split["train_groups"]) == 2
     assert not Path(params["checkpoint_dir"]).exists(), "checkpoints are removed after success"
 
 
+def test_time_budget_sizes_the_run_and_its_lr_schedule(tiny_gemma_path, tmp_path):
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
+    params = tiny_params(tmp_path, epochs=20, eval_every_steps=None, evaluations_per_run=3, time_budget_s=1e-3,
+                         budget_calibration_steps=2, warmup_ratio=0.0)
+    _, metrics = run_train(train, validation, tiny_gemma_path, params)
+    # after the 2 timed steps nothing more fits a 1 ms budget: the run ends at the next step, at lr 0
+    assert metrics["total_steps_planned"] == 40 and metrics["steps"] == 3 and metrics["budget_cut"]
+    assert metrics["budget_estimate"]["affordable_steps"] <= 3
+    assert metrics["history"][-1]["step"] == 3 and metrics["history"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["examples_seen"] == 12 and metrics["tokens_seen"] > 0
+    _, unbounded = run_train(train, validation, tiny_gemma_path, dict(params, time_budget_s=None, max_steps=5,
+                                                                      checkpoint_dir=str(tmp_path / "other")))
+    assert unbounded["steps"] == 5 and not unbounded["budget_cut"]
+
+
 def test_best_only_adapter_and_early_stopping(tiny_gemma_path, tmp_path):
-    train, validation = build_examples(ROWS, ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
     # Training lowers the loss a little, but never by min_delta: no evaluation counts as an improvement,
     # so patience 2 with an eval every step stops after 2 steps and the step-0 weights are what is kept.
     params = tiny_params(tmp_path, early_stopping_patience=2, early_stopping_min_delta=1.0)
-    adapter, metrics = train_adapter(train, validation, tiny_gemma_path, params)
+    adapter, metrics = run_train(train, validation, tiny_gemma_path, params)
     assert metrics["stopped_early"] and metrics["steps"] == 2
     assert metrics["best_step"] == 0 and metrics["best_val_loss"] == metrics["base_val_loss"]
     assert metrics["history"][-1]["val_loss"] != metrics["base_val_loss"], "the last weights differ from the kept ones"
@@ -158,24 +271,24 @@ def test_best_only_adapter_and_early_stopping(tiny_gemma_path, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_gemma_path, tmp_path):
-    train, validation = build_examples(ROWS, ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
     params = tiny_params(tmp_path, learning_rate=1e20, warmup_ratio=0.0, eval_every_steps=100)
     with pytest.raises(FloatingPointError, match="training loss is (nan|inf).*lower learning_rate"):
-        train_adapter(train, validation, tiny_gemma_path, params)
+        run_train(train, validation, tiny_gemma_path, params)
 
 
 RESUME_SCRIPT = """
 import json, sys
 from kaggle_qa.pipelines.train.nodes import train_adapter
 data = json.load(open(sys.argv[1]))
-train_adapter(data["train"], data["validation"], data["base_model"], data["params"])
+train_adapter(data["train"], data["validation"], {}, {}, data["base_model"], data["params"])
 """
 
 
 def test_resume_after_kill_9_reaches_the_same_weights(tiny_gemma_path, tmp_path):
-    train, validation = build_examples(ROWS, ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
-    params = tiny_params(tmp_path, epochs=4, eval_every_steps=2, lora={"dropout": 0.1})
-    reference, reference_metrics = train_adapter(
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
+    params = tiny_params(tmp_path, epochs=4, eval_every_steps=2, lora={"dropout": 0.1}, checkpoint_every_steps=1)
+    reference, reference_metrics = run_train(
         train, validation, tiny_gemma_path, dict(params, checkpoint_dir=str(tmp_path / "uninterrupted"))
     )
 
@@ -198,7 +311,7 @@ def test_resume_after_kill_9_reaches_the_same_weights(tiny_gemma_path, tmp_path)
     child.wait()
     assert killed_at is not None and killed_at < reference_metrics["steps"], "the child was not killed mid-run"
 
-    resumed, resumed_metrics = train_adapter(train, validation, tiny_gemma_path, params)
+    resumed, resumed_metrics = run_train(train, validation, tiny_gemma_path, params)
     assert resumed_metrics["steps"] == reference_metrics["steps"]
     assert resumed_metrics["best_val_loss"] == pytest.approx(reference_metrics["best_val_loss"], rel=1e-4)
     for got, want in zip(lora_b_weights(resumed.model), lora_b_weights(reference.model)):
@@ -206,8 +319,8 @@ def test_resume_after_kill_9_reaches_the_same_weights(tiny_gemma_path, tmp_path)
     assert not checkpoint.parent.exists()
 
 
-def test_checkpoint_from_other_settings_is_refused(tiny_gemma_path, tmp_path):
-    train, validation = build_examples(ROWS, ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
+def test_checkpoint_from_other_settings_or_data_is_refused(tiny_gemma_path, tmp_path):
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
     params = tiny_params(tmp_path, max_steps=1)
     checkpoint_dir = Path(params["checkpoint_dir"])
     from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
@@ -216,18 +329,22 @@ def test_checkpoint_from_other_settings_is_refused(tiny_gemma_path, tmp_path):
     recipe.setup()
     recipe.save_checkpoint()
     with pytest.raises(ValueError, match="other parameters"):
-        train_adapter(train, validation, tiny_gemma_path, dict(params, learning_rate=1e-3))
+        run_train(train, validation, tiny_gemma_path, dict(params, learning_rate=1e-3))
+    # same number of examples, other content: refused too (the fingerprint hashes the data)
+    other = [dict(e, input_ids=list(reversed(e["input_ids"]))) for e in train]
+    with pytest.raises(ValueError, match="other parameters, data"):
+        run_train(other, validation, tiny_gemma_path, params)
     assert (checkpoint_dir / CHECKPOINT_FILE).exists()
 
 
 def test_sweep_runs_namespaced_experiments_into_a_table(tiny_gemma_path, tmp_path):
     experiments = ("exp_2", "exp_8")
-    sweep = {"common": {"max_train_examples": 4, "validation_examples": 2, "epochs": 1, "max_steps": 1},
+    sweep = {"common": {"max_train_examples": 4, "split": {"validation_max_rows": 2}, "epochs": 1, "max_steps": 1},
              "experiments": {"exp_2": {"lora": {"r": 8, "alpha": 16}, "batch_size": 2},
                              "exp_8": {"lora": {"r": 4, "alpha": 8, "dropout": 0.15}, "batch_size": 4}}}
     pipe = create_sweep_pipeline(experiments)
     assert {n.namespace for n in pipe.nodes} >= {"sweep.exp_2", "sweep.exp_8"}
-    datasets = {"qa_v3": MemoryDataset(ROWS), "qa_v2": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
+    datasets = {"qa_v3": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
                 "params:train": MemoryDataset(tiny_params(tmp_path)), "params:sweep": MemoryDataset(sweep),
                 "sweep_table": SweepTableDataset(str(tmp_path / "sweep_table"))}
     for name in experiments:
@@ -241,30 +358,150 @@ def test_sweep_runs_namespaced_experiments_into_a_table(tiny_gemma_path, tmp_pat
     assert markdown.startswith("| experiment | lora_rank |") and "| exp_8 | 4 |" in markdown
 
 
-def test_two_real_qlora_steps_on_gemma3_270m_and_reload(embedded_gemma_path, tmp_path):
-    """Real weights, real NF4 4-bit QLoRA on CPU, then the saved adapter reloads onto a fresh 4-bit base."""
+NF4 = {"load_in_4bit": True, "quant_type": "nf4", "double_quant": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_4bit_gemma_path(embedded_gemma_path, tmp_path_factory) -> str:
+    """A tiny random Gemma 3 whose layer shapes bitsandbytes' CPU repacking accepts (multiples of 32/64)."""
+    from kaggle_qa.modeling import make_tiny_gemma
+
+    return str(make_tiny_gemma(embedded_gemma_path, tmp_path_factory.mktemp("tiny4"), hidden_size=64,
+                               intermediate_size=128, head_dim=32))
+
+
+def early_lora_grads(recipe, examples) -> dict[str, torch.Tensor]:
+    """Gradients of the first decoder layer's LoRA B matrices after one training forward/backward."""
+    from kaggle_qa.pipelines.train.recipe import answer_loss_sum
+
+    recipe.model.train()
+    recipe.optimizer.zero_grad(set_to_none=True)
+    batch = recipe._batch(list(range(len(examples))), examples, weighted=True)
+    with recipe._autocast():
+        loss_sum, count = answer_loss_sum(recipe.causal_lm, batch, 1024)
+    (loss_sum / count).backward()
+    return {n: p.grad.detach().clone() for n, p in recipe.model.named_parameters()
+            if ".layers.0." in n and "lora_B" in n and p.grad is not None}
+
+
+def force_avx512_repacking(model) -> None:
+    """Make bitsandbytes behave as on an AVX512-BF16 CPU (repack 4-bit weights at eval-mode forwards)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = True
+
+
+def test_the_recipes_validation_pass_never_cuts_4bit_gradients(tiny_4bit_gemma_path, tmp_path):
+    """After the recipe's own validation pass, early-layer LoRA gradients equal those of a model that
+    never ran in eval mode, even when bitsandbytes is told to repack (as it does on AVX512-BF16 CPUs)."""
+    from kaggle_qa.modeling import packed_4bit_layers
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
+
+    params = tiny_params(tmp_path, quantization=NF4, compute_dtype="bfloat16", lora={"dropout": 0.0})
+    train, validation = split_and_build(tiny_4bit_gemma_path, params)
+    fresh = LoRAFinetuneRecipe(tiny_4bit_gemma_path, params, train, validation)
+    fresh.setup()
+    torch.manual_seed(1)
+    for name, param in fresh.model.named_parameters():  # non-zero B so that every LoRA matrix gets a gradient
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    lora = fresh._lora_state()
+    want = early_lora_grads(fresh, train[:4])
+
+    validated = LoRAFinetuneRecipe(tiny_4bit_gemma_path, params, train, validation)
+    validated.setup()
+    validated._load_lora_state(lora)
+    force_avx512_repacking(validated.model)
+    validated.evaluate()  # the recipe's validation pass: eval mode, no grad
+    assert packed_4bit_layers(validated.model) == 0, "validation repacked the 4-bit weights"
+    got = early_lora_grads(validated, train[:4])
+    assert want and want.keys() == got.keys()
+    assert all(torch.count_nonzero(g) > 0 for g in want.values())
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-7, msg=name)
+
+
+@pytest.mark.skipif(not __import__("bitsandbytes.functional").functional.has_avx512bf16(),
+                    reason="bitsandbytes repacks 4-bit weights by itself only on AVX512-BF16 CPUs")
+def test_without_the_guard_an_eval_pass_repacks_and_cuts_gradients(tiny_4bit_gemma_path, tmp_path):
+    """The bug the guard prevents, shown on a CPU where it happens (the test above then proves the fix)."""
+    from kaggle_qa.modeling import packed_4bit_layers
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, answer_loss_sum
+
+    params = tiny_params(tmp_path, quantization=NF4, compute_dtype="bfloat16", lora={"dropout": 0.0})
+    train, validation = split_and_build(tiny_4bit_gemma_path, params)
+    recipe = LoRAFinetuneRecipe(tiny_4bit_gemma_path, params, train, validation)
+    recipe.setup()
+    for name, param in recipe.model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    want = early_lora_grads(recipe, train[:4])
+    force_avx512_repacking(recipe.model)
+    recipe.model.eval()
+    with torch.no_grad(), recipe._autocast():
+        answer_loss_sum(recipe.causal_lm, recipe._batch([0, 1], validation), 1024)
+    assert packed_4bit_layers(recipe.model) > 0
+    got = early_lora_grads(recipe, train[:4])
+    assert any(not torch.allclose(got[n], want[n], rtol=1e-2, atol=1e-6) for n in want)
+
+
+def test_merged_finetuned_model_computes_the_function_that_was_trained(tiny_4bit_gemma_path, tmp_path):
+    """load_finetuned_model merges into the dequantized NF4 weights: same choices and near-equal logits
+    as base + adapter unmerged, as trained; merging into the full-precision base would differ more."""
     from peft import PeftModel
 
-    from kaggle_qa.modeling import load_model
+    from kaggle_qa.modeling import load_finetuned_model, load_model
+    from kaggle_qa.pipelines.train.recipe import collate
+
+    params = tiny_params(tmp_path, quantization=NF4, compute_dtype="float32", max_steps=3)
+    train, validation = split_and_build(tiny_4bit_gemma_path, params)
+    adapter, _ = run_train(train, validation, tiny_4bit_gemma_path, params)
+    FolderDataset(str(tmp_path / "adapter")).save(adapter)
+    folder = next((tmp_path / "adapter").rglob("adapter_config.json")).parent
+    batch = collate(train[:6], pad_token_id=0)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        trained = adapter.model(**inputs).logits.float()
+        merged = load_finetuned_model(tiny_4bit_gemma_path, folder, dtype="float32")(**inputs).logits.float()
+        naive_model = PeftModel.from_pretrained(load_model(tiny_4bit_gemma_path, dtype="float32"), str(folder))
+        naive = naive_model.merge_and_unload()(**inputs).logits.float()
+    answer = batch["labels"] != IGNORE_INDEX
+    gap = (merged - trained).abs()[answer].max().item()
+    naive_gap = (naive - trained).abs()[answer].max().item()
+    assert gap < 1e-3 and gap < naive_gap / 10, (gap, naive_gap)
+    assert torch.equal(merged[answer].argmax(-1), trained[answer].argmax(-1))
+
+
+@pytest.mark.slow
+def test_two_real_qlora_steps_on_gemma3_270m_and_reload(embedded_gemma_path, tmp_path):
+    """Real weights, real NF4 4-bit QLoRA on CPU; the saved adapter reloads (onto a fresh 4-bit base, and
+    merged into the dequantized base) with the validation loss recorded in training."""
+    from peft import PeftModel
+
+    from kaggle_qa.modeling import keep_4bit_weights_trainable, load_finetuned_model, load_model
     from kaggle_qa.pipelines.train.recipe import answer_loss_sum, collate
 
-    rows = ROWS[:2]
     params = tiny_params(
-        tmp_path, compute_dtype="auto", max_length=64, validation_examples=1, batch_size=1, gradient_accumulation_steps=1, epochs=1,
-        gradient_checkpointing=True, learning_rate=2e-4, eval_every_steps=2,
-        quantization={"load_in_4bit": True, "quant_type": "nf4", "double_quant": True},
+        tmp_path, compute_dtype="auto", max_length=64, batch_size=1, gradient_accumulation_steps=1, epochs=1,
+        gradient_checkpointing=True, learning_rate=2e-4, eval_every_steps=2, max_steps=2, train_fit_examples=0,
+        quantization=NF4,
     )
-    train, validation = build_examples(rows, rows[:1], embedded_gemma_path, params)
-    adapter, metrics = train_adapter(train, validation, embedded_gemma_path, params)
+    train, validation = split_and_build(embedded_gemma_path, params, ROWS[:2] + ROWS[4:5])
+    adapter, metrics = run_train(train, validation, embedded_gemma_path, params)
     assert metrics["steps"] == 2 and metrics["compute_dtype"] == resolve_dtype("auto")
     assert any(torch.count_nonzero(b) > 0 for b in lora_b_weights(adapter.model)), "LoRA weights were updated"
     assert "Linear4bit" in {type(m).__name__ for m in adapter.model.modules()}
     FolderDataset(str(tmp_path / "adapter")).save(adapter)
+    folder = next((tmp_path / "adapter").rglob("adapter_config.json")).parent
 
     dtype = metrics["compute_dtype"]
     base = load_model(embedded_gemma_path, dtype=dtype, quantization={**params["quantization"], "compute_dtype": dtype})
-    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    keep_4bit_weights_trainable(base)  # the kernel training used (not bitsandbytes' packed inference kernel)
+    reloaded = PeftModel.from_pretrained(base, str(folder))
+    merged = load_finetuned_model(embedded_gemma_path, folder, dtype=dtype)
     batch = collate(validation, pad_token_id=0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
         loss_sum, count = answer_loss_sum(reloaded.get_base_model(), batch, 1024)
-    assert loss_sum.item() / count == pytest.approx(metrics["best_val_loss"], rel=2e-2)
+        merged_sum, _ = answer_loss_sum(merged, batch, 1024)
+    assert loss_sum.item() / count == pytest.approx(metrics["best_val_loss"], rel=2e-3)
+    assert merged_sum.item() / count == pytest.approx(metrics["best_val_loss"], rel=2e-2)

@@ -1,8 +1,9 @@
-"""BERTScore (precision/recall/F1) with a local encoder, by default all-MiniLM-L6-v2."""
+"""BERTScore F1 with a local encoder, by default all-MiniLM-L6-v2; empty texts by :mod:`kaggle_qa.metrics.empty`."""
 
 import datasets
 import evaluate
 
+from kaggle_qa.metrics.empty import empty_counts, score_pairs
 from kaggle_qa.retrieval import default_encoder_path
 
 
@@ -20,19 +21,15 @@ class QaBertscore(evaluate.Metric):
     def _compute(self, predictions, references, model_path=None, num_layers=6, batch_size=64):
         import bert_score
 
-        if not predictions:
-            return {"bertscore_f1": 0.0, "per_item": {"bertscore_f1": []}}
-        precision, recall, f1 = bert_score.score(
-            list(predictions),
-            list(references),
-            model_type=str(model_path or default_encoder_path()),
-            num_layers=num_layers,
-            batch_size=batch_size,
-            device="cpu",
-        )
+        def f1(ps, rs):  # bert_score crashes on "": empty texts never reach it (metrics.empty)
+            return bert_score.score(
+                ps, rs, model_type=str(model_path or default_encoder_path()), num_layers=num_layers,
+                batch_size=batch_size, device="cpu",
+            )[2].tolist()
+
+        scores = score_pairs(predictions, references, f1)
         return {
-            "bertscore_precision": precision.mean().item(),
-            "bertscore_recall": recall.mean().item(),
-            "bertscore_f1": f1.mean().item(),
-            "per_item": {"bertscore_f1": f1.tolist()},
+            "bertscore_f1": sum(scores) / len(scores) if scores else 0.0,
+            **empty_counts(predictions, references),
+            "per_item": {"bertscore_f1": scores},
         }

@@ -4,6 +4,8 @@ import datasets
 import evaluate
 import sacrebleu
 
+from kaggle_qa.metrics.empty import empty_counts, score_pairs
+
 
 class QaBleu(evaluate.Metric):
     def _info(self):
@@ -18,8 +20,9 @@ class QaBleu(evaluate.Metric):
 
     def _compute(self, predictions, references):
         corpus = sacrebleu.corpus_bleu(list(predictions), [list(references)])
-        per_item = [
-            sacrebleu.sentence_bleu(prediction, [reference]).score
-            for prediction, reference in zip(predictions, references)
-        ]
-        return {"bleu": corpus.score, "per_item": {"sentence_bleu": per_item}}
+        per_item = score_pairs(
+            predictions, references,
+            lambda ps, rs: [sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(ps, rs)],
+            maximum=100.0,
+        )
+        return {"bleu": corpus.score, **empty_counts(predictions, references), "per_item": {"sentence_bleu": per_item}}

@@ -1,8 +1,10 @@
-"""ROUGE-1/2/L F-measure (rouge_score, Porter stemmer), mean and per answer."""
+"""ROUGE-1/2/L F-measure (rouge_score, Porter stemmer), mean and per answer (empty texts: see metrics.empty)."""
 
 import datasets
 import evaluate
 from rouge_score import rouge_scorer
+
+from kaggle_qa.metrics.empty import empty_counts, score_pairs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -20,14 +22,14 @@ class QaRouge(evaluate.Metric):
 
     def _compute(self, predictions, references, use_stemmer=True):
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
-        per_item = {name: [] for name in ROUGE_TYPES}
-        for prediction, reference in zip(predictions, references):
-            scores = scorer.score(reference, prediction)
-            for name in ROUGE_TYPES:
-                per_item[name].append(scores[name].fmeasure)
+        per_item = {
+            name: score_pairs(
+                predictions, references, lambda ps, rs, name=name: [scorer.score(r, p)[name].fmeasure for p, r in zip(ps, rs)]
+            )
+            for name in ROUGE_TYPES
+        }
         result = {name: _mean(values) for name, values in per_item.items()}
-        result["per_item"] = per_item
-        return result
+        return {**result, **empty_counts(predictions, references), "per_item": per_item}
 
 
 def _mean(values):

@@ -1,8 +1,12 @@
-"""Semantic similarity: cosine of sentence embeddings (all-MiniLM-L6-v2, local files only)."""
+"""Semantic similarity: cosine of sentence embeddings (all-MiniLM-L6-v2, local files only).
+
+Empty answers or references are scored by the rule of :mod:`kaggle_qa.metrics.empty`.
+"""
 
 import datasets
 import evaluate
 
+from kaggle_qa.metrics.empty import empty_counts, score_pairs
 from kaggle_qa.retrieval import load_sentence_encoder
 
 
@@ -21,12 +25,14 @@ class SemanticSimilarity(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, model_path=None, batch_size=64):
-        model = load_sentence_encoder(str(model_path) if model_path else None)
-        encode = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
-        predicted = model.encode(list(predictions), **encode)
-        expected = model.encode(list(references), **encode)
-        cosine = (predicted * expected).sum(dim=-1).float().tolist() if len(predictions) else []
+        def cosine(ps, rs):
+            model = load_sentence_encoder(str(model_path) if model_path else None)
+            encode = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
+            return (model.encode(ps, **encode) * model.encode(rs, **encode)).sum(dim=-1).float().tolist()
+
+        scores = score_pairs(predictions, references, cosine)
         return {
-            "semantic_similarity": sum(cosine) / len(cosine) if cosine else 0.0,
-            "per_item": {"semantic_similarity": cosine},
+            "semantic_similarity": sum(scores) / len(scores) if scores else 0.0,
+            **empty_counts(predictions, references),
+            "per_item": {"semantic_similarity": scores},
         }

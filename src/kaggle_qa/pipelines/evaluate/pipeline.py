@@ -1,46 +1,74 @@
-"""The evaluate pipeline: base vs fine-tuned answers on the test set, metrics, report.
+"""The evaluate pipeline: base vs fine-tuned on two test sets, metrics with intervals, one report.
 
-Inputs: ``base_model`` and ``adapter`` (train pipeline), ``qa_v2`` (the synthesized test
-set; point ``qa_v2`` at another file in a ``conf/<env>/catalog_evaluate.yml`` to evaluate
-on it). Outputs: ``predictions`` (JSON lines), ``metrics`` (JSON), ``eval_report``
-(markdown with the chart embedded) and ``eval_chart`` (PNG), all versioned.
-:func:`create_assistant_evaluation_pipeline` adds two nodes that write ``retrieval_metrics``/``retrieval_table`` (is the gold chunk retrieved, per method; the
-relevance threshold) and ``context_modes_metrics``/``context_modes_table`` (gold / retrieved /
-no context, base vs fine-tuned).
+Test sets: ``qa_v2`` (ours, synthesized; point it at another file in a
+``conf/<env>/catalog_evaluate.yml`` to evaluate on it) and ``qa_cross_teacher`` (the paper's
+published v3, written by other teachers; a seeded sample of ``evaluate.cross_teacher.limit``
+rows, 0 to skip). Per test set: ``read_adapter_settings`` → ``answer_base`` (reused from
+``base_answers_cache`` when base model, test set and settings are unchanged) →
+``answer_fine_tuned`` (``raw_answers``, saved before scoring) → ``score_predictions``
+(``predictions``) → ``summarize_metrics`` (``metrics``). ``build_report`` writes
+``eval_report`` and ``eval_chart`` from both.
+
+:func:`create_assistant_evaluation_pipeline` (run within ``evaluate`` and alone as
+``assistant_eval``) writes ``retrieval_metrics``/``retrieval_table`` (is the gold chunk
+retrieved, per method; the relevance threshold) and ``context_modes_metrics``/
+``context_modes_table`` (gold / retrieved / no context, base vs fine-tuned).
 """
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import build_report, generate_answers, prepare_test_set, score_predictions, summarize_metrics
+from .nodes import (
+    answer_base,
+    answer_fine_tuned,
+    prepare_test_set,
+    read_adapter_settings,
+    score_predictions,
+    summarize_metrics,
+)
 from .modes import evaluate_context_modes
+from .report import build_report
 from .retrieval_eval import evaluate_retrieval
+
+# dataset names per test set: (test set, its parameters, prefix of every output)
+TEST_SETS = {
+    "ours": ("qa_v2", "params:evaluate", ""),
+    "cross_teacher": ("qa_cross_teacher", "params:evaluate.cross_teacher", "cross_teacher_"),
+}
+
+
+def _test_set_nodes(name: str) -> list:
+    source, set_params, prefix = TEST_SETS[name]
+    test_set, base, raw = f"{prefix}eval_test_set", f"{prefix}base_answers", f"{prefix}raw_answers"
+    predictions, metrics = f"{prefix}predictions", f"{prefix}metrics"
+    return [
+        node(prepare_test_set, [source, set_params, "adapter"], test_set, name=f"{prefix}prepare_test_set"),
+        node(
+            answer_base,
+            ["base_model", test_set, "eval_settings", "params:evaluate", f"{base}_cache"],
+            base,
+            name=f"{prefix}answer_base",
+        ),
+        node(
+            answer_fine_tuned,
+            ["base_model", "adapter", test_set, "eval_settings", "params:evaluate", base],
+            raw,
+            name=f"{prefix}answer_fine_tuned",
+        ),
+        node(score_predictions, [test_set, raw, "params:evaluate"], predictions, name=f"{prefix}score_predictions"),
+        node(summarize_metrics, [test_set, predictions, raw, "params:evaluate"], metrics, name=f"{prefix}summarize_metrics"),
+    ]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(prepare_test_set, ["qa_v2", "params:evaluate"], "eval_test_set", name="prepare_test_set"),
-            node(
-                generate_answers,
-                ["base_model", "adapter", "eval_test_set", "params:evaluate"],
-                "eval_generations",
-                name="generate_answers",
-            ),
-            node(
-                score_predictions,
-                ["eval_test_set", "eval_generations", "params:evaluate"],
-                "predictions",
-                name="score_predictions",
-            ),
-            node(
-                summarize_metrics,
-                ["predictions", "eval_generations", "params:evaluate"],
-                "metrics",
-                name="summarize_metrics",
-            ),
+            node(read_adapter_settings, ["base_model", "adapter", "params:evaluate"], "eval_settings",
+                 name="read_adapter_settings"),
+            *_test_set_nodes("ours"),
+            *_test_set_nodes("cross_teacher"),
             node(
                 build_report,
-                ["metrics", "predictions", "params:evaluate"],
+                ["metrics", "predictions", "cross_teacher_metrics", "cross_teacher_predictions", "params:evaluate"],
                 ["eval_report", "eval_chart"],
                 name="build_report",
             ),

@@ -13,11 +13,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from kaggle_qa.text import split_sentences  # the project's one sentence splitter
+
 HEADING = re.compile(r"^(#{1,6}) (.+)$")
-# A sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by space and
-# an upper-case letter, digit, quote or bracket; common abbreviations are not sentence ends.
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]?\s+(?=[A-Z0-9\"'“‘(\[`])")
-ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "ex.", "approx.", "Mr.", "Ms.", "Dr.", "No.", "Fig.", "U.S.")
 
 
 @dataclass
@@ -63,24 +61,6 @@ def split_blocks(text: str) -> list[str]:
     if current:
         blocks.append("\n".join(current))
     return blocks
-
-
-def split_sentences(block: str) -> list[str]:
-    """Sentences of one block; a code block or a list item stays whole."""
-    if block.startswith("```"):
-        return [block]
-    flat = " ".join(block.split())
-    pieces, start = [], 0
-    for match in SENTENCE_END.finditer(flat):
-        before = flat[: match.start()]
-        if before.endswith(ABBREVIATIONS) or re.search(r"\b[A-Z]\.$", before):
-            continue  # "e.g. Foo", "J. Smith": not a sentence end
-        if flat[start : match.start()].strip():
-            pieces.append(flat[start : match.end()].rstrip())
-        start = match.end()
-    if flat[start:].strip():
-        pieces.append(flat[start:].strip())
-    return pieces
 
 
 def word_count(text: str) -> int:

@@ -40,7 +40,7 @@ def rebase_result(result: CrawlResult, served_origin: str, canonical_origin: str
 
     return CrawlResult(
         pages=[fix(p, ("url", "final_url")) for p in result.pages],
-        skipped=[fix(s, ("url", "referer")) for s in result.skipped],
+        skipped=[fix(s, ("url", "final_url", "referer")) for s in result.skipped],
         errors=[fix(e, ("url", "referer")) for e in result.errors],
         stats=result.stats,
     )
@@ -147,32 +147,48 @@ def clean_pages(raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> list
     return cleaned
 
 
-def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Clean pages → heading-aware chunks with stable ids; identical chunk texts kept once."""
+def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> tuple[list[dict[str, Any]], dict]:
+    """Clean pages → heading-aware chunks with stable ids; identical chunk texts kept once.
+
+    Also returns a summary of the dropped duplicates: their count per page, and where the
+    kept copy of each page's first duplicate lives (counts, not one log line per chunk: a
+    huge page can repeat a block thousands of times).
+    """
     sizes = params["chunking"]
     if not 0 < sizes["min_words"] <= sizes["target_words"] <= sizes["max_words"]:
         raise ValueError(f"params:ingestion.chunking needs 0 < min_words <= target_words <= max_words, got {sizes}")
-    chunks, seen_texts, duplicates = [], set(), []
+    chunks, kept_at, dropped = [], {}, Counter()
+    first_kept: dict[str, str] = {}
     for page in tqdm(clean_pages, desc="chunk pages", unit="page"):
         for chunk in chunk_page(page["url"], page["title"], page["text"],
                                 sizes["target_words"], sizes["max_words"], sizes["min_words"]):
             key = " ".join(chunk["text"].split()).lower()
-            if key in seen_texts:
-                duplicates.append(f"{chunk['url']} {' > '.join(chunk['heading_path'])}")
+            if key in kept_at:
+                dropped[chunk["url"]] += 1
+                first_kept.setdefault(chunk["url"], kept_at[key])
                 continue
-            seen_texts.add(key)
+            kept_at[key] = f"{chunk['url']} {' > '.join(chunk['heading_path'])}".strip()
             chunks.append(chunk)
-    if duplicates:
-        logger.info("Dropped %d duplicate chunk(s): %s", len(duplicates), "; ".join(duplicates))
+    summary = {
+        "duplicate_chunks_dropped": sum(dropped.values()),
+        "duplicates_by_page": [{"url": url, "dropped": n, "first_kept_copy": first_kept[url]}
+                               for url, n in dropped.most_common()],
+    }
+    if dropped:
+        top = ", ".join(f"{url}: {n}" for url, n in dropped.most_common(5))
+        more = f" and {len(dropped) - 5} more page(s)" if len(dropped) > 5 else ""
+        logger.info("Dropped %d duplicate chunk(s) on %d page(s) (%s%s)", summary["duplicate_chunks_dropped"],
+                    len(dropped), top, more)
     words = [chunk["n_words"] for chunk in chunks]
     logger.info("%d chunks from %d pages, %.1f words on average (min %d, max %d)", len(chunks),
                 len(clean_pages), sum(words) / max(len(words), 1), min(words, default=0), max(words, default=0))
-    return chunks
+    return chunks, summary
 
 
 def report_ingestion(
-    crawl_report: dict, clean_pages: list[dict], doc_chunks: list[dict], params: dict[str, Any]
+    crawl_report: dict, clean_pages: list[dict], doc_chunks: list[dict], chunking_summary: dict,
+    params: dict[str, Any],
 ) -> tuple[str, Figure]:
     """Markdown summary of the crawl and the chunks, plus a histogram of chunk lengths."""
-    markdown = ingestion_markdown(crawl_report, clean_pages, doc_chunks)
+    markdown = ingestion_markdown(crawl_report, clean_pages, doc_chunks, chunking_summary)
     return markdown, chunk_length_figure(doc_chunks, params["chunking"], params["report"])

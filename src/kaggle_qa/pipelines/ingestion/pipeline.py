@@ -23,10 +23,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="crawl_docs",
             ),
             Node(clean_pages, inputs=["raw_pages", "params:ingestion"], outputs="clean_pages", name="clean_pages"),
-            Node(chunk_pages, inputs=["clean_pages", "params:ingestion"], outputs="doc_chunks", name="chunk_pages"),
+            Node(chunk_pages, inputs=["clean_pages", "params:ingestion"], outputs=["doc_chunks", "chunking_summary"],
+                 name="chunk_pages"),
             Node(
                 report_ingestion,
-                inputs=["crawl_report", "clean_pages", "doc_chunks", "params:ingestion"],
+                inputs=["crawl_report", "clean_pages", "doc_chunks", "chunking_summary", "params:ingestion"],
                 outputs=["ingestion_report", "chunk_lengths_plot"],
                 name="report_ingestion",
             ),

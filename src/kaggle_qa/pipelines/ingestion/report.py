@@ -18,7 +18,14 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def ingestion_markdown(crawl_report: dict, clean_pages: list[dict], doc_chunks: list[dict]) -> str:
+# Skips of pages the server did answer: each is listed with its detail (the others are counts only).
+LISTED_REASONS = ("redirect-off-site", "redirect-loop", "duplicate-of", "binary", "bad-encoding")
+MAX_LISTED = 50
+
+
+def ingestion_markdown(
+    crawl_report: dict, clean_pages: list[dict], doc_chunks: list[dict], chunking_summary: dict | None = None
+) -> str:
     """Crawl outcome, skips by reason, changes vs the previous crawl, and per-page chunk statistics."""
     words = [chunk["n_words"] for chunk in doc_chunks] or [0]
     per_page = {}
@@ -36,6 +43,14 @@ def ingestion_markdown(crawl_report: dict, clean_pages: list[dict], doc_chunks: 
         "## Changes since the previous crawl",
         markdown_table(["change", "pages"], [[k, n] for k, n in crawl_report["changes_count"].items()]),
     ]
+    listed = [s for s in crawl_report.get("skipped", []) if s["reason"] in LISTED_REASONS]
+    if listed:
+        sections += [
+            "## Pages answered but not kept",
+            markdown_table(["url", "reason", "detail"], [[s["url"], s["reason"], s["detail"]] for s in listed[:MAX_LISTED]]),
+        ]
+        if len(listed) > MAX_LISTED:
+            sections.append(f"… and {len(listed) - MAX_LISTED} more (all in crawl_report.json).")
     if crawl_report["errors"]:
         sections += ["## Errors", markdown_table(["url", "error"], [[e["url"], e["error"]] for e in crawl_report["errors"]])]
     sections += [
@@ -49,6 +64,14 @@ def ingestion_markdown(crawl_report: dict, clean_pages: list[dict], doc_chunks: 
         ),
         "![chunk lengths](chunk_lengths.png)",
     ]
+    duplicates = (chunking_summary or {}).get("duplicates_by_page", [])
+    if duplicates:
+        sections[-1:-1] = [
+            f"**{chunking_summary['duplicate_chunks_dropped']} duplicate chunks dropped** (an identical text "
+            "was kept once, at its first place):",
+            markdown_table(["page", "duplicates dropped", "first kept copy"],
+                           [[d["url"], d["dropped"], d["first_kept_copy"]] for d in duplicates[:MAX_LISTED]]),
+        ]
     return "\n\n".join(sections) + "\n"
 
 

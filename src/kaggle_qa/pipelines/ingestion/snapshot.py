@@ -1,6 +1,6 @@
 """Build the bundled offline Kaggle docs site from the March 2024 text scrape.
 
-The scrape (``../shared/kaggle_docs_2024-03/*.txt``, one file per docs page) keeps the page
+The scrape (``data/01_raw/kaggle_docs_2024-03/*.txt``, vendored: one file per docs page) keeps the page
 layout as indentation: an unindented line is an ``h3`` section, a 2-space line followed by
 4-space lines is an ``h4`` subsection, every other line is a paragraph. Links appear as
 ``text (url)``; a few inline tags (``<strong>``, ``<code>``, ``<br/>``, ``<img>``) survived.
@@ -14,7 +14,7 @@ there, linked from the index, to prove the crawler obeys it). Output is determin
 rebuilding from the same text gives byte-identical files.
 
     python -m kaggle_qa.pipelines.ingestion.snapshot \
-        --source ../shared/kaggle_docs_2024-03 --out data/01_raw/kaggle_docs_site
+        --source data/01_raw/kaggle_docs_2024-03 --out data/01_raw/kaggle_docs_site
 
 Pages are stored as ``docs.html`` and ``docs/<slug>.html`` and served at clean URLs
 (``/docs``, ``/docs/<slug>``) by :func:`kaggle_qa.pipelines.ingestion.server.serve_site`.
@@ -323,7 +323,7 @@ def build_site(source: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: rebuild the snapshot site."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=Path("../shared/kaggle_docs_2024-03"))
+    parser.add_argument("--source", type=Path, default=Path("data/01_raw/kaggle_docs_2024-03"))
     parser.add_argument("--out", type=Path, default=Path("data/01_raw/kaggle_docs_site"))
     args = parser.parse_args(argv)
     manifest = build_site(args.source, args.out)

@@ -6,7 +6,8 @@ child writes every record to a JSON-lines feed and its stats to a JSON file, whi
 parent reads back. Records are of three kinds:
 
 - ``page``: a fetched HTML page (url, final_url, status, title, fetched_at, sha256, html, depth);
-- ``skip``: a URL not fetched or not kept, with a reason from :data:`SKIP_REASONS`;
+- ``skip``: a URL not fetched or not kept, with a reason from :data:`SKIP_REASONS` (and
+  ``final_url`` where a redirect led elsewhere);
 - ``error``: an unexpected failure (connection refused, DNS, a parse crash), with the URL.
 """
 
@@ -16,6 +17,8 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +32,10 @@ from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import TCPTimedOutError, TimeoutError
 
+from .content_checks import check_text
+from .lifeline import die_with_parent, forward_termination
+from .redirects import DOWNLOADER_MIDDLEWARES, SkipRequest
+
 logger = logging.getLogger(__name__)
 
 SKIP_REASONS = (
@@ -41,6 +48,11 @@ SKIP_REASONS = (
     "page-limit",  # max_pages already scheduled
     "depth-limit",  # deeper than max_depth links from the start page
     "not-http",  # mailto:, javascript:, tel: … links
+    "redirect-off-site",  # redirected to another host or outside the allowed path prefix (not followed)
+    "redirect-loop",  # a redirect chain back to itself (a self-refreshing page too), or too long
+    "duplicate-of",  # redirected to a page the crawl already requested (detail: that URL)
+    "binary",  # labelled text/html, but bytes that are not text
+    "bad-encoding",  # not valid in its declared charset (never decoded with replacement characters)
 )
 CHROMIUM_FLAGS = [
     "--headless",
@@ -99,12 +111,19 @@ class DocsSpider(scrapy.Spider):
         self.scheduled = 0
         self.fetched = 0
 
+    def already_seen(self, url: str) -> bool:
+        """Was this page (fragment ignored) already requested, linked or reached by a redirect?"""
+        return normalise_url(url) in self.seen
+
+    def mark_seen(self, url: str) -> None:
+        self.seen.add(normalise_url(url))
+
     def request(self, url: str, depth: int, referer: str | None) -> scrapy.Request:
         """A page request carrying our depth, referer and (optionally) the JS-rendering flag."""
         meta = {"depth": depth, "referer": referer}
         if self.render_js:
             meta["playwright"] = True
-        self.seen.add(url)
+        self.mark_seen(url)
         self.scheduled += 1
         return scrapy.Request(url, callback=self.parse, errback=self.on_error, meta=meta)
 
@@ -121,9 +140,9 @@ class DocsSpider(scrapy.Spider):
             and (parts.path == prefix or parts.path.startswith(prefix + "/"))
         )
 
-    def skip(self, url: str, reason: str, referer: str | None, detail: str = "") -> dict[str, Any]:
+    def skip(self, url: str, reason: str, referer: str | None, detail: str = "", **extra: Any) -> dict[str, Any]:
         """A skip record (a URL deliberately not fetched or not kept)."""
-        return {"kind": "skip", "url": url, "reason": reason, "detail": detail, "referer": referer}
+        return {"kind": "skip", "url": url, "reason": reason, "detail": detail, "referer": referer, **extra}
 
     def parse(self, response: Response):
         """Keep an HTML page with visible text, then follow its in-scope links."""
@@ -134,6 +153,19 @@ class DocsSpider(scrapy.Spider):
             if not isinstance(response, TextResponse) or "html" not in content_type:
                 yield self.skip(request_url, "non-html", referer, content_type or "no content type")
                 return
+            moved = normalise_url(response.url) != normalise_url(response.request.url)
+            if moved and not self.in_scope(response.url):  # a browser-side redirect (render_js) escaped
+                yield self.skip(request_url, "redirect-off-site", referer, f"landed on {response.url}",
+                                final_url=response.url)
+                return
+            declared = response.encoding
+            text_check = check_text(response.body, declared)
+            if text_check.reason:
+                yield self.skip(request_url, text_check.reason, referer, text_check.detail, final_url=response.url)
+                return
+            if text_check.detail:  # decoded with the page's own meta charset instead of the header's
+                logger.warning("%s: %s", request_url, text_check.detail)
+                response = response.replace(encoding=text_check.encoding)
             visible = " ".join(
                 response.xpath("//body//text()[not(ancestor::script or ancestor::style)]").getall()
             ).strip()
@@ -150,6 +182,7 @@ class DocsSpider(scrapy.Spider):
                 "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "sha256": hashlib.sha256(response.body).hexdigest(),
                 "html": response.text,
+                "encoding": response.encoding,
                 "depth": response.meta.get("depth", 0),
             }
             self.fetched += 1
@@ -164,20 +197,20 @@ class DocsSpider(scrapy.Spider):
         depth = response.meta.get("depth", 0)
         for href in response.xpath("//a/@href").getall():
             url = normalise_url(urljoin(response.url, href.strip()))
-            if not url or url in self.seen:
+            if not url or self.already_seen(url):
                 continue
             scheme = urlsplit(url).scheme
             if scheme not in ("http", "https"):
-                self.seen.add(url)
+                self.mark_seen(url)
                 yield self.skip(url, "not-http", response.url, scheme)
             elif not self.in_scope(url):
-                self.seen.add(url)
+                self.mark_seen(url)
                 yield self.skip(url, "off-site", response.url)
             elif depth + 1 > self.max_depth:
-                self.seen.add(url)
+                self.mark_seen(url)
                 yield self.skip(url, "depth-limit", response.url, f"depth {depth + 1} > {self.max_depth}")
             elif self.scheduled >= self.max_pages:
-                self.seen.add(url)
+                self.mark_seen(url)
                 yield self.skip(url, "page-limit", response.url, f"{self.max_pages} pages scheduled")
             else:
                 yield self.request(url, depth + 1, response.url)
@@ -187,7 +220,10 @@ class DocsSpider(scrapy.Spider):
         request = failure.request
         url = request.meta.get("redirect_urls", [request.url])[0]
         referer = request.meta.get("referer")
-        if failure.check(HttpError):
+        if failure.check(SkipRequest):
+            skip = failure.value
+            yield self.skip(url, skip.reason, referer, skip.detail, final_url=skip.final_url)
+        elif failure.check(HttpError):
             status = failure.value.response.status
             yield self.skip(url, "http-status", referer, str(status))
         elif failure.check(IgnoreRequest) and "robots" in str(failure.value).lower():
@@ -221,6 +257,7 @@ def scrapy_settings(crawl: dict[str, Any]) -> dict[str, Any]:
         "HTTPCACHE_ENABLED": False,
         "LOG_LEVEL": crawl["log_level"],
         "LOGSTATS_INTERVAL": crawl["logstats_interval"],
+        "DOWNLOADER_MIDDLEWARES": DOWNLOADER_MIDDLEWARES,  # redirects checked against the scope
     }
     if crawl["render_js"]:
         handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
@@ -238,9 +275,18 @@ def scrapy_settings(crawl: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_path: str) -> None:
-    """Child-process body: run one crawl, write items to the feed and stats to JSON."""
+def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_path: str, parent_pid: int) -> None:
+    """Child-process body: run one crawl, write items to the feed and stats to JSON.
+
+    The child dies with its parent (see :mod:`.lifeline`), and SIGTERM/SIGINT end it at once
+    instead of Scrapy's graceful shutdown (which keeps downloading what is in flight and
+    needs a second signal): a stopped run's partial crawl is discarded anyway.
+    """
     from scrapy.crawler import CrawlerProcess
+
+    die_with_parent(parent_pid)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
 
     # Handlers inherited from the parent's logging config (e.g. Kedro's) would print Scrapy's
     # DEBUG records, whole pages included: Scrapy's own handler alone applies LOG_LEVEL.
@@ -250,7 +296,7 @@ def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_p
     )
     crawler = process.create_crawler(DocsSpider)
     process.crawl(crawler, **spider_kwargs)
-    process.start()
+    process.start(install_signal_handlers=False)
     Path(stats_path).write_text(json.dumps(crawler.stats.get_stats(), default=str), encoding="utf-8")
 
 
@@ -266,11 +312,13 @@ def crawl_site(start_url: str, crawl: dict[str, Any]) -> CrawlResult:
     with tempfile.TemporaryDirectory(prefix="kaggle-qa-crawl-") as tmp:
         feed, stats = Path(tmp) / "items.jsonl", Path(tmp) / "stats.json"
         child = multiprocessing.get_context("spawn").Process(
-            target=_crawl_in_child, args=(scrapy_settings(crawl), spider_kwargs, str(feed), str(stats)),
+            target=_crawl_in_child,
+            args=(scrapy_settings(crawl), spider_kwargs, str(feed), str(stats), os.getpid()),
             name="scrapy-crawl",
         )
         child.start()
-        child.join()
+        with forward_termination(child):  # Ctrl-C / SIGTERM here stop the child too
+            child.join()
         if child.exitcode != 0 or not stats.exists():
             raise CrawlError(f"the crawl of {start_url} failed (child exit code {child.exitcode}); see the log above")
         records = [json.loads(line) for line in feed.read_text(encoding="utf-8").splitlines() if line]

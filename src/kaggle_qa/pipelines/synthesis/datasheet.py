@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from statistics import mean
 
 from matplotlib.figure import Figure
 
 from kaggle_qa.qa_schema import TASK_TYPES, count_task_types
 
+from .audit import audit_markdown
 from .filters import test_set_leak
 from .near_duplicates import RougeIndex
 
@@ -92,6 +94,8 @@ def datasheet_record(
             "test": len(chunk_split["test"]),
             "train": len(chunk_split["train"]),
             "test_kept_out_of_train": synthesis["keep_test_chunks_out_of_train"],
+            "repeated_chunk_ids_dropped": chunk_split.get("repeated_chunk_ids", 0),
+            "unusable": dict(Counter(chunk_split.get("unusable", {}).values())),
         },
         "v2_v3_overlap": overlap(versions["v2"], versions["v3"], synthesis["filters"]),
         "samples_v3": samples(versions["v3"], sheet["sample_rows_per_task"], synthesis["seed"]),
@@ -137,6 +141,8 @@ def datasheet_markdown(record: dict) -> str:
     lines += ["| | " + " | ".join(f"qa_{v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(str(get(t1[v])) for v in versions) + " |" for name, get in rows]
     lines += ["| Used for | " + " | ".join(USED_FOR.get(v, "") for v in versions) + " |", ""]
+    if "shortcut_audit" in record:
+        lines += audit_markdown(record["shortcut_audit"])
     lines += ["## Table 5: datasheet", "", "| | |", "|---|---|"]
     lines += [
         f"| {key.replace('_', ' ').capitalize()} | {_cell(str(value))} |" for key, value in record["table5"].items()
@@ -153,6 +159,8 @@ def datasheet_markdown(record: dict) -> str:
     lines += [
         f"- chunks: {chunks['test']} for v2, {chunks['train']} for v3; "
         f"v2 chunks kept out of v3: {chunks['test_kept_out_of_train']}",
+        f"- repeated chunk ids dropped before the split: {chunks.get('repeated_chunk_ids_dropped', 0)}; chunks "
+        f"that give no row (in qa_quarantine): {chunks.get('unusable') or 'none'}",
         f"- chunks shared by v2 and v3 rows: {ov['shared_chunks']}",
         f"- v3 questions identical to a v2 question: {ov['identical_questions']}",
         f"- v3 questions near-identical (ROUGE-L > {threshold}) to a v2 question: {ov['near_identical_questions']}, "

@@ -14,22 +14,17 @@ from functools import lru_cache
 from tqdm.auto import tqdm
 
 from kaggle_qa.qa_schema import first_word
+from kaggle_qa.text import strip_label, support
 
-from .near_duplicates import RougeIndex, rouge_tokens
+from .near_duplicates import RougeIndex
 
 _TRANSLATION = re.compile(
     r"\btranslat\w*\b|\b(?:in|into|to) (?:spanish|french|german|portuguese|italian|chinese|japanese|"
     r"korean|hindi|russian|arabic|dutch)\b",
     re.I,
 )
-_STOPWORDS = set(
-    "a an the and or but if then else of to in on at by for with from as is are was were be been being it its "
-    "this that these those there here you your we our they their he she his her i me my can could will would "
-    "should may might must do does did not no yes true false so such than too very also just only into onto "
-    "over under about after before while when where which who whom what how why all any each every some most "
-    "more other entailment contradiction neutral".split()
-)
 _LABELS = {"yes_no": ("yes", "no"), "true_false": ("true", "false")}
+LABELLED_TASKS = ("true_false", "yes_no", "nli")
 
 
 @lru_cache(maxsize=4)
@@ -56,13 +51,9 @@ def language_reason(text: str, filters: dict) -> str | None:
     return None
 
 
-def support(answer: str, context: str) -> float:
-    """Share of the answer's content words (ROUGE tokens, no stopwords) found in the context."""
-    content = [t for t in rouge_tokens(answer) if t not in _STOPWORDS]
-    if not content:
-        return 1.0
-    available = set(rouge_tokens(context))
-    return sum(t in available for t in content) / len(content)
+def answer_support(output: str, context: str) -> float | None:
+    """kaggle_qa.text.support of an answer without its leading label word ("True. X" → "X")."""
+    return support(strip_label(output)[1], context)
 
 
 def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str | None:
@@ -89,7 +80,9 @@ def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str |
     if words > bounds["max"]:
         return f"output of {words} words, recipe allows at most {bounds['max']}"
     if row["task_type"] in filters["support_task_types"]:
-        score = support(output, row["input"] or chunk_text)
+        score = answer_support(output, row["input"] or chunk_text)
+        if score is None:
+            return "answer has no content words"
         if score < filters["min_answer_support"]:
             return f"answer not supported by the input (support {score:.2f} < {filters['min_answer_support']})"
     return None
@@ -101,7 +94,8 @@ def test_set_leak(row: dict, test_questions: RougeIndex, filters: dict) -> tuple
     across sections, so disjoint chunks alone do not prevent leakage; questions that merely
     share a template ("What should I know about X?") are not leaks."""
     for match in test_questions.matches(row["instruction"]):
-        if support(row["output"], match[2]) >= filters["min_answer_support"]:
+        score = answer_support(row["output"], match[2])
+        if score is None or score >= filters["min_answer_support"]:  # a bare label: same question, same answer
             return match
     return None
 
@@ -114,7 +108,8 @@ def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
 def filter_rows(
     rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict, held_out: RougeIndex | None = None
 ) -> tuple[list, list]:
-    """(kept, quarantined) for one version: row checks, near-duplicates of kept questions or of
+    """(kept, quarantined) for one version: row checks, near-duplicates of kept questions with the
+    same answer (see :func:`answer_key`) or of
     `held_out` ones (the test set's, when filtering the training set), then class balance."""
     kept, dropped = [], []
     index = RougeIndex(filters["max_question_rouge_l"])
@@ -125,11 +120,12 @@ def filter_rows(
             dropped.append(quarantined(row, version, reason, rouge_l=round(leak[0], 3), of=leak[1]))
             continue
         if reason is None:
-            duplicate, score, match = index.is_near_duplicate(row["instruction"])
-            if duplicate:
-                dropped.append(quarantined(row, version, "near-duplicate question", rouge_l=round(score, 3), of=match))
+            answer = answer_key(row)
+            same = next((m for m in index.matches(row["instruction"]) if m[2] == answer), None)
+            if same:
+                dropped.append(quarantined(row, version, "near-duplicate question", rouge_l=round(same[0], 3), of=same[1]))
                 continue
-            index.add(row["instruction"])
+            index.add(row["instruction"], payload=answer)
             kept.append(row)
         else:
             dropped.append(quarantined(row, version, reason))
@@ -141,6 +137,13 @@ def filter_rows(
             for row in surplus
         ]
     return kept, dropped
+
+
+def answer_key(row: dict) -> tuple:
+    """What makes two near-identical questions the same item: a labelled row's task and label
+    (a true and a false statement of one fact are a contrast pair, both kept), any other row's
+    task alone."""
+    return (row["task_type"], label_of(row) if row["task_type"] in LABELLED_TASKS else None)
 
 
 def label_of(row: dict) -> str:

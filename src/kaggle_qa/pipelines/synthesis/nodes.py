@@ -11,11 +11,15 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from kaggle_qa.text import split_sentences
+
+from .audit import shortcut_audit
 from .datasheet import datasheet_figure, datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
 from .near_duplicates import RougeIndex
-from .offline_teacher import OfflineTeacher
-from .openai_teacher import OpenAITeacher, parse_reply
+from .teachers.base import parse_reply
+from .teachers.offline import OfflineTeacher
+from .teachers.openai_teacher import OpenAITeacher
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +37,53 @@ def check_chunks(doc_chunks: list[dict]) -> None:
                 raise ValueError(f"doc_chunks: chunk {index} has no {kind.__name__} {key!r}")
 
 
+def unique_chunks(doc_chunks: list[dict]) -> list[dict]:
+    """The chunks with each chunk_id once (the first), so v2 and v3 can never share a chunk;
+    the number of repeats dropped is logged."""
+    seen: set[str] = set()
+    unique = [c for c in doc_chunks if c["chunk_id"] not in seen and not seen.add(c["chunk_id"])]
+    if len(unique) < len(doc_chunks):
+        logger.warning("doc_chunks: %d repeated chunk_id(s) dropped before the v2/v3 split", len(doc_chunks) - len(unique))
+    return unique
+
+
+def unusable_chunk_reason(chunk: dict) -> str | None:
+    """Why a chunk can give no QA row (empty, or code only), or None."""
+    if not chunk["text"].strip():
+        return "empty chunk"
+    if not any(not s.startswith("```") for s in split_sentences(chunk["text"])):
+        return "code-only chunk"
+    return None
+
+
 def split_chunks(doc_chunks: list[dict], synthesis: dict) -> dict[str, list[str]]:
-    """Chunk ids for the test set (v2) and the training set (v3), disjoint unless switched off."""
+    """Chunk ids for the test set (v2) and the training set (v3), disjoint unless switched off;
+    repeated chunk ids count once, and unusable chunks are listed with their reason."""
     check_chunks(doc_chunks)
-    ids = sorted(chunk["chunk_id"] for chunk in doc_chunks)
+    chunks = unique_chunks(doc_chunks)
+    ids = sorted(chunk["chunk_id"] for chunk in chunks)
     random.Random(synthesis["seed"]).shuffle(ids)
     n_test = round(len(ids) * synthesis["test_chunk_share"])
     test = ids[:n_test]
     train = ids[n_test:] if synthesis["keep_test_chunks_out_of_train"] else ids
+    unusable = {c["chunk_id"]: reason for c in chunks if (reason := unusable_chunk_reason(c))}
     logger.info("Chunks: %d for the test set (v2), %d for the training set (v3)", len(test), len(train))
-    return {"test": sorted(test), "train": sorted(train)}
+    if unusable:
+        logger.info("Chunks that can give no row: %s", dict(Counter(unusable.values())))
+    return {
+        "test": sorted(test),
+        "train": sorted(train),
+        "repeated_chunk_ids": len(doc_chunks) - len(chunks),
+        "unusable": unusable,
+    }
 
 
 def _version_chunks(doc_chunks: list[dict], chunk_split: dict, which: str) -> list[dict]:
+    chunks = [c for c in unique_chunks(doc_chunks) if c["chunk_id"] not in chunk_split.get("unusable", {})]
     if which == "all":
-        return doc_chunks
+        return chunks
     wanted = set(chunk_split[which])
-    return [chunk for chunk in doc_chunks if chunk["chunk_id"] in wanted]
+    return [chunk for chunk in chunks if chunk["chunk_id"] in wanted]
 
 
 def task_counts(recipe: dict) -> dict[str, int]:
@@ -81,6 +115,20 @@ def render_teacher_prompt(template: str, chunk: dict, recipe: dict) -> str:
     )
 
 
+def unusable_records(doc_chunks: list[dict], chunk_split: dict, synthesis: dict) -> list[dict]:
+    """A quarantine record per version for every chunk that can give no row, with its reason."""
+    by_id = {c["chunk_id"]: c for c in doc_chunks}
+    records = []
+    for version in VERSIONS:
+        which = synthesis["versions"][version]["chunks"]
+        ids = set(by_id) if which == "all" else set(chunk_split[which])
+        for chunk_id, reason in sorted(chunk_split.get("unusable", {}).items()):
+            if chunk_id in ids:
+                chunk = by_id[chunk_id]
+                records.append(quarantined({"chunk_id": chunk_id, "url": chunk["url"], "input": chunk["text"]}, version, reason))
+    return records
+
+
 def generate_candidates(
     doc_chunks: list[dict],
     chunk_split: dict,
@@ -90,7 +138,7 @@ def generate_candidates(
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Candidate rows per version from the chosen teacher, plus malformed replies and usage."""
     check_chunks(doc_chunks)
-    candidates: dict[str, list[dict]] = {"malformed": []}
+    candidates: dict[str, list[dict]] = {"malformed": unusable_records(doc_chunks, chunk_split, synthesis)}
     report: dict[str, Any] = {"teacher": synthesis["teacher"]}
     if synthesis["teacher"] == "offline":
         teacher = OfflineTeacher(doc_chunks, synthesis["offline"], synthesis["seed"])
@@ -105,7 +153,7 @@ def generate_candidates(
         teacher_name = f"openai:{synthesis['openai']['model']}"
         report |= {"model": synthesis["openai"]["model"], "base_url": synthesis["openai"]["base_url"]}
     elif synthesis["teacher"] == "transformers":
-        from .transformers_teacher import TransformersTeacher  # imports torch: only when asked for
+        from .teachers.transformers_teacher import TransformersTeacher  # imports torch: only when asked for
 
         teacher = TransformersTeacher(synthesis["transformers"])
         teacher_name = f"transformers:{teacher.identity['name']}"
@@ -171,12 +219,20 @@ def build_datasheet(
     qa_v1: list[dict],
     qa_v2: list[dict],
     qa_v3: list[dict],
+    qa_v1_published: list[dict],
+    qa_v3_published: list[dict],
     filter_report: dict,
     teacher_report: dict,
     chunk_split: dict,
     synthesis: dict,
 ) -> tuple[str, dict, Figure]:
-    """The datasheet (Tables 1 and 5, filters, v2/v3 overlap, sample rows) as markdown, JSON, plot."""
+    """The datasheet (Tables 1 and 5, shortcut audit, filters, v2/v3 overlap, sample rows) as
+    markdown, JSON, plot. The published versions are audited beside ours, for comparison."""
     versions = {"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}
-    record = datasheet_record(versions, filter_report, teacher_report, chunk_split, synthesis)
+    published = {"v1_published": qa_v1_published, "v3_published": qa_v3_published}
+    audit = shortcut_audit(versions | published, synthesis["audit"], synthesis["seed"])
+    failing = [v for v in versions if not audit["versions"][v]["passes"]]
+    if failing:
+        logger.warning("Shortcut audit: %s fail(s): %s", ", ".join(failing), {v: audit["versions"][v]["failing"] for v in failing})
+    record = datasheet_record(versions, filter_report, teacher_report, chunk_split, synthesis) | {"shortcut_audit": audit}
     return datasheet_markdown(record), record, datasheet_figure(versions)

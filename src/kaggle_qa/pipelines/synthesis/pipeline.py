@@ -3,6 +3,7 @@
 from kedro.pipeline import Pipeline, node
 
 from .nodes import build_datasheet, filter_candidates, generate_candidates, split_chunks
+from .provenance import record_provenance
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -27,6 +28,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "qa_v1",
                     "qa_v2",
                     "qa_v3",
+                    "qa_v1_published",
+                    "qa_v3_published",
                     "synthesis_filter_report",
                     "synthesis_teacher_report",
                     "synthesis_chunk_split",
@@ -34,6 +37,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["datasheet", "datasheet_json", "datasheet_plot"],
                 name="build_datasheet",
+            ),
+            node(
+                record_provenance,
+                ["doc_chunks", "doc_chunks_versions", "qa_v1", "qa_v2", "qa_v3"],
+                "qa_provenance",
+                name="record_provenance",
             ),
         ]
     )

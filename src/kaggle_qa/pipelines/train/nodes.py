@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import random
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -16,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kaggle_qa.modeling import load_tokenizer, model_identity  # noqa: E402
-from kaggle_qa.prompting import IGNORE_INDEX, tokenize_example  # noqa: E402
-from kaggle_qa.qa_schema import infer_task_type  # noqa: E402
+from kaggle_qa.prompting import IGNORE_INDEX, PROMPT_TEMPLATE_VERSION, tokenize_example  # noqa: E402
+from kaggle_qa.qa_schema import LABEL_CHOICES, group_key, infer_task_type  # noqa: E402
 
 from .recipe import LoRAFinetuneRecipe  # noqa: E402
 
@@ -42,20 +43,110 @@ def sample_rows(rows: list[dict], count: int | None, seed: int) -> list[dict]:
     return [rows[i] for i in keep]
 
 
-def _tokenize_rows(tokenizer, rows: list[dict], max_length: int, source: str) -> list[dict]:
+def split_training_data(qa_train: list[dict], params: dict) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Split the training set by chunk into train / validation / held-out test rows.
+
+    Model selection (early stopping, the kept checkpoint) must never see a test row, so the
+    validation rows come from chunks of the *training* set that are not trained on, in the
+    training answer style. `split.test_share` > 0 also holds chunks out as a test set
+    (`qa_heldout`, e.g. for `--env published`, which trains on part of the paper's v3 and
+    tests on the rest). Rows of one chunk always land on the same side.
+    """
+    split = params["split"]
+    groups = sorted({group_key(row) for row in qa_train})
+    random.Random(split["seed"]).shuffle(groups)
+    n_test = round(split.get("test_share", 0.0) * len(groups))
+    n_validation = max(1, round(split["validation_share"] * len(groups)))
+    if n_test + n_validation >= len(groups):
+        raise ValueError(
+            f"qa_v3 has {len(groups)} chunks: too few to hold out {n_test} test and {n_validation} "
+            "validation chunks and still train; lower train.split.validation_share / test_share"
+        )
+    test_groups, validation_groups = set(groups[:n_test]), set(groups[n_test : n_test + n_validation])
+    train_rows, validation_rows, heldout_rows = [], [], []
+    for row in qa_train:
+        key = group_key(row)
+        (heldout_rows if key in test_groups else validation_rows if key in validation_groups else train_rows).append(row)
+    validation_rows = sample_rows(validation_rows, split.get("validation_max_rows"), split["seed"])
+    train_rows = sample_rows(train_rows, params.get("max_train_examples"), params["seed"])
+    report = {
+        "groups": len(groups),
+        "train_rows": len(train_rows),
+        "validation_rows": len(validation_rows),
+        "heldout_rows": len(heldout_rows),
+        "validation_groups": sorted(validation_groups),
+        "heldout_groups": sorted(test_groups),
+        "train_groups": sorted(set(groups) - validation_groups - test_groups),
+    }
+    logger.info(
+        "Split qa_v3 by chunk (%d chunks): %d training rows, %d validation rows (%d chunks), %d held-out test rows (%d chunks)",
+        len(groups), len(train_rows), len(validation_rows), len(validation_groups), len(heldout_rows), len(test_groups),
+    )
+    return train_rows, validation_rows, heldout_rows, report
+
+
+def _row_problem(row: dict, example, tokenizer, require_context: bool) -> str | None:
+    """Why a row must not be trained on (None when it is fine)."""
+    if not row["output"].strip():
+        return "empty-output"  # the model would learn to answer nothing but <eos>
+    if not row["instruction"].strip():
+        return "empty-question"
+    if require_context and not row["input"].strip():
+        return "empty-context"
+    needle = row["output"].strip()[:80]
+    if example.truncated and needle in row["input"]:
+        kept = tokenizer.decode(example.input_ids[: example.prompt_length], skip_special_tokens=True)
+        if needle not in kept:
+            return "answer-outside-kept-context"
+    return None
+
+
+def _label_target(example, row: dict, candidates: dict[str, list[int]]) -> tuple[int, list[int]]:
+    """(position of the label token in input_ids, candidate token ids) for labelled rows, else (-1, [])."""
+    ids = candidates.get(infer_task_type(row))
+    position = example.prompt_length
+    if ids and position < len(example.input_ids) and example.input_ids[position] in ids:
+        return position, ids
+    return -1, []
+
+
+def _tokenize_rows(
+    tokenizer, rows: list[dict], max_length: int, source: str, dropped: Counter, require_context: bool = True
+) -> list[dict]:
+    """Tokenize rows as training does; rows unfit to train on are counted in `dropped` by reason, not kept."""
+    candidates = label_candidate_ids(tokenizer)
     examples = []
     for index, row in enumerate(rows):
         example = tokenize_example(tokenizer, row["input"], row["instruction"], row["output"], max_length)
+        problem = _row_problem(row, example, tokenizer, require_context)
+        if problem:
+            dropped[f"{source}:{problem}"] += 1
+            logger.warning("%s: row %d not trained on (%s): %r", source, index, problem, row["instruction"][:80])
+            continue
         if all(label == IGNORE_INDEX for label in example.labels):
             raise LossMaskingError(f"{source}: row {index} has no answer token left to train on")
+        label_position, label_candidates = _label_target(example, row, candidates)
         examples.append(
             {"input_ids": example.input_ids, "labels": example.labels, "prompt_length": example.prompt_length,
-             "truncated": example.truncated, "task_type": infer_task_type(row), "row": index}
+             "truncated": example.truncated, "task_type": infer_task_type(row), "row": index,
+             "label_position": label_position, "label_candidates": label_candidates}
         )
     truncated = sum(e["truncated"] for e in examples)
     if truncated:
+        dropped[f"{source}:context-truncated (kept, answer inside)"] += truncated
         logger.warning("%s: %d of %d examples truncated to %d tokens", source, truncated, len(examples), max_length)
     return examples
+
+
+def label_candidate_ids(tokenizer) -> dict[str, list[int]]:
+    """First token id of each label word per labelled task type (qa_schema.LABEL_CHOICES)."""
+    table = {}
+    for task_type, words in LABEL_CHOICES.items():
+        ids = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"label words {words} of {task_type} share their first token")
+        table[task_type] = ids
+    return table
 
 
 def check_loss_masking(tokenizer, rows: list[dict], examples: list[dict]) -> dict[str, dict]:
@@ -93,56 +184,76 @@ def check_loss_masking(tokenizer, rows: list[dict], examples: list[dict]) -> dic
 
 
 def build_examples(
-    qa_train: list[dict], qa_validation: list[dict], base_model: str, params: dict
-) -> tuple[list[dict], list[dict]]:
-    """Tokenize the training set and a fixed validation subset; check the loss masking first."""
+    train_rows: list[dict], validation_rows: list[dict], base_model: str, params: dict
+) -> tuple[list[dict], list[dict], dict]:
+    """Tokenize the training and validation rows, drop (and count) rows unfit to train on, check the loss masking."""
     tokenizer = _tokenizer(base_model)
-    train_rows = sample_rows(qa_train, params["max_train_examples"], params["seed"])
-    validation_rows = sample_rows(qa_validation, params["validation_examples"], params["validation_seed"])
     if not train_rows:
         raise ValueError("qa_v3 (training set) is empty: nothing to train on")
     if not validation_rows:
-        raise ValueError("qa_v2 (validation set) is empty: cannot validate or early-stop")
-    train_examples = _tokenize_rows(tokenizer, train_rows, params["max_length"], "qa_v3")
-    validation_examples = _tokenize_rows(tokenizer, validation_rows, params["max_length"], "qa_v2")
-    check_loss_masking(tokenizer, train_rows, train_examples)
-    logger.info(
-        "%d training examples (%d tokens, %d supervised), %d validation examples",
-        len(train_examples), sum(len(e["input_ids"]) for e in train_examples),
-        sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in train_examples), len(validation_examples),
+        raise ValueError("the validation split of qa_v3 is empty: cannot validate or early-stop")
+    dropped: Counter = Counter()
+    train_examples = _tokenize_rows(
+        tokenizer, train_rows, params["max_length"], "train", dropped, params.get("require_context", True)
     )
-    return train_examples, validation_examples
+    validation_examples = _tokenize_rows(
+        tokenizer, validation_rows, params["max_length"], "validation", dropped, params.get("require_context", True)
+    )
+    check_loss_masking(tokenizer, train_rows, train_examples)
+    data_report = {
+        "train_examples": len(train_examples),
+        "validation_examples": len(validation_examples),
+        "train_tokens": sum(len(e["input_ids"]) for e in train_examples),
+        "train_supervised_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in train_examples),
+        "train_label_examples": sum(e["label_position"] >= 0 for e in train_examples),
+        "validation_label_examples": sum(e["label_position"] >= 0 for e in validation_examples),
+        "rows_not_trained_or_cut": dict(sorted(dropped.items())),
+    }
+    logger.info(
+        "%d training examples (%d tokens, %d supervised, %d with a label decision), %d validation examples; %s",
+        data_report["train_examples"], data_report["train_tokens"], data_report["train_supervised_tokens"],
+        data_report["train_label_examples"], data_report["validation_examples"], data_report["rows_not_trained_or_cut"] or "no row dropped",
+    )
+    return train_examples, validation_examples, data_report
 
 
 class TrainedAdapter:
-    """A LoRA adapter ready to save: peft's files plus training_params.json and base_model.json."""
+    """A LoRA adapter ready to save: peft's files, training_params.json, base_model.json, data_split.json."""
 
-    def __init__(self, model, training_params: dict, base_model_identity: dict):
+    def __init__(self, model, training_params: dict, base_model_identity: dict, data_split: dict | None = None):
         self.model = model
         self.training_params = training_params
         self.base_model_identity = base_model_identity
+        self.data_split = data_split or {}
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.model.save_pretrained(folder)
         (folder / "training_params.json").write_text(json.dumps(self.training_params, indent=2, default=str))
         (folder / "base_model.json").write_text(json.dumps(self.base_model_identity, indent=2))
+        (folder / "data_split.json").write_text(json.dumps(self.data_split, indent=2))
 
 
 def train_adapter(
-    train_examples: list[dict], validation_examples: list[dict], base_model: str, params: dict
+    train_examples: list[dict], validation_examples: list[dict], data_report: dict, split_report: dict,
+    base_model: str, params: dict,
 ) -> tuple[TrainedAdapter, dict]:
-    """QLoRA-fine-tune the base model; return the best adapter and the run's metrics."""
+    """Fine-tune the base model (QLoRA or LoRA, by `params`); return the best adapter and the run's metrics."""
     recipe = LoRAFinetuneRecipe(base_model, params, train_examples, validation_examples)
     recipe.setup()
     result = recipe.train()
-    metrics = {**result.metrics, "history": result.history}
-    adapter = TrainedAdapter(result.model, params, model_identity(base_model))
+    split_counts = {k: v for k, v in split_report.items() if not k.endswith("_groups")}
+    metrics = {**result.metrics, "data": data_report, "split": split_counts, "history": result.history}
+    recorded = {**params, "resolved_compute_dtype": recipe.compute_dtype,
+                "prompt_template_version": PROMPT_TEMPLATE_VERSION}
+    adapter = TrainedAdapter(result.model, recorded, model_identity(base_model), split_report)
     recipe.cleanup()
     logger.info(
-        "Validation loss %.4f → %.4f (best at step %d) in %.0f s, %.1f tokens/s",
-        metrics["base_val_loss"], metrics["best_val_loss"], metrics["best_step"],
-        metrics["duration_s"], metrics["tokens_per_s"],
+        "Validation loss %.4f → %.4f, label accuracy %s → %s (best at step %d) in %.0f s, %.1f tokens/s; "
+        "label accuracy on training rows %s",
+        metrics["base_val_loss"], metrics["best_val_loss"], metrics.get("base_val_label_accuracy"),
+        metrics.get("best_val_label_accuracy"), metrics["best_step"], metrics["duration_s"],
+        metrics["tokens_per_s"], metrics.get("train_label_accuracy"),
     )
     return adapter, metrics
 
@@ -179,10 +290,13 @@ def merge_params(base: dict, *overrides: dict) -> dict:
 
 
 def build_sweep_examples(
-    qa_train: list[dict], qa_validation: list[dict], base_model: str, train_params: dict, sweep_params: dict
+    qa_train: list[dict], base_model: str, train_params: dict, sweep_params: dict
 ) -> tuple[list[dict], list[dict]]:
-    """The sweep's examples: `build_examples` with the sweep-wide overrides (e.g. fewer examples)."""
-    return build_examples(qa_train, qa_validation, base_model, merge_params(train_params, sweep_params["common"]))
+    """The sweep's examples: the train split and `build_examples` with the sweep-wide overrides."""
+    params = merge_params(train_params, sweep_params["common"])
+    train_rows, validation_rows, _, _ = split_training_data(qa_train, params)
+    train_examples, validation_examples, _ = build_examples(train_rows, validation_rows, base_model, params)
+    return train_examples, validation_examples
 
 
 def run_sweep_experiment(

@@ -1,9 +1,11 @@
-"""The train pipeline (qa_v3 + qa_v2 → adapter, train_metrics, learning_curves) and the Table 3 sweep."""
+"""The train pipeline (qa_v3 → chunk-disjoint train/validation split → adapter, train_metrics,
+learning_curves) and the Table 3 sweep. The test set (qa_v2) is never read here."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import (
     build_examples,
+    split_training_data,
     build_sweep_examples,
     build_sweep_table,
     plot_learning_curves,
@@ -19,14 +21,21 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
+                split_training_data,
+                ["qa_v3", "params:train"],
+                ["train_rows", "validation_rows", "qa_heldout", "data_split"],
+                name="split_training_data",
+            ),
+            node(
                 build_examples,
-                ["qa_v3", "qa_v2", "base_model", "params:train"],
-                ["train_examples", "validation_examples"],
+                ["train_rows", "validation_rows", "base_model", "params:train"],
+                ["train_examples", "validation_examples", "train_data_report"],
                 name="build_examples",
             ),
             node(
                 train_adapter,
-                ["train_examples", "validation_examples", "base_model", "params:train"],
+                ["train_examples", "validation_examples", "train_data_report", "data_split", "base_model",
+                 "params:train"],
                 ["adapter", "train_metrics"],
                 name="train_adapter",
             ),
@@ -56,7 +65,7 @@ def create_sweep_pipeline(experiments: tuple[str, ...] = TABLE3_EXPERIMENTS, **k
         [
             node(
                 build_sweep_examples,
-                ["qa_v3", "qa_v2", "base_model", "params:train", "params:sweep"],
+                ["qa_v3", "base_model", "params:train", "params:sweep"],
                 ["sweep_train_examples", "sweep_validation_examples"],
                 name="build_sweep_examples",
             )

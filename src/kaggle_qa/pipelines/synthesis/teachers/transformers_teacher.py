@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from kaggle_qa.modeling import load_model, load_tokenizer, model_identity, resolve_model_path
 
-from .openai_teacher import SYSTEM_PROMPT, ReplyCache, TeacherStats, request_key
+from .base import SYSTEM_PROMPT, ReplyCache, TeacherStats, request_key, system_messages
 
 
 def json_object_text(text: str) -> str:
@@ -38,7 +38,7 @@ class TransformersTeacher:
         return [self.complete(prompt) for prompt in tqdm(prompts, desc="local teacher", unit="prompt")]
 
     def complete(self, prompt: str) -> dict:
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+        messages = system_messages(prompt)
         model = f"{self.identity['name']}@{self.identity['config_sha256']}"
         key = request_key(model, messages, self.sampling)
         cached = self.cache.get(key)

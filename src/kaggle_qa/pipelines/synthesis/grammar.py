@@ -1,0 +1,260 @@
+"""English for the offline teacher: docs lines as plain sentences, second person turned into
+the asker's first person, verb forms, negation, and the corpus vocabulary (casing, numbers,
+swappable terms). No task or recipe logic lives here."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from kaggle_qa.text import split_sentences
+
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“‘(])")
+WORD = re.compile(r"[A-Za-z][A-Za-z’'\-]*")
+NUMBER_WORDS = (
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
+    "fifty hundred thousand million"
+).split()
+NUMBER = re.compile(  # group 1: digits (not part of a version, path or id), group 2: a number word
+    r"(?<![\w./-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w./]|-\w)|\b(" + "|".join(NUMBER_WORDS) + r")\b"
+)
+PRONOUN_START = re.compile(r"^(It|This|That|These|Those|They|There|Here|He|She|We|Such|Both|Each of these)\b")
+CLAUSE_START = re.compile(
+    r"^(If|When|Once|To|For|In|After|Before|While|Although|Though|As|Because|Since|With|By|On|At|"
+    r"From|Note|Also|However|Then|Otherwise|Unless|Instead|Additionally|Alternatively|Finally|Similarly)\b"
+)
+# Negation edits: the earliest match in the sentence is flipped (longer patterns first).
+NEGATIONS = (
+    (r"\bcannot\b", "can"),
+    (r"\bcan't\b", "can"),
+    (r"\bcan not\b", "can"),
+    (r"\bis not\b", "is"),
+    (r"\bisn't\b", "is"),
+    (r"\bare not\b", "are"),
+    (r"\baren't\b", "are"),
+    (r"\bwill not\b", "will"),
+    (r"\bwon't\b", "will"),
+    (r"\bdoes not\b", "does"),
+    (r"\bdo not\b", "do"),
+    (r"\bdon't\b", "do"),
+    (r"\bshould not\b", "should"),
+    (r"\bnever\b", "always"),
+    (r"\balways\b", "never"),
+    (r"\bcan\b", "cannot"),
+    (r"\bis\b", "is not"),
+    (r"\bare\b", "are not"),
+    (r"\bwill\b", "will not"),
+    (r"\bshould\b", "should not"),
+)
+AUX_QUESTION = re.compile(
+    r"^(?P<subj>[A-Z][^,;:()]{1,70}?) (?P<aux>can|cannot|can't|is|isn't|are|aren't|will|won't|should|"
+    r"does|do|has|have)(?P<neg> not)?\b (?P<rest>[^?]+)\.$"
+)
+TO_GOAL = re.compile(r"^To (?P<goal>[a-z][^,]{5,90}), (?P<rest>.{10,})$")
+IF_COND = re.compile(r"^If (?P<cond>(?:you|your)\b[^,]{5,90}), (?P<rest>.{10,})$")
+IMPERATIVE = re.compile(
+    r"^(you should|you can|you need|you must|you will need|please|make sure|go|click|ensure|try|check|"
+    r"use|contact|visit|navigate|see|run|select|open|reach out|consider)\b",
+    re.I,
+)
+DEFINITION = re.compile(
+    r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?) (?P<be>is|are) (?P<rest>(?:a|an|the|one of|"
+    r"designed|used|intended|meant)\b.+)$"
+)
+CAPABILITY = re.compile(
+    r"^(?P<subj>(?:The |A |An |Your )?[A-Z][\w\-’' ]{1,50}?) (?P<verb>allows?|lets?|enables?|helps?|"
+    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?)\b (?P<rest>.+)$"
+)
+YOU_CAN = re.compile(
+    r"^You can (?P<act>[a-z][^,]{5,80}?) (?P<how>by|using|with|via|through|from|in|on|at) (?P<rest>.+)$"
+)
+ONCE = re.compile(r"^(?P<when>Once|After|When) (?P<cond>[^,]{5,90}), (?P<rest>.{10,})$")
+NEED_TO = re.compile(
+    r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) "
+    r"(?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$"
+)
+WHO_CAN = re.compile(
+    r"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|Kagglers|"
+    r"[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|[Cc]ollaborators|[Aa]dmins?|[Oo]wners?)) "
+    r"(?P<modal>can|may) (?P<act>[^,]{5,90})\.$"
+)
+HOW_MANY = re.compile(
+    r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) "
+    r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
+)
+BECAUSE = re.compile(r"^(?P<main>[A-Z][^,]{10,120}?),? (?:because|since) (?P<reason>.{8,})\.$")
+TRAILING_ADVERB = re.compile(
+    r"\s+(either|also|easily|simply|directly|quickly|only|even|all|now|here|currently|still|always|often|usually|"
+    r"typically|already)$"
+)
+IMPERATIVE_START = re.compile(
+    r"^(Then,? )?(Click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
+    r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
+    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b"
+)
+FUNCTION_WORDS = set(
+    "the a an this that these those it its if when once to for in after before while although though as because "
+    "since with by on at from also however then otherwise unless instead additionally alternatively finally "
+    "similarly some most many each every all any both there here you your we our they their another other "
+    "beyond within without during until upon under over into onto again just even only not no yes what which who "
+    "how where why my".split()
+)
+LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
+COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
+LEAD_IN = re.compile(
+    r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition|In general|In most cases|"
+    r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
+)
+NAMED_ITEM = re.compile(r"^(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
+USE_TO = re.compile(r"^Use (?P<tool>.{3,90}?) to (?P<goal>[a-z][^,]{5,80})\.$")
+WHERE = re.compile(
+    r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?),? (?:is|are) (?:accessible|available|located|found) "
+    r"(?:from|in|on|at|through|via) "
+)
+RECOMMEND = re.compile(
+    r"^We (?:strongly )?recommend (?P<what>.+?) (?P<when>before|when|if|for) (?P<cond>[^,]{5,80})\.$"
+)
+OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
+SUBJECT_BAN = re.compile(
+    r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
+    r"must|may|might|should|would|could|need|needs|will|can|cannot|is|are|was|were|be|been|to|do|does|did|not)\b",
+    re.I,
+)
+
+
+def tidy(text: str) -> str:
+    """Collapse whitespace and the space the docs sometimes leave before punctuation."""
+    text = text.replace("\ufe0f", "").replace("\u200b", "")
+    return re.sub(r"\s+([?.!,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
+
+
+def as_sentence(line: str) -> str:
+    """A docs line as a plain sentence: link targets dropped ("Kaggle Learn (https://…)" →
+    "Kaggle Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
+    line = tidy(LINK_TARGET.sub("", line))
+    match = COMMAND_ITEM.match(line)
+    if match:
+        verb = match["verb"]
+        if verb.endswith("y"):
+            verb = verb[:-1] + "ies"
+        else:
+            verb += "es" if re.search(r"(s|sh|ch|x)$", verb) else "s"
+        return f"{match['command']} {verb}{match['rest']}."
+    return line
+
+
+def n_words(text: str) -> int:
+    return len(text.split())
+
+
+def base_form(verb: str) -> str:
+    """Base form of a third-person verb ("provides" → "provide", "has" → "have")."""
+    irregular = {"has": "have", "does": "do", "is": "be", "goes": "go"}
+    if verb in irregular:
+        return irregular[verb]
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if re.search(r"(ss|ch|sh|x|z)es$", verb):
+        return verb[:-2]
+    return verb[:-1] if verb.endswith("s") and not verb.endswith("ss") else verb
+
+
+def to_first_person(text: str) -> str:
+    """Rewrite the docs' "you" as the asker's "I/me" ("your team" → "my team")."""
+    text = re.sub(r"\byourself\b", "myself", text)
+    text = re.sub(r"\byours\b", "mine", text)
+    text = re.sub(r"\byour\b", "my", text)
+    text = re.sub(r"\bYour\b", "My", text)
+    text = re.sub(
+        r"\b(to|for|with|by|from|give|gives|let|lets|allow|allows|help|helps|show|shows|ask|tell|send|invite|of|"
+        r"about|at|on|than|like|notify|email|remind) you\b",
+        r"\1 me",
+        text,
+    )
+    text = re.sub(r"\byou\b", "I", text)
+    return re.sub(r"\bI are\b", "I am", re.sub(r"\bI’re\b|\bI're\b", "I am", text))
+
+
+@dataclass
+class Vocabulary:
+    """What the whole docs corpus says about casing, numbers and swappable entities."""
+
+    lower_counts: Counter
+    upper_counts: Counter
+    numbers: list[str]
+    number_words: list[str]
+    swap_groups: list[list[str]]
+
+    @classmethod
+    def from_chunks(cls, chunks: list[dict], swap_groups: list[list[str]]) -> Vocabulary:
+        lower, upper, numbers, words = Counter(), Counter(), set(), set()
+        corpus = "\n".join(chunk["text"] for chunk in chunks)
+        for sentence in split_sentences(corpus):
+            for position, word in enumerate(WORD.findall(sentence)):
+                if word[0].islower():
+                    lower[word] += 1
+                elif position > 0:
+                    upper[word.lower()] += 1
+            for match in NUMBER.finditer(sentence):
+                (numbers if match.group(1) else words).add(match.group(0))
+        groups = [[term for term in group if re.search(rf"\b{re.escape(term)}\b", corpus)] for group in swap_groups]
+        return cls(lower, upper, sorted(numbers), sorted(words), [g for g in groups if len(g) > 1])
+
+    def lower_first(self, text: str) -> str:
+        """Lower-case the first word unless the docs write it capitalised (a name, an acronym)."""
+        match = WORD.match(text)
+        if not match:
+            return text
+        word = match.group(0)
+        if word.isupper() and len(word) > 1:
+            return text
+        if word.lower() not in FUNCTION_WORDS and (
+            word == "I" or self.upper_counts[word.lower()] > self.lower_counts[word.lower()]
+        ):
+            return text
+        return word.lower() + text[len(word) :]
+
+    def lower_title(self, heading: str) -> str:
+        """A Title Case heading as running text ("Tags and Tag Pages" → "tags and tag pages")."""
+        return " ".join(self.lower_first(word) for word in heading.split())
+
+
+def negate(sentence: str) -> str | None:
+    """The sentence with its earliest negation flipped ("can" → "cannot", "is not" → "is"), or None."""
+    best = None
+    for pattern, replacement in NEGATIONS:
+        match = re.search(pattern, sentence)
+        if match and (best is None or match.start() < best[0].start()):
+            best = (match, replacement)
+    if best is None:
+        return None
+    match, replacement = best
+    return sentence[: match.start()] + replacement + sentence[match.end() :]
+
+
+_DANGLING_QUESTION = re.compile(
+    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the first type|"
+    r"the second type|the same)\b",
+    re.I,
+)
+_DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
+_PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants", "kagglers"}
+
+
+def question_problem(question: str) -> str | None:
+    """Why a question does not read like a user's, or None: a word with no antecedent ("this",
+    "it", "the first type"), or an auxiliary that disagrees with its subject ("What do restricted
+    email list?", "What does users see?")."""
+    if match := _DANGLING_QUESTION.search(question.replace("Is it true that", "")):
+        return f"dangling reference {match.group(0)!r}"
+    if match := _DO_QUESTION.match(question):
+        head = match["subject"].split()[-1].lower()
+        plural = head in _PLURAL_SUBJECTS or (head.endswith("s") and not head.endswith(("ss", "'s", "’s")))
+        if (match["aux"] == "do") != plural:
+            return f"agreement: {match['aux']!r} with {match['subject']!r}"
+        if match["verb"].endswith("s") and not match["verb"].endswith("ss"):
+            return f"agreement: {match['aux']!r} with the verb {match['verb']!r}"
+    return None

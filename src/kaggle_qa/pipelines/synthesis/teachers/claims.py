@@ -1,0 +1,212 @@
+"""Labelled claims for true/false, yes/no and NLI rows, made so that no surface cue tells the label.
+
+From each claim sentence of a chunk, candidates of both labels are made with the same surface
+operations, so that paraphrase marks, negation words, numbers and length occur on both sides:
+
+- true: paraphrases (clause reordering, a dropped lead-in, parenthesis, trailing example or
+  "which" clause, a lexical substitution from the docs' own vocabulary, "You can X" → "It is
+  possible to X"), two facts of the chunk combined, and a false number or antonym edit negated
+  (true again: "GPU sessions do not have a limit of 20 hours");
+- false: a negation flipped, a number swapped, an entity swapped, of the sentence or of one of
+  its paraphrases, and a true fact combined with a false one;
+- neutral (NLI): a fact of another chunk on a similar subject, alone or joined to a true fact.
+
+:func:`balanced` then keeps, in every cue cell (negation word, number, length band, band of
+ROUGE-L to the nearest context sentence), the same number of candidates of each label, so none
+of those cues tells the label; a claim is never the context's sentence word for word.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from kaggle_qa.text import numbers
+
+from ..audit import NEGATION, max_rouge_l
+from ..grammar import LEAD_IN, NUMBER, Vocabulary, n_words, negate, tidy
+from ..near_duplicates import rouge_tokens
+
+_REORDER_FRONT = re.compile(
+    r"^(?P<w>If|When|Once|After|Before|While|Unless|Because|Since) (?P<cond>[^,]{4,90}), (?P<main>.{8,})\.$"
+)
+_REORDER_BACK = re.compile(
+    r"^(?P<main>[A-Z][^,;:]{8,120}?) (?P<w>if|when|once|after|before|unless|because) (?P<cond>[^,;:]{4,90})\.$"
+)
+_TO_FRONT = re.compile(r"^To (?P<goal>[a-z][^,]{4,90}), (?P<main>[a-z].{8,})\.$", re.I)
+_PARENTHESIS = re.compile(r"\s*\([^()]{1,80}\)")
+_TRAILING_EXAMPLE = re.compile(r",? (?:such as|for example|e\.g\.,?|including|like) [^,.;]{3,80}(?=\.$)")
+_WHICH_CLAUSE = re.compile(r", (?:which|who) [^,]{3,80},")
+_YOU_CAN = re.compile(r"^You can (?P<rest>[a-z].{5,})$")
+_HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
+_DANGLING = re.compile(r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|the first type)\b", re.I)
+# Word pairs of the same meaning; a substitution is used only when the docs use the new word too.
+SYNONYMS = (
+    ("select", "choose"),
+    ("begin", "start"),
+    ("provides", "offers"),
+    ("receive", "get"),
+    ("modify", "change"),
+    ("displays", "shows"),
+    ("purchase", "buy"),
+    ("additional", "extra"),
+    ("required", "needed"),
+    ("approximately", "about"),
+    ("allows", "lets"),
+    ("assist", "help"),
+    ("large", "big"),
+    ("quickly", "fast"),
+    ("must", "have to"),
+    ("enables", "allows"),
+    ("view", "see"),
+    ("locate", "find"),
+    ("obtain", "get"),
+    ("attempt", "try"),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement about a chunk, its truth (None: the chunk neither says nor denies it), how it
+    was made, and the chunk's sentence(s) that decide it (the answer's evidence)."""
+
+    text: str
+    truth: bool | None
+    kind: str
+    evidence: str
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _lower(vocab: Vocabulary, text: str) -> str:
+    return vocab.lower_first(text)
+
+
+def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
+    """(text, operation) for every meaning-preserving rewrite that applies, the sentence excluded."""
+    found = []
+    if match := _REORDER_FRONT.match(sentence):
+        found.append((f"{_capital(match['main'])} {match['w'].lower()} {match['cond']}.", "reorder"))
+    elif match := _REORDER_BACK.match(sentence):
+        found.append((f"{match['w'].capitalize()} {match['cond']}, {_lower(vocab, match['main'])}.", "reorder"))
+    if (match := _TO_FRONT.match(sentence)) and not match["main"].lower().startswith(("you ", "we ")):
+        found.append((f"{_capital(match['main'])} to {match['goal']}.", "reorder"))
+    if LEAD_IN.match(sentence):
+        found.append((_capital(LEAD_IN.sub("", sentence)), "drop_lead_in"))
+    for pattern, operation in (
+        (_PARENTHESIS, "drop_parenthesis"),
+        (_TRAILING_EXAMPLE, "drop_example"),
+        (_WHICH_CLAUSE, "drop_clause"),
+    ):
+        shorter = tidy(pattern.sub("", sentence, count=1))
+        if shorter != sentence and n_words(shorter) >= 5:
+            found.append((shorter, operation))
+    if match := _YOU_CAN.match(sentence):
+        found.append((f"It is possible to {match['rest']}", "rephrase"))
+    for old, new in SYNONYMS:
+        for a, b in ((old, new), (new, old)):
+            if re.search(rf"\b{a}\b", sentence) and vocab.lower_counts[b.split()[0]] > 0:
+                found.append((re.sub(rf"\b{a}\b", b, sentence, count=1), "synonym"))
+                break
+    unique = {}
+    for text, operation in found:
+        text = tidy(text)
+        if text != sentence and text.endswith(".") and text not in unique:
+            unique[text] = operation
+    return list(unique.items())
+
+
+def false_edits(sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random) -> list[tuple[str, str]]:
+    """(text, edit) for every meaning-changing edit that applies: a flipped negation, a swapped
+    number (not a hedged one: "up to 200 GB" also holds for 100), a swapped entity or antonym."""
+    edits = []
+    number = NUMBER.search(sentence)
+    if number and not _HEDGED_NUMBER.search(sentence[: number.start()]):
+        pool = vocab.numbers if number.group(1) else vocab.number_words
+        others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
+        if others:
+            edits.append((sentence[: number.start()] + rng.choice(others) + sentence[number.end() :], "number_swap"))
+    for group in [*antonyms, *vocab.swap_groups]:
+        match = next((m for t in group if (m := re.search(rf"\b{re.escape(t)}\b", sentence))), None)
+        others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
+        if match and others:  # never a term the sentence already has ("R or R")
+            kind = "antonym_swap" if group in antonyms else "entity_swap"
+            edits.append((sentence[: match.start()] + rng.choice(others) + sentence[match.end() :], kind))
+            break
+    if negated := negate(sentence):
+        edits.append((negated, "negation"))
+    return edits
+
+
+def _combine(vocab: Vocabulary, first: str, second: str) -> str:
+    return f"{first.rstrip('.')}, and {_lower(vocab, second)}"
+
+
+def chunk_claims(
+    statements: list[str], others: list[str], vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random
+) -> list[Claim]:
+    """Every candidate claim about one chunk, from its claim sentences (`statements`) and
+    sentences of other chunks on a similar subject (`others`, for neutral claims)."""
+    claims = []
+    for sentence in statements:
+        variants = [(sentence, "original"), *paraphrases(sentence, vocab)]
+        for text, operation in variants[1:]:
+            claims.append(Claim(text, True, f"paraphrase:{operation}", sentence))
+        for base, operation in variants:
+            for edited, edit in false_edits(base, vocab, antonyms, rng):
+                suffix = "" if operation == "original" else f"+{operation}"
+                claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
+                negatable = edit in ("number_swap", "antonym_swap") and not NEGATION.search(edited)
+                if negatable and (double := negate(edited)) and double != base:
+                    claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
+    for first, second in zip(statements, statements[1:]):
+        if n_words(first) + n_words(second) <= 40:
+            claims.append(Claim(_combine(vocab, first, second), True, "combined", f"{first} {second}"))
+            edits = false_edits(second, vocab, antonyms, rng)
+            if edits:
+                edited, edit = rng.choice(edits)
+                claims.append(Claim(_combine(vocab, first, edited), False, f"combined+{edit}", f"{first} {second}"))
+    for other in others:
+        claims.append(Claim(other, None, "other_chunk", statements[0] if statements else other))
+        if statements:
+            sentence = rng.choice(statements)
+            if n_words(sentence) + n_words(other) <= 40:
+                claims.append(Claim(_combine(vocab, sentence, other), None, "combined+other_chunk", sentence))
+    return [claim for claim in claims if not _DANGLING.search(claim.text)]
+
+
+def similar_sentences(chunk_text: str, pool: list[tuple[str, str]], chunk_url: str, k: int) -> list[str]:
+    """The `k` sentences of other pages that share the most content words with this chunk."""
+    words = set(rouge_tokens(chunk_text))
+    scored = sorted(
+        ((len(words & set(rouge_tokens(sentence))), sentence) for url, sentence in pool if url != chunk_url),
+        key=lambda item: -item[0],
+    )
+    return [sentence for score, sentence in scored[:k] if score >= 2]
+
+
+def cue_cell(text: str, context: str) -> tuple:
+    """The cues a no-reading model could use: word for word in the context, negation word,
+    number, length band, ROUGE-L band (the audit's baselines, see ..audit)."""
+    length = n_words(text)
+    band = next(i for i, bound in enumerate((9, 13, 17, 22, 28, 10**6)) if length < bound)
+    verbatim = " ".join(rouge_tokens(text)) in " ".join(rouge_tokens(context))
+    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 10))
+
+
+def balanced(items: list[tuple], labels: tuple[str, ...], rng: random.Random) -> list[tuple]:
+    """Groups of items (label, cell, payload), one item of each label from the same cue cell,
+    in a seeded random order: any prefix of the groups is label-balanced in every cell."""
+    cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for item in items:
+        cells[item[1]][item[0]].append(item)
+    groups = []
+    for cell in sorted(cells, key=repr):
+        shuffled = {label: rng.sample(cells[cell][label], len(cells[cell][label])) for label in labels}
+        groups += list(zip(*(shuffled[label] for label in labels)))
+    rng.shuffle(groups)
+    return groups

@@ -1,0 +1,397 @@
+"""The offline teacher: question-answer pairs from a chunk alone, deterministic under a seed.
+
+Every answer is built from the chunk's own sentences, so it is supported by the input:
+- extractive QA: a question a reader would ask of one sentence ("To X, Y." → "How do I X?",
+  "X is a Y." → "What is X?", an FAQ question followed by its answer, the section's topic);
+  the answer is the sentence itself, copied.
+- true/false, yes/no and NLI: true statements are sentences of the chunk; false ones are
+  meaning-changing edits, labelled in the row's ``edit`` key: a negation, or a number or
+  entity swapped for another that occurs elsewhere in the docs. The answer states the label,
+  then the chunk's true sentence.
+Task types follow the recipe's mix by always serving the type furthest below its share.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import defaultdict
+
+from tqdm.auto import tqdm
+
+from ..grammar import (
+    AUX_QUESTION,
+    BECAUSE,
+    CAPABILITY,
+    CLAUSE_START,
+    DEFINITION,
+    HOW_MANY,
+    IF_COND,
+    IMPERATIVE,
+    IMPERATIVE_START,
+    LEAD_IN,
+    NAMED_ITEM,
+    NEED_TO,
+    OBJECTS,
+    ONCE,
+    PRONOUN_START,
+    RECOMMEND,
+    SUBJECT_BAN,
+    TO_GOAL,
+    TRAILING_ADVERB,
+    USE_TO,
+    Vocabulary,
+    WHERE,
+    WHO_CAN,
+    WORD,
+    YOU_CAN,
+    as_sentence,
+    question_problem,
+    base_form,
+    n_words,
+    split_sentences,
+    tidy,
+    to_first_person,
+)
+from ..audit import LABELS
+from ..near_duplicates import RougeIndex
+from .claims import Claim, balanced, chunk_claims, cue_cell, similar_sentences
+
+logger = logging.getLogger(__name__)
+
+
+class OfflineTeacher:
+    """Builds QA rows for one version's recipe from chunks; no network, seeded."""
+
+    def __init__(self, all_chunks: list[dict], offline_params: dict, seed: int):
+        self.params = offline_params
+        self.seed = seed
+        self.vocab = Vocabulary.from_chunks(all_chunks, offline_params["swap_groups"])
+        self.distractors = [
+            (chunk["url"], sentence)
+            for chunk in all_chunks
+            for sentence in map(as_sentence, split_sentences(chunk["text"]))
+            if self._is_statement(sentence)
+        ]
+        self._asked = RougeIndex(offline_params["avoid_similar_questions_rouge_l"])
+
+    def _pick(self, templates: list[str], rng: random.Random, **fields: str) -> str:
+        """A template filled in, preferring a wording unlike the questions asked so far (a varied
+        dataset, and fewer rows lost to the near-duplicate filter)."""
+        options = [template.format(**fields) for template in rng.sample(templates, len(templates))]
+        return next((option for option in options if not self._asked.is_near_duplicate(option)[0]), options[0])
+
+    # ---------------------------------------------------------------- sentences and edits
+    def _is_statement(self, sentence: str) -> bool:
+        bounds = self.params["statement_words"]
+        return (
+            sentence.endswith(".")
+            and (sentence[0].isupper() or sentence[0] in '`“"')
+            and bounds["min"] <= n_words(sentence) <= bounds["max"]
+            and "http" not in sentence
+            and "<" not in sentence
+            and not sentence.rstrip(".").endswith(":")
+            and not any(phrase in sentence.lower() for phrase in self.params["vague_phrases"])
+        )
+
+    def _is_claim(self, sentence: str) -> bool:
+        """A statement that can be true or false (not an instruction to the reader, nor an
+        example that only makes sense next to what it illustrates)."""
+        return (
+            self._is_statement(sentence)
+            and not IMPERATIVE_START.match(sentence)
+            and not re.match(r"(For example|For instance|E\.g\.)", sentence)
+        )
+
+    # ---------------------------------------------------------------- question forms
+    def _subject(self, subject: str) -> str | None:
+        subject = TRAILING_ADVERB.sub("", subject)
+        if SUBJECT_BAN.search(subject):
+            return None
+        if any(p.match(subject) for p in (PRONOUN_START, CLAUSE_START, IMPERATIVE_START)):
+            return None
+        if n_words(subject) > self.params["max_subject_words"]:
+            return None
+        if subject in ("You", "Your"):
+            return {"You": "I", "Your": "my"}[subject]
+        return self.vocab.lower_first(to_first_person(subject))
+
+    def yes_no_question(self, sentence: str) -> tuple[str, bool] | None:
+        """("Can I …?", answer_is_yes) by moving the auxiliary verb to the front."""
+        match = AUX_QUESTION.match(sentence)
+        if (
+            not match
+            or n_words(sentence) > self.params["max_yes_no_words"]
+            or re.search(r"[:;]|, (and|whereas|but) ", sentence)
+        ):
+            return None
+        subject = self._subject(match["subj"])
+        if subject is None:
+            return None
+        aux, rest = match["aux"], to_first_person(match["rest"])
+        negative = bool(match["neg"]) or aux in ("cannot", "can't", "isn't", "aren't", "won't")
+        aux = {"cannot": "can", "can't": "can", "isn't": "is", "aren't": "are", "won't": "will"}.get(aux, aux)
+        if aux in ("has", "have") and not negative and not re.match(r"(been|already|not)\b", rest):
+            aux, rest = ("does" if aux == "has" else "do"), f"have {rest}"
+        if subject == "I" and aux == "are":
+            aux = "am"
+        return f"{aux.capitalize()} {subject} {rest}?", not negative
+
+    def extractive_questions(self, sentence: str, rng: random.Random) -> list[str]:
+        """Natural questions whose answer is this sentence: a pattern's, then one about its subject
+        (both asked of the main clause, after a lead-in such as "However, ")."""
+        clause = LEAD_IN.sub("", sentence)
+        clause = clause[0].upper() + clause[1:]
+        questions = []
+        for question in (self._wh_question(clause, rng), self._subject_question(clause, rng)):
+            if question and question.count("(") == question.count(")"):
+                question = tidy(TRAILING_ADVERB.sub("", question[:-1]) + "?") if question.endswith("?") else question
+                if question not in questions:
+                    questions.append(question)
+        return questions
+
+    def _wh_question(self, sentence: str, rng: random.Random) -> str | None:
+        if match := TO_GOAL.match(sentence) or USE_TO.match(sentence):
+            return f"How do I {to_first_person(match['goal'])}?"
+        if match := NAMED_ITEM.match(sentence):
+            name = match["name"]
+            return f"What {'are' if name.endswith('s') else 'is'} {name}?"
+        if (match := WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
+            return f"Where can I find {subject}?"
+        if match := RECOMMEND.match(sentence):
+            return f"What does Kaggle recommend {match['when']} {to_first_person(match['cond'])}?"
+        if match := IF_COND.match(sentence):
+            lead = "What should I do if" if IMPERATIVE.match(match["rest"]) else "What happens if"
+            return f"{lead} {to_first_person(match['cond'])}?"
+        if match := ONCE.match(sentence):
+            return f"What happens {match['when'].lower()} {to_first_person(match['cond'])}?"
+        if match := NEED_TO.match(sentence):
+            return f"What do I need to do {match['purpose']} {to_first_person(match['goal'])}?"
+        if match := YOU_CAN.match(sentence):
+            lead = "How can I" if match["how"] in ("by", "using", "with", "via", "through") else "Where can I"
+            act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
+            return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
+        if match := WHO_CAN.match(sentence):
+            return f"Who {match['modal']} {to_first_person(match['act'])}?"
+        if match := HOW_MANY.match(sentence):
+            return f"How many {match['what']} are there?"
+        if (match := BECAUSE.match(sentence)) and (inverted := self.yes_no_question(match["main"] + ".")):
+            return f"Why {self.vocab.lower_first(inverted[0])}"
+        if question := self._pattern_question(sentence, rng):
+            return question
+        if match := DEFINITION.match(sentence):
+            subject = self._subject(match["subj"])
+            if subject:
+                purpose = re.match(r"(designed|used|intended|meant) (to|for)\b", match["rest"])
+                if purpose:
+                    tail = "to do" if purpose[2] == "to" else "for"
+                    return f"What {match['be']} {subject} {purpose[1]} {tail}?"
+                templates = ["What {be} {subject}?", "Can you explain what {subject} {be}?"]
+                return self._pick(templates, rng, be=match["be"], subject=subject)
+        return None
+
+    def _subject_question(self, sentence: str, rng: random.Random) -> str | None:
+        """Fallback: ask about the sentence's subject ("What should I know about the docstring?")."""
+        match = AUX_QUESTION.match(sentence) or CAPABILITY.match(sentence)
+        subject = self._subject(match["subj"]) if match else None
+        if subject is None or subject in ("I", "my") or n_words(subject) < 2:
+            return None
+        return self._pick(self.params["subject_templates"], rng, subject=subject)
+
+    def _pattern_question(self, sentence: str, rng: random.Random) -> str | None:
+        if match := CAPABILITY.match(sentence):
+            subject = self._subject(match["subj"])
+            if subject:
+                verb = match["verb"]
+                do = "does" if verb.endswith("s") and subject not in ("I",) else "do"
+                lemma = base_form(verb) if verb.endswith("s") else verb
+                first = match["rest"].split()[0].lower()
+                if lemma in ("allow", "let", "enable", "help") and first in OBJECTS:
+                    who = "me" if first == "you" else first
+                    to = " to" if lemma in ("allow", "enable") else ""
+                    return f"What {do} {subject} {lemma} {who}{to} do?"
+                if lemma not in ("allow", "let", "enable", "help"):
+                    return f"What {do} {subject} {lemma}?"
+        return None
+
+    def topic_question(self, chunk: dict, rng: random.Random) -> str | None:
+        """A question about the chunk's section, asked the way a newcomer would."""
+        if not chunk.get("heading_path"):
+            return None
+        heading = tidy(chunk["heading_path"][-1])
+        if heading.endswith("?"):
+            return heading
+        topic = self.vocab.lower_title(heading)
+        if n_words(topic) < 2:
+            return None
+        if IMPERATIVE_START.match(heading):
+            return f"How do I {to_first_person(topic)}?"
+        if topic.split()[0].endswith("ing"):
+            return self._pick(self.params["activity_templates"], rng, topic=topic)
+        return self._pick(self.params["topic_templates"], rng, topic=topic)
+
+    @staticmethod
+    def topic_answer(chunk: dict, statements: list[str]) -> str | None:
+        """The chunk's first statement that names the section's topic (a word of its heading)."""
+        if not chunk.get("heading_path"):
+            return None
+        stems = {w.lower()[:5] for w in WORD.findall(chunk["heading_path"][-1]) if len(w) >= 4}
+        for sentence in statements:
+            shared = stems & {w.lower()[:5] for w in WORD.findall(sentence)}
+            if len(shared) >= min(2, len(stems)) and shared and not PRONOUN_START.match(sentence):
+                return sentence
+        return None
+
+    # ---------------------------------------------------------------- rows
+    def generate(self, chunks: list[dict], recipe: dict, version: str) -> list[dict]:
+        """Rows for every chunk of one version: every extractive question the chunks give, then
+        labelled rows (true/false, yes/no, NLI) drawn cue-balanced from every chunk's claims, as
+        many as the recipe's task mix and ``min_rows`` ask for."""
+        mix = {task: share for task, share in recipe["task_mix"].items() if share > 0}
+        self._asked = RougeIndex(self.params["avoid_similar_questions_rouge_l"])
+        extractive, pool = [], []
+        for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
+            rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
+            sentences = [as_sentence(s) for s in split_sentences(chunk["text"])]
+            if "extractive_qa" in mix:
+                extractive += self._extractive_rows(chunk, sentences, recipe, rng)
+            statements = [s for s in sentences if self._is_claim(s)]
+            others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
+            claims = chunk_claims(statements, others, self.vocab, self.params["antonym_groups"], rng)
+            pool += [(chunk, claim) for claim in claims]
+        quotas = self._quotas(len(extractive), mix, recipe)
+        rng = random.Random(f"{self.seed}:{version}:labelled")
+        return extractive + self._labelled_rows(pool, quotas, recipe, rng)
+
+    @staticmethod
+    def _quotas(n_extractive: int, mix: dict, recipe: dict) -> dict[str, int]:
+        """Rows wanted per labelled task: the mix's shares of a total that holds every extractive
+        row and at least ``min_rows`` rows (the labelled tasks fill what extractive rows cannot)."""
+        labelled = {task: share for task, share in mix.items() if task != "extractive_qa"}
+        extractive_share = mix.get("extractive_qa", 0)
+        total = max(n_extractive / extractive_share if extractive_share else 0, recipe.get("min_rows", 0))
+        rest = max(total - n_extractive, 0)
+        return {task: round(rest * share / sum(labelled.values())) for task, share in labelled.items()}
+
+    def _labelled_rows(self, pool: list, quotas: dict, recipe: dict, rng: random.Random) -> list[dict]:
+        """Cue-balanced rows per labelled task, scarcest task first; a claim serves one row."""
+        used: set[int] = set()
+        rows: list[dict] = []
+        seen = defaultdict(lambda: RougeIndex(self.params["avoid_similar_questions_rouge_l"]))
+        for task in sorted(quotas, key=lambda t: {"yes_no": 0, "nli": 1, "true_false": 2}[t]):
+            items = []
+            for index, (chunk, claim) in enumerate(pool):
+                if index in used or (built := self._item(task, chunk, claim, recipe)) is None:
+                    continue
+                label, text = built
+                items.append((label, cue_cell(text, chunk["text"]), index))
+            wanted, picked = max(quotas[task] // len(LABELS[task]), 0), []
+            for group in balanced(items, LABELS[task], rng):
+                if len(picked) == wanted:
+                    break
+                built = [self._labelled_row(task, label, *pool[index], recipe, rng) for label, _, index in group]
+                if any(seen[(task, row["label"])].is_near_duplicate(row["instruction"])[0] for row in built):
+                    continue  # the filters would drop it as a near-duplicate and unbalance the cell
+                for (_, _, index), row in zip(group, built):
+                    used.add(index)
+                    seen[(task, row["label"])].add(row["instruction"])
+                    self._asked.add(row["instruction"])
+                rows += built
+                picked.append(group)
+            n_rows = len(picked) * len(LABELS[task])
+            logger.info("%s: %d cue-balanced rows of %d wanted (%d candidates)", task, n_rows, quotas[task], len(items))
+        return rows
+
+    def _item(self, task: str, chunk: dict, claim: Claim, recipe: dict) -> tuple[str, str] | None:
+        """(label, the text a reader of the question sees) of a claim for a task, or None."""
+        if task == "nli":
+            label = {True: "entailment", False: "contradiction", None: "neutral"}[claim.truth]
+            return label, claim.text
+        if claim.truth is None:
+            return None
+        if task == "true_false":
+            return ("true" if claim.truth else "false"), claim.text
+        inverted = self.yes_no_question(claim.text)
+        if inverted is None:
+            return None
+        question, positive = inverted
+        return ("yes" if claim.truth == positive else "no"), question.rstrip("?")
+
+    def _labelled_row(self, task, label, chunk, claim, recipe, rng) -> dict:
+        if task == "true_false":
+            # A seeded draw, blind to what was asked before: avoiding the wording of the contrast
+            # pair's first row would give each label its own templates (a cue the audit catches).
+            instruction = rng.choice(self.params["true_false_templates"]).format(
+                statement=claim.text, statement_lower=self.vocab.lower_first(claim.text).rstrip(".")
+            )
+        elif task == "yes_no":
+            instruction = self.yes_no_question(claim.text)[0]
+        else:
+            instruction = rng.choice(self.params["nli_templates"]).format(hypothesis=claim.text)
+        return self._row(chunk, recipe, task, instruction, claim.evidence, rng, {"label": label, "edit": claim.kind})
+
+    def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random) -> list[dict]:
+        """Every natural question of one chunk whose answer it holds: an FAQ's own question, the
+        section's topic, and questions about single sentences (answered with the sentence and the
+        sentences after it that lean on it: "It …", "This …")."""
+        rows: list[dict] = []
+        asked: set[str] = set()
+
+        def emit(question: str, answer: str) -> None:
+            if question in asked or question_problem(question) or self._asked.is_near_duplicate(question)[0]:
+                return
+            asked.add(question)
+            self._asked.add(question)
+            rows.append(self._row(chunk, recipe, "extractive_qa", question, answer, rng, {}))
+
+        for question, answer in zip(sentences, sentences[1:]):
+            if question.endswith("?") and n_words(question) >= 4 and self._is_statement(answer):
+                emit(question, answer)
+        statements = [s for s in sentences if self._is_statement(s)]
+        topic_answer = self.topic_answer(chunk, statements)
+        if topic_answer and (question := self.topic_question(chunk, rng)):
+            emit(question, self._with_followers(topic_answer, sentences))
+        for sentence in rng.sample(statements, len(statements)):
+            for question in self.extractive_questions(sentence, rng)[: recipe["rows_per_sentence"]]:
+                emit(question, self._with_followers(sentence, sentences))
+        return rows
+
+    def _with_followers(self, sentence: str, sentences: list[str]) -> str:
+        """The sentence and the ones right after it that only make sense with it ("It …")."""
+        answer = [sentence]
+        for following in sentences[sentences.index(sentence) + 1 :]:
+            if not (PRONOUN_START.match(following) and self._is_statement(following)) or n_words(" ".join(answer)) > 45:
+                break
+            answer.append(following)
+        return " ".join(answer)
+
+    def _row(self, chunk, recipe, task, instruction, answer, rng, extra) -> dict:
+        output = self._output(recipe, task, extra.get("label"), answer)
+        if recipe["input_mode"] == "optional" and rng.random() < recipe["empty_input_share"]:
+            context = ""
+        elif recipe["input_mode"] == "optional":
+            context = answer
+        else:
+            context = chunk["text"]
+        return {
+            "input": context,
+            "instruction": instruction,
+            "output": output,
+            "task_type": task,
+            "chunk_id": chunk["chunk_id"],
+            "url": chunk["url"],
+            "teacher": "offline",
+        } | extra
+
+    def _output(self, recipe: dict, task: str, label: str | None, evidence: str) -> str:
+        """Extractive: the answer sentences; labelled: the label first ("True."), then (recipe
+        style "sentence") the chunk's sentence that decides it."""
+        if task == "extractive_qa":
+            return evidence
+        word = f"{label.capitalize()}."
+        if recipe["answer_style"] == "short":
+            return word
+        if label == "neutral":
+            return f"{word} {self.params['neutral_explanation']}"
+        return f"{word} {evidence}"

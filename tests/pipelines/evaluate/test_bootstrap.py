@@ -1,0 +1,91 @@
+"""Chunk bootstrap intervals and paired p-values, and the summary built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kaggle_qa.metrics.bootstrap import ChunkBootstrap, Pooled, Ratio
+from kaggle_qa.metrics.summary import chunk_key, summarize
+
+
+def test_resampling_chunks_keeps_correlated_rows_together():
+    # two chunks of 50 rows: one all right, one all wrong. Rows are not independent, so the
+    # interval must span what drawing either chunk twice gives (0 and 1); a row bootstrap
+    # would claim roughly 0.40-0.60.
+    chunks = ["a"] * 50 + ["b"] * 50
+    correct = Ratio([1.0] * 50 + [0.0] * 50, [1.0] * 100)
+    boot = ChunkBootstrap(chunks, resamples=2000, seed=0)
+    assert boot.point(correct) == 0.5
+    assert boot.interval(correct) == [0.0, 1.0]
+    replicates = boot.replicates(correct)
+    assert set(np.unique(replicates)) == {0.0, 0.5, 1.0}
+    assert np.mean(replicates == 0.5) == pytest.approx(0.5, abs=0.05)  # P(one of each) = 1/2
+
+
+def test_ratio_statistics_weight_by_tokens_and_skip_items_outside_the_subset():
+    boot = ChunkBootstrap(["a", "a", "b"], resamples=10, seed=1)
+    loss = Ratio([3.0, 1.0, 6.0], [1, 1, 3])  # token-weighted: 10 / 5
+    assert boot.point(loss) == 2.0
+    subset = Ratio([1.0, 0.0, 0.0], [1.0, 0.0, 0.0])  # accuracy over the first item only
+    assert boot.point(subset) == 1.0
+    empty = ChunkBootstrap(["a"], resamples=5).point(Ratio([1.0], [0.0]))
+    assert empty is None
+
+
+def test_pooled_statistic_sums_vectors_before_scoring():
+    boot = ChunkBootstrap(["a", "b"], resamples=50, seed=0)
+    stat = Pooled([[1, 2], [3, 2]], lambda summed: summed[0] / summed[1])  # (1+3)/(2+2)
+    assert boot.point(stat) == 1.0
+    assert boot.interval(stat) == [0.5, 1.5]
+
+
+def test_paired_p_value_small_for_a_consistent_gain_and_one_for_no_change():
+    chunks = [f"c{k}" for k in range(20) for _ in range(3)]
+    ones = [1.0] * 60
+    base = Ratio([0.0] * 60, ones)
+    tuned = Ratio([1.0 if i % 3 else 0.0 for i in range(60)], ones)  # 2/3 right in every chunk
+    boot = ChunkBootstrap(chunks, resamples=999, seed=0)
+    gain = boot.paired(base, tuned)
+    assert gain["delta"] == pytest.approx(2 / 3)
+    assert gain["ci"] == pytest.approx([2 / 3, 2 / 3])
+    assert gain["p_value"] == pytest.approx(2 / 1000)  # no replicate at or below 0: (0 + 1) / (999 + 1), two-sided
+    same = boot.paired(tuned, tuned)
+    assert same["delta"] == 0 and same["p_value"] == 1.0
+
+
+def test_summary_has_an_interval_for_every_metric_and_marks_significance():
+    rows, base, tuned = [], [], []
+    for k in range(12):
+        for j, (task, reference) in enumerate((("true_false", "True."), ("true_false", "False."), ("extractive_qa", "Teams merge."))):
+            rows.append({"task_type": task, "output": reference, "chunk": f"c{k}"})
+            record = dict(rouge1=0.1, rouge2=0.0, rougeL=0.1, semantic_similarity=0.2, bertscore_f1=0.3, answer_words=9,
+                          reference_words=2, length_ratio=4.5, support=0.5, grounded=0.0, label_only=0.0, invented_reference=0.0,
+                          hit_max_new_tokens=True, empty_answer=0.0, answer_nll=4.0, answer_tokens=2)
+            base.append({**record, "answer": "True, it is.", "first_word_correct": float(j == 0), "choice": "True",
+                         "choice_correct": float(j == 0)})
+            good = reference if j < 2 else "Teams merge."
+            tuned.append({**record, "answer": good, "rougeL": 0.9, "first_word_correct": float(j < 2), "choice": good.rstrip("."),
+                          "choice_correct": float(j < 2), "answer_nll": 1.0, "hit_max_new_tokens": False})
+    summary = summarize(rows, {"base": base, "fine_tuned": tuned}, choices={"true_false": ["True", "False"]},
+                        bootstrap={"resamples": 200, "seed": 0})
+    overall = summary["metrics"]["base"]["overall"]
+    assert overall["n"] == 36 and overall["chunks"] == 12 and overall["choice_items"] == 24
+    assert overall["first_word_accuracy"] == 0.5 and overall["majority_baseline"] == 0.5
+    assert overall["first_word_share_true"] == 1.0 and overall["loglikelihood_share_false"] == 0.0  # "always True" is visible
+    assert summary["metrics"]["fine_tuned"]["true_false"]["first_word_share_true"] == 0.5
+    assert overall["answer_loss"] == 2.0 and summary["metrics"]["fine_tuned"]["overall"]["answer_loss"] == 0.5
+    assert overall["bleu"] >= 0 and "bleu" in summary["intervals"]["base"]["overall"]
+    for name, value in overall.items():
+        if isinstance(value, float) and name not in ("n",):
+            assert name in summary["intervals"]["base"]["overall"], name
+    change = summary["changes"]["base→fine_tuned"]["overall"]
+    assert change["rougeL"]["delta"] == pytest.approx(0.8) and change["rougeL"]["significant"]
+    assert change["semantic_similarity"]["delta"] == 0 and not change["semantic_similarity"]["significant"]
+    assert change["loglikelihood_accuracy"]["significant"] and change["answer_loss"]["delta"] == -1.5
+    assert set(summary["metrics"]["base"]) == {"overall", "true_false", "extractive_qa", "true_false+yes_no"}
+
+
+def test_chunk_key_uses_the_chunk_id_else_the_context():
+    assert chunk_key({"chunk_id": "abc", "input": "x"}) == "abc"
+    assert chunk_key({"input": "x"}) == chunk_key({"input": "x"}) != chunk_key({"input": "y"})

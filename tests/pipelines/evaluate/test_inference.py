@@ -1,0 +1,107 @@
+"""Evaluator: one prompt forward per item gives the seed notebook's answers, transformers' losses
+and the log-likelihood choice computed independently."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kaggle_qa.modeling import load_model, load_tokenizer
+from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_token_ids
+from tests.pipelines.evaluate.rows import ROWS
+
+
+def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> list[str]:
+    """The reference: one unbatched `model.generate` per question (the seed notebook's way)."""
+    answers = []
+    for example in examples:
+        ids = torch.tensor([example.input_ids[: example.prompt_length]])
+        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        tokens = output[0, ids.shape[1]:].tolist()
+        tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
+        answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    return answers
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gemma_path):
+    return load_model(tiny_gemma_path, dtype="float32", attn_implementation="sdpa"), load_tokenizer(tiny_gemma_path)
+
+
+def test_one_prefill_gives_one_by_one_answers_and_transformers_losses(tiny):
+    model, tokenizer = tiny
+    evaluator = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256)
+    rows = ROWS + [{**ROWS[2], "output": ""}]  # an empty reference: the answer is EOS alone
+    examples = evaluator.examples(rows)
+    results, seconds = evaluator.run(examples, {}, whole_sequence=True, label="test")
+    assert seconds > 0
+    assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+    for example, result in zip(examples, results):
+        ids = torch.tensor([example.input_ids])
+        with torch.no_grad():
+            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
+            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
+        assert result["answer_tokens"] == len(example.input_ids) - example.prompt_length
+        assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(answer_loss, rel=1e-4)
+        assert result["sequence_nll"] / result["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-4)
+        assert not math.isnan(result["answer_nll"])
+    assert results[-1]["answer_tokens"] == 1  # EOS only
+
+    # make a token the random model emits mid-answer the EOS: rows then finish at different steps
+    # and leave the batch early; answers must still equal one-by-one generate's
+    first_row_tokens = tokenizer(results[0]["answer"], add_special_tokens=False)["input_ids"]
+    eos_token = tokenizer.eos_token
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first_row_tokens[2])
+    try:
+        stopped, _ = evaluator.run(examples, {}, whole_sequence=False, label="early EOS")
+        assert [r["answer"] for r in stopped] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+    finally:
+        tokenizer.eos_token = eos_token
+    assert stopped[0]["new_tokens"] < 8 and not stopped[0]["hit_max_new_tokens"]
+    assert any(r["hit_max_new_tokens"] for r in stopped)
+    assert "sequence_nll" not in stopped[0]  # whole-sequence loss only when asked
+
+
+def test_loglikelihood_choice_is_the_most_probable_candidate_first_token(tiny):
+    """The choice, computed independently from a plain forward's logits, with exact log-probabilities."""
+    model, tokenizer = tiny
+    evaluator = Evaluator(model, tokenizer, batch_size=3, max_new_tokens=2, max_length=256)
+    choices = {"true_false": ["True", "False"], "yes_no": ["Yes", "No"], "nli": ["Entailment", "Contradiction", "Neutral"]}
+    table = candidate_token_ids(tokenizer, choices)
+    examples = evaluator.examples(ROWS)
+    candidates = {i: table[row["task_type"]] for i, row in enumerate(ROWS) if row["task_type"] in table}
+    results, _ = evaluator.run(examples, candidates, whole_sequence=False, label="choice")
+    for i, example in enumerate(examples):
+        if i not in candidates:
+            assert "choice" not in results[i]
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([example.input_ids[: example.prompt_length]])).logits[0, -1].float()
+        expected = {word: torch.log_softmax(logits, -1)[token].item() for word, token in candidates[i].items()}
+        assert results[i]["choice_logprobs"] == pytest.approx(expected, abs=1e-4)
+        assert results[i]["choice"] == max(expected, key=expected.get)
+        # the reference's first token is the candidate compared, and its log-probability is
+        # exactly the first term of the teacher-forced answer loss
+        reference_word = ROWS[i]["output"].rstrip(".")
+        assert results[i]["reference_first_token"] == candidates[i][reference_word]
+
+
+@pytest.mark.parametrize(
+    ("answer", "candidate"),
+    [("True.", "True"), ("False.", "False"), ("Yes.", "Yes"), ("No.", "No"), ("True, because", "True"),
+     ("Entailment.", "Entailment"), ("Contradiction.", "Contradiction"), ("Neutral.", "Neutral")],
+)
+def test_reference_answers_start_with_the_candidate_token(tiny, answer, candidate):
+    """With the real Gemma tokenizer, "True." and "True" share their first token (what the choice compares)."""
+    _, tokenizer = tiny
+    table = candidate_token_ids(tokenizer, {"t": [candidate, "Maybe"]})
+    assert tokenizer(answer, add_special_tokens=False)["input_ids"][0] == table["t"][candidate]
+
+
+def test_candidates_sharing_a_first_token_are_refused(tiny):
+    _, tokenizer = tiny
+    with pytest.raises(ValueError, match=r"share their first token"):
+        candidate_token_ids(tokenizer, {"t": ["True", "True."]})
