@@ -15,7 +15,8 @@ import yaml
 
 from kaggle_qa.assistant.server import create_app
 from kaggle_qa.pipelines.synthesis.nodes import render_teacher_prompt
-from kaggle_qa.pipelines.synthesis.openai_teacher import OpenAITeacher, parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.base import parse_reply
+from kaggle_qa.pipelines.synthesis.teachers.openai_teacher import OpenAITeacher
 
 from ..test_retrieval_and_assistant import CHUNKS
 from .conftest import SETTINGS, LiveServer
