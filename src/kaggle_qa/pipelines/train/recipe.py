@@ -472,16 +472,19 @@ class LoRAFinetuneRecipe:
         evals_so_far = max(len(s["history"]), 1)
         seconds_per_eval = s["eval_s"] / evals_so_far
         remaining = budget - s["elapsed_s"]
-        # each remaining step also pays its share of validation passes
+        # validation passes get at most `max_validation_share` of the budget (at least two of them)
         evaluations = p.get("evaluations_per_run") or math.ceil(self.planned_steps / p["eval_every_steps"])
+        share = p.get("max_validation_share", 1.0)
+        evaluations = max(2, min(evaluations, int(share * budget / max(seconds_per_eval, 1e-9))))
         affordable = s["step"] + int(max(remaining - evaluations * seconds_per_eval, 0) / seconds_per_step)
         s["budget_estimate"] = {
             "seconds_per_step": round(seconds_per_step, 2), "seconds_per_validation": round(seconds_per_eval, 2),
             "affordable_steps": affordable, "planned_steps": self.planned_steps,
         }
+        s["budget_estimate"]["validations"] = evaluations
         if affordable < s["total_steps"]:
             s["total_steps"] = max(affordable, s["step"] + 1)
-            s["eval_every"] = self._eval_every(s["total_steps"])
+            s["eval_every"] = p.get("eval_every_steps") or max(1, math.ceil(s["total_steps"] / evaluations))
             self._make_scheduler(s["total_steps"], completed_steps=s["step"])
             logger.warning(
                 "Time budget %.0f s: ~%.1f s per step and %.1f s per validation here, so %d of %d planned steps "
