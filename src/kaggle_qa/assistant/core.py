@@ -1,0 +1,210 @@
+"""The assistant: retrieve documentation chunks, answer from them, cite them, or say it can't.
+
+One :class:`Assistant` holds the model, its tokenizer and a :class:`~kaggle_qa.retrieval.Retriever`,
+loaded once. For a question it
+
+1. retrieves the ``top_k`` best chunks (``retrieval.method``);
+2. if even the most similar chunk is below ``relevance_threshold`` (best dense cosine), answers
+   :data:`NOT_COVERED` without calling the model, instead of guessing;
+3. otherwise renders the one training prompt (:func:`kaggle_qa.prompting.encode_prompt`) with
+   the chunks as context, generates greedily, and returns the answer with a citation (url +
+   heading path) for each chunk it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
+from kaggle_qa.prompting import encode_prompt
+from kaggle_qa.retrieval import Retriever
+
+logger = logging.getLogger(__name__)
+
+NOT_COVERED = "The Kaggle documentation does not cover this question, so I cannot answer it from the docs."
+
+
+def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto"):
+    """The one place the assistant loads its model: the base, or base + fine-tuned adapter merged
+    (into the dequantized NF4 weights a QLoRA adapter was trained on: `modeling.load_finetuned_model`)."""
+    if adapter:
+        return load_finetuned_model(base_model, adapter, dtype=dtype)
+    return load_model(base_model, dtype=resolve_dtype(dtype)).eval()
+
+
+def adapter_max_length(adapter: str | None, default: int) -> int:
+    """The max_length the adapter was trained with (its training_params.json), else `default`."""
+    return int(read_training_params(adapter).get("max_length", default)) if adapter else default
+
+
+@dataclass
+class Answer:
+    """An answer, the chunks it was given (citations) and whether the docs cover the question."""
+
+    question: str
+    answer: str
+    citations: list[dict] = field(default_factory=list)
+    covered: bool = True
+    relevance: float = 0.0
+    finish_reason: str = "stop"  # "length" when the answer hit max_new_tokens
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def sources_text(self) -> str:
+        """Citations as text lines: "[1] url › heading › path"."""
+        return "\n".join(
+            f"[{n}] {c['url']} › {' › '.join(c['heading_path'])}" for n, c in enumerate(self.citations, start=1)
+        )
+
+    def text_with_sources(self) -> str:
+        """The answer followed by its sources, as a chat message shows it."""
+        return f"{self.answer}\n\nSources:\n{self.sources_text()}" if self.citations else self.answer
+
+
+def citations(hits: list[dict]) -> list[dict]:
+    """One citation per section (url + heading path) among the chunks used, best match first.
+
+    A long section is split into several chunks; citing it once per chunk would repeat it.
+    """
+    cited: dict[tuple, dict] = {}
+    for hit in hits:
+        key = (hit["url"], tuple(hit.get("heading_path") or []))
+        if key not in cited:
+            cited[key] = {
+                "url": hit["url"],
+                "title": hit.get("title", ""),
+                "heading_path": list(key[1]),
+                "chunk_ids": [],
+                "score": round(hit["score"], 4),
+            }
+        cited[key]["chunk_ids"].append(hit["chunk_id"])
+    return list(cited.values())
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation when `event` is set (client went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Assistant:
+    """A causal LM answering from retrieved documentation chunks (see module docstring)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        retriever: Retriever,
+        *,
+        method: str = "bm25",
+        top_k: int = 3,
+        relevance_threshold: float = 0.0,
+        max_new_tokens: int = 128,
+        max_length: int = 512,
+        name: str = "kaggle-qa",
+    ):
+        if max_new_tokens >= max_length:
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
+        self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
+        self.method, self.top_k, self.relevance_threshold = method, top_k, relevance_threshold
+        self.max_new_tokens, self.max_length, self.name = max_new_tokens, max_length, name
+
+    @classmethod
+    def load(cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict) -> Assistant:
+        """Model, tokenizer and retriever from catalog values and the `retrieval` / `assistant` parameters."""
+        max_length = assistant.get("max_length") or adapter_max_length(adapter, 512)
+        return cls(
+            load_answer_model(base_model, adapter, assistant.get("dtype", "auto")),
+            load_tokenizer(base_model),
+            Retriever(index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"]),
+            method=retrieval["method"],
+            top_k=retrieval["top_k"],
+            relevance_threshold=retrieval["relevance_threshold"],
+            max_new_tokens=assistant["max_new_tokens"],
+            max_length=max_length,
+            name=assistant.get("model_name") or "kaggle-qa",
+        )
+
+    def prompt_ids(self, question: str, hits: list[dict], max_new_tokens: int) -> list[int]:
+        """BOS + the training prompt, context cut from the left to leave room for the answer."""
+        context = "\n\n".join(hit["text"] for hit in hits)
+        ids = encode_prompt(self.tokenizer, context, question)
+        budget = self.max_length - max_new_tokens
+        if len(ids) > budget:
+            keep_head = 1 if self.tokenizer.bos_token_id is not None else 0
+            ids = ids[:keep_head] + ids[len(ids) - budget + keep_head :]
+        return ids
+
+    def ask(
+        self,
+        question: str,
+        *,
+        max_new_tokens: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        """Answer one question; `on_text` receives the answer piece by piece as it is generated.
+
+        Setting `cancel` stops generation at the next token (the partial answer is returned).
+        """
+        question = question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        retrieval = self.retriever.retrieve(question, self.top_k, self.method)
+        if retrieval.relevance < self.relevance_threshold:
+            logger.info("Not covered (relevance %.3f < %.3f): %s", retrieval.relevance, self.relevance_threshold, question)
+            if on_text:
+                on_text(NOT_COVERED)
+            return Answer(question, NOT_COVERED, [], covered=False, relevance=retrieval.relevance)
+        max_new_tokens = max_new_tokens or self.max_new_tokens
+        prompt = self.prompt_ids(question, retrieval.hits, max_new_tokens)
+        new_tokens = self._generate(prompt, max_new_tokens, on_text, cancel)
+        stopped = self.tokenizer.eos_token_id in new_tokens
+        if stopped:
+            new_tokens = new_tokens[: new_tokens.index(self.tokenizer.eos_token_id)]
+        return Answer(
+            question,
+            self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+            citations(retrieval.hits),
+            covered=True,
+            relevance=retrieval.relevance,
+            finish_reason="stop" if stopped or len(new_tokens) < max_new_tokens else "length",
+            prompt_tokens=len(prompt),
+            completion_tokens=len(new_tokens),
+        )
+
+    @torch.inference_mode()
+    def _generate(self, prompt: list[int], max_new_tokens: int, on_text, cancel) -> list[int]:
+        """Greedy new token ids (EOS included when reached), streamed to `on_text` as text."""
+        from transformers import StoppingCriteriaList, TextStreamer
+
+        class _Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text and on_text:
+                    on_text(text)
+
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([prompt], device=device)
+        output = self.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
+            stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]) if cancel is not None else None,
+        )
+        return output[0, ids.shape[1] :].tolist()
