@@ -10,7 +10,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "ingestion": ingestion.create_pipeline(),
         "synthesis": synthesis.create_pipeline(),
         "train": train.create_pipeline(),
-        "evaluate": evaluate.create_pipeline() + evaluate.create_assistant_evaluation_pipeline(),
+        "evaluate": evaluate.create_pipeline(assistant_sections=True) + evaluate.create_assistant_evaluation_pipeline(),
         "assistant_eval": evaluate.create_assistant_evaluation_pipeline(),
     }
     sweep = getattr(train, "create_sweep_pipeline", None)

@@ -59,19 +59,20 @@ def _test_set_nodes(name: str) -> list:
     ]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(assistant_sections: bool = False, **kwargs) -> Pipeline:
+    """Base vs fine-tuned on both test sets and the report; with `assistant_sections`, the report
+    also holds the retrieval table and the three context modes (outputs of
+    :func:`create_assistant_evaluation_pipeline`, which must then run too)."""
+    report_inputs = ["metrics", "predictions", "cross_teacher_metrics", "cross_teacher_predictions", "params:evaluate"]
+    if assistant_sections:
+        report_inputs += ["retrieval_table", "context_modes_table"]
     return Pipeline(
         [
             node(read_adapter_settings, ["base_model", "adapter", "params:evaluate"], "eval_settings",
                  name="read_adapter_settings"),
             *_test_set_nodes("ours"),
             *_test_set_nodes("cross_teacher"),
-            node(
-                build_report,
-                ["metrics", "predictions", "cross_teacher_metrics", "cross_teacher_predictions", "params:evaluate"],
-                ["eval_report", "eval_chart"],
-                name="build_report",
-            ),
+            node(build_report, report_inputs, ["eval_report", "eval_chart"], name="build_report"),
         ]
     )
 

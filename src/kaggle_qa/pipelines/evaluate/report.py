@@ -192,8 +192,10 @@ def _test_set_section(title: str, metrics: dict) -> list[str]:
     return lines
 
 
-def build_report(ours: dict, ours_predictions: list[dict], cross: dict, cross_predictions: list[dict], params: dict):
-    """A self-contained markdown report (chart embedded) and the chart as a figure."""
+def build_report(ours: dict, ours_predictions: list[dict], cross: dict, cross_predictions: list[dict], params: dict,
+                 *assistant_sections: str):
+    """A self-contained markdown report (chart embedded) and the chart as a figure; `assistant_sections`
+    (the retrieval table, the three context modes) are appended as they are."""
     figure = bar_chart(ours, cross) if not (ours.get("skipped") and cross.get("skipped")) else None
     lines = ["# Evaluation report: base vs fine-tuned", ""]
     if not ours.get("skipped") and not cross.get("skipped"):
@@ -210,6 +212,9 @@ def build_report(ours: dict, ours_predictions: list[dict], cross: dict, cross_pr
     for title, predictions in (("our test set", ours_predictions), ("the cross-teacher set", cross_predictions)):
         if predictions:
             lines += _samples(title, predictions, params)
+    for section in assistant_sections:
+        if section:
+            lines += [section.strip(), ""]
     lines += _definitions(ours if not ours.get("skipped") else cross)
     return "\n".join(lines), figure
 
