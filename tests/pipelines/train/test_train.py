@@ -486,7 +486,7 @@ def test_two_real_qlora_steps_on_gemma3_270m_and_reload(embedded_gemma_path, tmp
         gradient_checkpointing=True, learning_rate=2e-4, eval_every_steps=2, max_steps=2, train_fit_examples=0,
         quantization=NF4,
     )
-    train, validation = split_and_build(embedded_gemma_path, params, ROWS[:2] + ROWS[4:5])
+    train, validation = split_and_build(embedded_gemma_path, params, ROWS[0:1] + ROWS[4:5] + ROWS[8:9])  # 3 chunks: 2 train, 1 validation
     adapter, metrics = run_train(train, validation, embedded_gemma_path, params)
     assert metrics["steps"] == 2 and metrics["compute_dtype"] == resolve_dtype("auto")
     assert any(torch.count_nonzero(b) > 0 for b in lora_b_weights(adapter.model)), "LoRA weights were updated"
