@@ -295,12 +295,17 @@ def load_finetuned_model(
     40). So when `training_params.json` records 4-bit training, the base is quantized exactly
     as in training (same settings, same source dtype), dequantized back to plain weights, and
     the LoRA deltas are merged into those. The result runs on ordinary dense kernels (no
-    bitsandbytes at inference) in `dtype` (`auto` → :func:`resolve_dtype`).
+    bitsandbytes at inference).
+
+    On CPU the weights stay float32 whatever `dtype` asks: training ran its residual stream in
+    float32 (bf16 only inside the matmuls, under autocast), and Gemma 3 run entirely in bf16 is
+    another function (measured on a 2-step adapter: answer loss 2.70 in bf16 vs 2.43 as trained).
+    On CUDA `dtype` (`auto` → :func:`resolve_dtype`) is used.
     """
     from peft import PeftModel
 
     check_adapter_base(base_model, adapter_dir)
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype) if torch.cuda.is_available() else "float32"
     params = read_training_params(adapter_dir)
     quantization = params.get("quantization")
     if quantization and quantization.get("load_in_4bit", False):
@@ -310,8 +315,11 @@ def load_finetuned_model(
             attn_implementation=attn_implementation,
         )
         model = model.dequantize(dtype=torch_dtype(dtype))
-        model.to(torch_dtype(dtype))
-        logger.info("Merging %s into the dequantized NF4 base it was trained on (%s)", adapter_dir, dtype)
+        # parameters only, as peft's prepare_model_for_kbit_training did in training: buffers (RoPE
+        # frequencies, the embedding scale) keep the dtype training computed with
+        for param in model.parameters():
+            param.data = param.data.to(torch_dtype(dtype))
+        logger.info("Merging %s into the dequantized NF4 base it was trained on (%s weights)", adapter_dir, dtype)
     else:
         model = load_model(base_model, dtype=dtype, attn_implementation=attn_implementation)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
