@@ -67,6 +67,14 @@ def evaluate_retrieval(
         raise ValueError("off_topic_questions is empty: the relevance threshold cannot be calibrated")
     retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
     position = {chunk["chunk_id"]: i for i, chunk in enumerate(retriever.chunks)}
+    without = sum(not row.get("chunk_id") for row in test_set)
+    test_set = [row for row in test_set if row.get("chunk_id")]
+    if without:
+        logger.warning("%s: %d rows carry no chunk_id (e.g. the paper's published data): no gold chunk, not scored "
+                       "for retrieval", name, without)
+    if not test_set:
+        reason = f"{name} has no row with a chunk_id: there is no gold chunk to find"
+        return {"skipped": reason}, f"## Retrieval: is the gold chunk found?\n\nSkipped: {reason}.\n"
     missing = [(i, row.get("chunk_id")) for i, row in enumerate(test_set) if row.get("chunk_id") not in position]
     if missing:
         i, chunk_id = missing[0]
