@@ -302,3 +302,20 @@ def test_rows_from_chunks_the_adapter_trained_or_validated_on_are_refused(tmp_pa
     assert [row["chunk"] for row in kept] == ["c0", "c4", "c5"]
     assert "2 rows come from chunks the adapter" in caplog.text and "1 from its validation chunks" in caplog.text
     assert [row["chunk"] for row in prepare_test_set(rows, {"test_set_name": "qa_v2"}, None)] == [f"c{n}" for n in range(6)]
+
+
+def test_the_registered_evaluate_pipeline_puts_the_assistant_tables_in_eval_report():
+    """`kedro run --pipeline evaluate` runs the assistant evaluation too, and eval_report carries its tables."""
+    from kaggle_qa.pipeline_registry import register_pipelines
+    from kaggle_qa.pipelines.evaluate.report import build_report
+
+    pipe = register_pipelines()["evaluate"]
+    report_node = next(n for n in pipe.nodes if n.name == "build_report")
+    assert {"retrieval_table", "context_modes_table"} <= set(report_node.inputs)
+    assert {"retrieval_table", "context_modes_table"} <= pipe.all_outputs()
+    skipped = {"skipped": True, "metrics": {}, "intervals": {}, "changes": {},
+               "definitions": {"groundedness": {"support_threshold": 0.8}, "choices": {"true_false": ["True", "False"]}}}
+    text, figure = build_report(skipped, [], skipped, [], {"samples": {"n": 1, "seed": 0}, "paper_table4_questions": []},
+                                "## Retrieval: is the gold chunk found?\n\n| method | hit@1 |", "## Three context modes\n\nx")
+    assert figure is None
+    assert "## Retrieval: is the gold chunk found?" in text and "## Three context modes" in text
