@@ -15,6 +15,8 @@ that answers the question" means the same thing across modes.
 
 from __future__ import annotations
 
+from kaggle_qa.qa_schema import infer_task_type
+
 import logging
 
 import numpy as np
@@ -70,6 +72,7 @@ def evaluate_context_modes(
     and paired base → fine-tuned p-values as the rest of the report.
     """
     rows = test_set[: context_modes["limit"]] if context_modes.get("limit") else list(test_set)
+    rows = [dict(row, task_type=infer_task_type(row)) for row in rows]  # published rows carry none
     if not rows:
         raise ValueError(f"{evaluate.get('test_set_name', 'test set')} is empty: nothing to evaluate")
     retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
