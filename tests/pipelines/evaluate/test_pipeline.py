@@ -281,7 +281,13 @@ def test_published_test_env_evaluates_the_cross_teacher_set_alone(project_root, 
     assert catalog.load("qa_v2") == published and len(published) == 1663
     params = loader["parameters"]["evaluate"]
     assert params["cross_teacher"]["limit"] == 0 and params["limit"] is None
-    assert params["choices"]["nli"] and params["bootstrap"]["resamples"] == 1000  # the rest merges from base
+    assert params["bootstrap"]["resamples"] == 1000  # the rest merges from base
+    from kaggle_qa.pipelines.evaluate.nodes import label_choices
+    from kaggle_qa.qa_schema import LABEL_CHOICES
+
+    assert params["choices"] is None  # one source of truth: the label words training uses
+    assert label_choices(params) == {task: list(words) for task, words in LABEL_CHOICES.items()}
+    assert label_choices({"choices": {"true_false": ["True", "False"]}}) == {"true_false": ["True", "False"]}
     assert prepare_test_set(published, params["cross_teacher"]) == []
     assert len(prepare_test_set(published, {"limit": 5, "seed": 0})) == 5
 

@@ -79,9 +79,9 @@ def evaluate_context_modes(
     contexts, found = contexts_for(rows, retriever, retrieval)
     modes = list(context_modes.get("modes", MODES))
     tokenizer = load_tokenizer(base_model)
-    candidates = candidate_token_ids(tokenizer, evaluate["choices"])
-    choice_rows = {i: candidates[row["task_type"]] for i, row in enumerate(rows) if row["task_type"] in candidates}
     settings = read_adapter_settings(base_model, adapter, evaluate)  # max_length as trained; checks base + template
+    candidates = candidate_token_ids(tokenizer, settings["choices"])
+    choice_rows = {i: candidates[row["task_type"]] for i, row in enumerate(rows) if row["task_type"] in candidates}
     records: dict = {mode: {} for mode in modes}
     seconds: dict = {mode: {} for mode in modes}
     for model_label, adapter_dir in (("base", None), ("fine_tuned", adapter)):
@@ -102,7 +102,7 @@ def evaluate_context_modes(
         del model
     summary_rows = [{"task_type": r["task_type"], "output": r["output"], "chunk": chunk_key(r)} for r in rows]
     per_mode = {
-        mode: summarize(summary_rows, records[mode], choices=evaluate["choices"], bootstrap=evaluate["bootstrap"])
+        mode: summarize(summary_rows, records[mode], choices=settings["choices"], bootstrap=evaluate["bootstrap"])
         for mode in modes
     }
     summary = {

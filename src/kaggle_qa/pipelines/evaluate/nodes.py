@@ -19,7 +19,7 @@ from kaggle_qa.metrics.summary import chunk_key, summarize
 from kaggle_qa import modeling
 from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
 from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
-from kaggle_qa.qa_schema import REQUIRED_KEYS, first_word, infer_task_type, validate_rows
+from kaggle_qa.qa_schema import LABEL_CHOICES, REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 
 from .cache import base_results_key, weights_fingerprint
 from .inference import Evaluator, candidate_token_ids
@@ -121,9 +121,15 @@ def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
         "dtype": dtype,
         "device_type": "cuda" if torch.cuda.is_available() else "cpu",
         "attn_implementation": params["attn_implementation"],
-        "choices": params["choices"],
+        "choices": label_choices(params),
         "whole_sequence_loss": params["whole_sequence_loss"],
     }
+
+
+def label_choices(params: dict) -> dict[str, list[str]]:
+    """The candidates of the log-likelihood choice: `evaluate.choices`, or the project's label words
+    (`qa_schema.LABEL_CHOICES`, which training selects checkpoints with) when it is null."""
+    return params.get("choices") or {task: list(words) for task, words in LABEL_CHOICES.items()}
 
 
 def _load_base(base_model: str, settings: dict):
