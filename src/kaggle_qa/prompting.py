@@ -71,3 +71,17 @@ def tokenize_example(
         truncated = True
     labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
     return TokenizedExample(prompt_ids + answer_ids, labels, len(prompt_ids), truncated)
+
+
+def candidate_token_ids(tokenizer, choices: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """First token id of each candidate answer per task type; candidates must differ in it.
+
+    Training's label accuracy and evaluation's log-likelihood choice both compare these tokens.
+    """
+    table = {}
+    for task_type, words in choices.items():
+        ids = {word: tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words}
+        if len(set(ids.values())) != len(ids):
+            raise ValueError(f"choice candidates {words} for {task_type} share their first token")
+        table[task_type] = ids
+    return table

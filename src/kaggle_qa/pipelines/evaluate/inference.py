@@ -31,20 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from kaggle_qa.modeling import head_logits
-from kaggle_qa.prompting import tokenize_example
+from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-def candidate_token_ids(tokenizer, choices: dict[str, list[str]]) -> dict[str, dict[str, int]]:
-    """First token id of each candidate answer per task type; candidates must differ in it."""
-    table = {}
-    for task_type, words in choices.items():
-        ids = {word: tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words}
-        if len(set(ids.values())) != len(ids):
-            raise ValueError(f"choice candidates {words} for {task_type} share their first token")
-        table[task_type] = ids
-    return table
 
 
 def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:

@@ -15,8 +15,6 @@ that answers the question" means the same thing across modes.
 
 from __future__ import annotations
 
-from kaggle_qa.qa_schema import infer_task_type
-
 import logging
 
 import numpy as np
@@ -26,9 +24,11 @@ from kaggle_qa.assistant.core import load_answer_model
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import chunk_key, summarize
 from kaggle_qa.modeling import load_tokenizer
+from kaggle_qa.prompting import candidate_token_ids
+from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever
 
-from .inference import Evaluator, candidate_token_ids
+from .inference import Evaluator
 from .nodes import read_adapter_settings
 
 logger = logging.getLogger(__name__)

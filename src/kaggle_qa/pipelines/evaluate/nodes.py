@@ -18,11 +18,11 @@ from kaggle_qa.metrics.scoring import is_choice_item, score_answers
 from kaggle_qa.metrics.summary import chunk_key, summarize
 from kaggle_qa import modeling
 from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
-from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
+from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION, candidate_token_ids
 from kaggle_qa.qa_schema import LABEL_CHOICES, REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 
 from .cache import base_results_key, weights_fingerprint
-from .inference import Evaluator, candidate_token_ids
+from .inference import Evaluator
 from .judge import judge_answers
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kaggle_qa.modeling import load_tokenizer, model_identity  # noqa: E402
-from kaggle_qa.prompting import IGNORE_INDEX, PROMPT_TEMPLATE_VERSION, tokenize_example  # noqa: E402
+from kaggle_qa.prompting import (  # noqa: E402
+    IGNORE_INDEX,
+    PROMPT_TEMPLATE_VERSION,
+    candidate_token_ids,
+    tokenize_example,
+)
 from kaggle_qa.qa_schema import LABEL_CHOICES, group_key, infer_task_type  # noqa: E402
 
 from .recipe import LoRAFinetuneRecipe  # noqa: E402
@@ -114,7 +119,7 @@ def _tokenize_rows(
     tokenizer, rows: list[dict], max_length: int, source: str, dropped: Counter, require_context: bool = True
 ) -> list[dict]:
     """Tokenize rows as training does; rows unfit to train on are counted in `dropped` by reason, not kept."""
-    candidates = label_candidate_ids(tokenizer)
+    candidates = {task: list(ids.values()) for task, ids in candidate_token_ids(tokenizer, LABEL_CHOICES).items()}
     examples = []
     for index, row in enumerate(rows):
         example = tokenize_example(tokenizer, row["input"], row["instruction"], row["output"], max_length)
@@ -136,17 +141,6 @@ def _tokenize_rows(
         dropped[f"{source}:context-truncated (kept, answer inside)"] += truncated
         logger.warning("%s: %d of %d examples truncated to %d tokens", source, truncated, len(examples), max_length)
     return examples
-
-
-def label_candidate_ids(tokenizer) -> dict[str, list[int]]:
-    """First token id of each label word per labelled task type (qa_schema.LABEL_CHOICES)."""
-    table = {}
-    for task_type, words in LABEL_CHOICES.items():
-        ids = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"label words {words} of {task_type} share their first token")
-        table[task_type] = ids
-    return table
 
 
 def check_loss_masking(tokenizer, rows: list[dict], examples: list[dict]) -> dict[str, dict]:

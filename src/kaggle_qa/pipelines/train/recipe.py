@@ -22,6 +22,7 @@ Errors
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -301,8 +302,11 @@ class LoRAFinetuneRecipe:
             )
 
     # ------------------------------------------------------------ checkpoints
+    @functools.cached_property
     def _fingerprint(self) -> str:
-        """Settings, base model and the training/validation data content: a checkpoint resumes only the same run."""
+        """Settings, base model and the training/validation data content: a checkpoint resumes only the same run.
+
+        Computed once per run (it hashes every example's token ids), not at every checkpoint."""
         keys = {k: v for k, v in self.params.items() if k not in ("checkpoint_dir",)}
         data = hashlib.sha256()
         for examples in (self.train_examples, self.validation_examples):
@@ -329,7 +333,7 @@ class LoRAFinetuneRecipe:
         """Everything needed to continue exactly where we are, written atomically."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         payload = {
-            "fingerprint": self._fingerprint(),
+            "fingerprint": self._fingerprint,
             "state": self.state,
             "lora": self._lora_state(),
             "best_lora": self.best_lora_state,
@@ -351,7 +355,7 @@ class LoRAFinetuneRecipe:
         if not path.exists():
             return
         payload = torch.load(path, weights_only=False)
-        if payload["fingerprint"] != self._fingerprint():
+        if payload["fingerprint"] != self._fingerprint:
             raise ValueError(
                 f"{path} belongs to a run with other parameters, data or base model; "
                 "delete that folder to start afresh, or restore the settings to resume it"
@@ -571,7 +575,6 @@ class LoRAFinetuneRecipe:
                     if self._record_eval(s["window_train_loss"]):
                         s["stopped_early"] = True
                         logger.info("Early stopping at step %d: best step %d", s["step"], s["best_step"])
-                    keep_4bit_weights_trainable(self.model)
                     s["elapsed_s"] = time.perf_counter() - run_started
                 if s["step"] >= self.total_steps or s.get("stopped_early"):
                     stop = True
