@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
+
+from .hostile_site import serve
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SNAPSHOT = PROJECT_ROOT / "data" / "01_raw" / "kaggle_docs_site"
@@ -92,14 +93,5 @@ class BadSiteHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def bad_site() -> Iterator[str]:
     """Serve the misbehaving site on 127.0.0.1 and yield its origin; always stopped."""
-    BadSiteHandler.requested = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BadSiteHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(BadSiteHandler) as origin:
+        yield origin

@@ -104,8 +104,10 @@ class EndlessSlowSiteHandler(HostileSiteHandler):
 
 
 @contextmanager
-def serve(handler: type[HostileSiteHandler]) -> Iterator[str]:
-    """Serve `handler` on 127.0.0.1 (any free port) and yield its origin; always stopped."""
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on 127.0.0.1 (any free port) and yield its origin; always stopped.
+
+    The handler class gets `requested = []` and `other_origin` (the same server under another host name)."""
     handler.requested = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
