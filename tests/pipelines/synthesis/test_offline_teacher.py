@@ -87,6 +87,33 @@ def test_true_statements_are_paraphrases_or_negated_false_facts(chunks, params):
     assert by_text["Notebooks are not private by default."].truth is False
 
 
+def test_more_paraphrases_each_keeping_the_meaning(chunks, params):
+    vocab = OfflineTeacher(chunks, params["offline"], 0).vocab
+    rephrased = dict(paraphrases("Datasets can be private or public, and notebooks can be shared with collaborators.", vocab))
+    assert rephrased["Datasets can be private or public."] == "split_clause"
+    assert rephrased["Notebooks can be shared with collaborators."] == "split_clause"
+    rephrased = dict(paraphrases("The leaderboard shows every team's best score, which is recalculated daily.", vocab))
+    assert rephrased["The leaderboard shows every team's best score."] == "drop_trailing_clause"
+    # a condition is not a trailing clause to drop ("If you do X." says nothing)
+    assert "drop_trailing_clause" not in dict(paraphrases("If you submit twice, which is allowed, your score changes.", vocab)).values()
+    rephrased = dict(paraphrases("You can also attach your dataset to a notebook.", vocab))
+    assert rephrased["You can attach your dataset to a notebook."] == "drop_filler"
+    assert rephrased["Users can also attach their dataset to a notebook."] == "rephrase"
+    # one-way synonyms: "make sure" never becomes "create sure", "a select group" keeps its adjective
+    assert not any("create sure" in text for text, _ in paraphrases("Please make sure the file is a CSV file.", vocab))
+    assert not any("choose group" in text for text, _ in paraphrases("Send the URL to a select group of people.", vocab))
+
+
+def test_entity_swaps_leave_multi_word_names_alone(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    rng = random.Random(0)
+    for _ in range(20):
+        for edited, kind in false_edits("Code Notebooks are run in Kaggle's editor.", teacher.vocab, [], rng):
+            assert kind != "entity_swap", edited  # "Code Datasets" is nothing the docs have
+    # the same term on its own is swapped
+    assert "entity_swap" in dict((k, e) for e, k in false_edits("Notebooks are run in Kaggle's editor.", teacher.vocab, [], rng))
+
+
 def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     antonyms = params["offline"]["antonym_groups"]

@@ -91,7 +91,7 @@ TRAILING_ADVERB = re.compile(
     r"typically|already)$"
 )
 IMPERATIVE_START = re.compile(
-    r"^(Then,? )?(Click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
+    r"^(?:(?:Then|Next|Now|First|Finally|Simply|Just),? )?(?i:click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
     r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b"
 )

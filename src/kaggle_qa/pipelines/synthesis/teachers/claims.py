@@ -40,9 +40,22 @@ _PARENTHESIS = re.compile(r"\s*\([^()]{1,80}\)")
 _TRAILING_EXAMPLE = re.compile(r",? (?:such as|for example|e\.g\.,?|including|like) [^,.;]{3,80}(?=\.$)")
 _WHICH_CLAUSE = re.compile(r", (?:which|who) [^,]{3,80},")
 _YOU_CAN = re.compile(r"^You can (?P<rest>[a-z].{5,})$")
+_YOU_MODAL = re.compile(r"^You (?P<modal>can|may|will|must|should|need to) (?P<rest>[a-z][^`]{5,})$")
+_CLAUSE_SPLIT = re.compile(r"^(?P<first>[A-Z][^;]{20,}?)(?:, and |, but |, so |; )(?P<second>[A-Za-z][^;]{20,})$")
+_FILLER = re.compile(r" (?:also|simply|just|easily|currently|directly|then|now) (?=[a-z])")
+_TRAILING_CLAUSE = re.compile(
+    r"^(?P<main>[A-Z][^,;:]{25,}), (?:which|where|so that|such as|including|allowing|making|giving|as well as|"
+    r"while|although|since|because|for example|e\.g\.|using|with|by|in order to)\b[^;:]{8,}\.$"
+)
+_SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
+_IN_ORDER_TO = re.compile(r"\bin order to\b")
+_IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
 _DANGLING = re.compile(r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|the first type)\b", re.I)
 # Word pairs of the same meaning; a substitution is used only when the docs use the new word too.
+# One-way rewrites of the same meaning (the reverse direction is often wrong: "make sure" →
+# "create sure", "about" the preposition → "approximately"); used only when the docs use the new
+# word too, never after "a"/"the" (the word is then a noun or adjective: "a select group").
 SYNONYMS = (
     ("select", "choose"),
     ("begin", "start"),
@@ -52,18 +65,20 @@ SYNONYMS = (
     ("displays", "shows"),
     ("purchase", "buy"),
     ("additional", "extra"),
-    ("required", "needed"),
     ("approximately", "about"),
-    ("allows", "lets"),
     ("assist", "help"),
-    ("large", "big"),
     ("quickly", "fast"),
     ("must", "have to"),
     ("enables", "allows"),
-    ("view", "see"),
     ("locate", "find"),
     ("obtain", "get"),
     ("attempt", "try"),
+    ("several", "multiple"),
+    ("create", "make"),
+    ("easy", "simple"),
+    ("typically", "usually"),
+    ("entire", "whole"),
+    ("immediately", "right away"),
 )
 
 
@@ -107,11 +122,26 @@ def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
             found.append((shorter, operation))
     if match := _YOU_CAN.match(sentence):
         found.append((f"It is possible to {match['rest']}", "rephrase"))
+    if (match := _YOU_MODAL.match(sentence)) and not re.search(r"\byou\b", match["rest"], re.I):
+        rest = re.sub(r"\byour\b", "their", re.sub(r"\byourself\b", "themselves", match["rest"]))
+        found.append((f"Users {match['modal']} {rest}", "rephrase"))
+    if match := _CLAUSE_SPLIT.match(sentence):
+        for part in (match["first"], match["second"]):
+            part = _capital(part.rstrip(".,")) + "."
+            if n_words(part) >= 6 and not _DANGLING.search(part) and not LEAD_IN.match(part):
+                found.append((part, "split_clause"))
+    if (match := _TRAILING_CLAUSE.match(sentence)) and not _SUBORDINATE_START.match(sentence):
+        found.append((match["main"] + ".", "drop_trailing_clause"))
+    if _FILLER.search(sentence):
+        found.append((_FILLER.sub(" ", sentence, count=1), "drop_filler"))
+    if _IN_ORDER_TO.search(sentence):
+        found.append((_IN_ORDER_TO.sub("to", sentence, count=1), "rephrase"))
+    if _IS_ABLE_TO.search(sentence):
+        found.append((_IS_ABLE_TO.sub("can", sentence, count=1), "rephrase"))
     for old, new in SYNONYMS:
-        for a, b in ((old, new), (new, old)):
-            if re.search(rf"\b{a}\b", sentence) and vocab.lower_counts[b.split()[0]] > 0:
-                found.append((re.sub(rf"\b{a}\b", b, sentence, count=1), "synonym"))
-                break
+        match = re.search(rf"(?<!\ba )(?<!\bthe )\b{old}\b", sentence)
+        if match and vocab.lower_counts[new.split()[0]] > 0:
+            found.append((sentence[: match.start()] + new + sentence[match.end() :], "synonym"))
     unique = {}
     for text, operation in found:
         text = tidy(text)
@@ -132,6 +162,8 @@ def false_edits(sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng
             edits.append((sentence[: number.start()] + rng.choice(others) + sentence[number.end() :], "number_swap"))
     for group in [*antonyms, *vocab.swap_groups]:
         match = next((m for t in group if (m := re.search(rf"\b{re.escape(t)}\b", sentence))), None)
+        if match and _inside_name(sentence, match):
+            continue
         others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
         if match and others:  # never a term the sentence already has ("R or R")
             kind = "antonym_swap" if group in antonyms else "entity_swap"
@@ -142,8 +174,16 @@ def false_edits(sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng
     return edits
 
 
+def _inside_name(sentence: str, match: re.Match) -> bool:
+    """Whether a matched term is part of a capitalised multi-word name ("Code Competitions",
+    "Notebook Competitions"), where a swap makes nonsense ("Notebook Notebooks")."""
+    before = sentence[: match.start()].split()
+    after = sentence[match.end() :].split()
+    return bool((before and before[-1][:1].isupper() and match.start() > 0) or (after and after[0][:1].isupper()))
+
+
 def _combine(vocab: Vocabulary, first: str, second: str) -> str:
-    return f"{first.rstrip('.')}, and {_lower(vocab, second)}"
+    return f"{first.rstrip('.')}, and {_lower(vocab, LEAD_IN.sub('', second))}"
 
 
 def chunk_claims(
@@ -195,7 +235,7 @@ def cue_cell(text: str, context: str) -> tuple:
     length = n_words(text)
     band = next(i for i, bound in enumerate((9, 13, 17, 22, 28, 10**6)) if length < bound)
     verbatim = " ".join(rouge_tokens(text)) in " ".join(rouge_tokens(context))
-    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 10))
+    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 5))
 
 
 def balanced(items: list[tuple], labels: tuple[str, ...], rng: random.Random) -> list[tuple]:

@@ -275,11 +275,12 @@ class OfflineTeacher:
         return {task: round(rest * share / sum(labelled.values())) for task, share in labelled.items()}
 
     def _labelled_rows(self, pool: list, quotas: dict, recipe: dict, rng: random.Random) -> list[dict]:
-        """Cue-balanced rows per labelled task, scarcest task first; a claim serves one row."""
-        used: set[int] = set()
+        """Cue-balanced rows per labelled task, scarcest task first; a claim serves one row of
+        each task (asked as a true/false statement, a yes/no question and an NLI hypothesis)."""
         rows: list[dict] = []
         seen = defaultdict(lambda: RougeIndex(self.params["avoid_similar_questions_rouge_l"]))
         for task in sorted(quotas, key=lambda t: {"yes_no": 0, "nli": 1, "true_false": 2}[t]):
+            used: set[int] = set()
             items = []
             for index, (chunk, claim) in enumerate(pool):
                 if index in used or (built := self._item(task, chunk, claim, recipe)) is None:
@@ -290,7 +291,12 @@ class OfflineTeacher:
             for group in balanced(items, LABELS[task], rng):
                 if len(picked) == wanted:
                     break
-                built = [self._labelled_row(task, label, *pool[index], recipe, rng) for label, _, index in group]
+                # One template for every row of a group: the wording then says nothing about the label.
+                template = rng.randrange(1 << 30)
+                built = [
+                    self._labelled_row(task, label, *pool[index], recipe, random.Random(template))
+                    for label, _, index in group
+                ]
                 if any(seen[(task, row["label"])].is_near_duplicate(row["instruction"])[0] for row in built):
                     continue  # the filters would drop it as a near-duplicate and unbalance the cell
                 for (_, _, index), row in zip(group, built):
@@ -320,8 +326,8 @@ class OfflineTeacher:
 
     def _labelled_row(self, task, label, chunk, claim, recipe, rng) -> dict:
         if task == "true_false":
-            # A seeded draw, blind to what was asked before: avoiding the wording of the contrast
-            # pair's first row would give each label its own templates (a cue the audit catches).
+            # A seeded draw, blind to what was asked before and the same for every row of a
+            # contrast group (see _labelled_rows): the template never tells the label.
             instruction = rng.choice(self.params["true_false_templates"]).format(
                 statement=claim.text, statement_lower=self.vocab.lower_first(claim.text).rstrip(".")
             )
