@@ -114,6 +114,42 @@ def test_entity_swaps_leave_multi_word_names_alone(chunks, params):
     assert "entity_swap" in dict((k, e) for e, k in false_edits("Notebooks are run in Kaggle's editor.", teacher.vocab, [], rng))
 
 
+def test_a_negated_edit_is_true_only_where_the_negation_scopes_over_the_edit(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    antonyms = params["offline"]["antonym_groups"]
+    one_clause = chunk_claims(["Notebooks are private by default."], [], teacher.vocab, antonyms, random.Random(0))
+    assert any(c.kind.startswith("negated_") and c.truth for c in one_clause)
+    # "...a maximum number of submissions that a participant can make": negating "can" of the
+    # relative clause after swapping maximum -> minimum says nothing true
+    two_clauses = chunk_claims(
+        ["Most competitions have a maximum number of submissions that a participant can make each day."],
+        [], teacher.vocab, antonyms + [["maximum", "minimum"]], random.Random(0),
+    )
+    assert any(c.kind == "antonym_swap" for c in two_clauses)
+    assert not any(c.kind.startswith("negated_") for c in two_clauses)
+
+
+def test_no_yes_answer_rests_on_an_entity_swap_of_a_negative_sentence(chunks, params):
+    from kaggle_qa.pipelines.synthesis.teachers.claims import Claim
+
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    swapped = Claim("Datasets cannot be renamed after a day.", False, "entity_swap", "Notebooks cannot be renamed after a day.")
+    assert teacher._item("yes_no", {}, swapped, {}) is None
+    positive = Claim("Datasets can be renamed after a day.", False, "entity_swap", "Notebooks can be renamed after a day.")
+    assert teacher._item("yes_no", {}, positive, {})[0] == "no"
+    negation = Claim("Datasets cannot be renamed after a day.", False, "negation", "Datasets can be renamed after a day.")
+    assert teacher._item("yes_no", {}, negation, {})[0] == "yes"
+
+
+def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    chunk = {"heading_path": ["Competitions", "Finalize your settings and descriptions"]}
+    assert teacher.topic_question(chunk, random.Random(0)) == "How do I finalize my settings and descriptions?"
+    assert question_problem("What happens when enabled?")
+    assert question_problem("What happens when I enable it?")  # dangling "it"
+    assert question_problem("What happens when I enable the metric?") is None
+
+
 def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     antonyms = params["offline"]["antonym_groups"]

@@ -46,8 +46,8 @@ BASELINES = ("verbatim", "rouge_l", "negation", "number", "length", "bag_of_word
 NEGATION = re.compile(r"\b(not|no|never|cannot|none|nothing|neither|nor|without)\b|n[’']t\b", re.I)
 _QUOTED = re.compile(r"[\"“]([^\"”]{12,})[\"”]")
 _PREFIX = re.compile(
-    r"^(?:true or false|true/false|t/f|is the following statement true or false|hypothesis|claim|statement)"
-    r"\s*[:?]\s*|^is it true that\s+",
+    r"^(?:true or false|true/false|t/f|is the following statement true or false|hypothesis|claim|statement|"
+    r"state whether the following is true or false)\s*[:?]\s*|^is it (?:true or false|true) that\s+",
     re.I,
 )
 

@@ -240,6 +240,7 @@ _DANGLING_QUESTION = re.compile(
     r"the second type|the same)\b",
     re.I,
 )
+_SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)
 _DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
 _PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants", "kagglers"}
 
@@ -250,6 +251,8 @@ def question_problem(question: str) -> str | None:
     email list?", "What does users see?")."""
     if match := _DANGLING_QUESTION.search(question.replace("Is it true that", "")):
         return f"dangling reference {match.group(0)!r}"
+    if match := _SUBJECTLESS_CLAUSE.match(question):
+        return f"no subject in {match.group(1)!r}"
     if match := _DO_QUESTION.match(question):
         head = match["subject"].split()[-1].lower()
         plural = head in _PLURAL_SUBJECTS or (head.endswith("s") and not head.endswith(("ss", "'s", "’s")))

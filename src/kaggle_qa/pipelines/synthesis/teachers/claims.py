@@ -48,6 +48,7 @@ _TRAILING_CLAUSE = re.compile(
     r"while|although|since|because|for example|e\.g\.|using|with|by|in order to)\b[^;:]{8,}\.$"
 )
 _SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
+_MORE_THAN_ONE_CLAUSE = re.compile(r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while)\b", re.I)
 _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
@@ -200,7 +201,14 @@ def chunk_claims(
             for edited, edit in false_edits(base, vocab, antonyms, rng):
                 suffix = "" if operation == "original" else f"+{operation}"
                 claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
-                negatable = edit in ("number_swap", "antonym_swap") and not NEGATION.search(edited)
+                # Negating an edited fact makes it true again only when the negation scopes over
+                # the edit: a single clause ("Sessions do not have a limit of 30 hours"), not a
+                # sentence whose first verb is in another clause than the swapped term.
+                negatable = (
+                    edit in ("number_swap", "antonym_swap")
+                    and not NEGATION.search(edited)
+                    and not _MORE_THAN_ONE_CLAUSE.search(edited)
+                )
                 if negatable and (double := negate(edited)) and double != base:
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
     for first, second in zip(statements, statements[1:]):

@@ -225,7 +225,7 @@ class OfflineTeacher:
         topic = self.vocab.lower_title(heading)
         if n_words(topic) < 2:
             return None
-        if IMPERATIVE_START.match(heading):
+        if IMPERATIVE_START.match(heading) or re.match(r"^[A-Z][a-z]+ (?:your|a|an|the)\b", heading) and not topic.split()[0].endswith(("ing", "s")):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
             return self._pick(self.params["activity_templates"], rng, topic=topic)
@@ -322,6 +322,10 @@ class OfflineTeacher:
         if inverted is None:
             return None
         question, positive = inverted
+        if claim.truth is False and not positive and "entity_swap" in claim.kind:
+            # "Do featured competitions offer prizes?" from the false "Featured competitions do
+            # not offer prizes" (the docs say it of Research ones): "yes" is nothing the docs say.
+            return None
         return ("yes" if claim.truth == positive else "no"), question.rstrip("?")
 
     def _labelled_row(self, task, label, chunk, claim, recipe, rng) -> dict:
