@@ -1,4 +1,4 @@
-"""Evaluator: one prompt forward per item gives the seed notebook's answers, transformers' losses
+"""Evaluator: one forward per item gives the seed notebook's answers, transformers' losses
 and the log-likelihood choice computed independently."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from kaggle_qa.modeling import load_model, load_tokenizer
-from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_token_ids
+from kaggle_qa.modeling import load_model, load_tokenizer, make_tiny_gemma
+from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_token_ids, packed_linears
 from tests.pipelines.evaluate.rows import ROWS
 
 
@@ -63,6 +63,44 @@ def test_one_prefill_gives_one_by_one_answers_and_transformers_losses(tiny):
     assert stopped[0]["new_tokens"] < 8 and not stopped[0]["hit_max_new_tokens"]
     assert any(r["hit_max_new_tokens"] for r in stopped)
     assert "sequence_nll" not in stopped[0]  # whole-sequence loss only when asked
+
+
+def test_every_cache_path_gives_one_by_one_answers_and_transformers_losses(embedded_gemma_path, tmp_path):
+    """A full-attention layer (cache written in place) and a sliding layer whose window the
+    prompts overflow (its part of the prompt cut out of a full forward, then transformers' own
+    sliding layer for decoding), next to the in-place sliding layer the other tests use; the LM
+    head over a few positions at a time (answer positions of several items share a chunk)."""
+    path = make_tiny_gemma(embedded_gemma_path, tmp_path / "tiny", layer_types=["sliding_attention", "full_attention"],
+                           sliding_window=24)
+    model, tokenizer = load_model(str(path), dtype="float32", attn_implementation="sdpa"), load_tokenizer(str(path))
+    evaluator = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256, head_chunk=5)
+    examples = evaluator.examples(ROWS)
+    assert max(example.prompt_length for example in examples) > 24 > min(example.prompt_length for example in examples)
+    results, _ = evaluator.run(examples, {}, whole_sequence=True, label="cache paths")
+    assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+    for example, result in zip(examples, results):
+        ids = torch.tensor([example.input_ids])
+        with torch.no_grad():
+            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
+            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
+        assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(answer_loss, rel=1e-4)
+        assert result["sequence_nll"] / result["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-4)
+
+
+def test_packed_linears_compute_the_same_and_are_undone(tiny):
+    """In float32 on CPU the linears run prepacked inside the block; afterwards the modules are untouched."""
+    model, _ = tiny
+    ids = torch.tensor([[2, 100, 200, 300]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with packed_linears(model) as packed:
+            inside = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    if torch.backends.mkldnn.is_available():
+        assert packed == sum(type(m) is torch.nn.Linear for m in model.modules()) > 0
+    assert torch.allclose(inside, expected, atol=1e-5)
+    assert torch.equal(after, expected)
+    assert not any("forward" in vars(m) for m in model.modules())
 
 
 def test_loglikelihood_choice_is_the_most_probable_candidate_first_token(tiny):
