@@ -103,6 +103,26 @@ def test_packed_linears_compute_the_same_and_are_undone(tiny):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+def test_packed_linears_fall_back_to_plain_layers_when_onednn_fails(tiny, monkeypatch, caplog):
+    """A torch build / CPU where the private oneDNN op raises: nothing is packed, results are unchanged."""
+    import kaggle_qa.pipelines.evaluate.inference as inference
+
+    model, _ = tiny
+    ids = torch.tensor([[2, 100, 200, 300]])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no oneDNN kernel for this CPU")
+
+    monkeypatch.setattr(inference, "_packed_linear_forward", broken)
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with caplog.at_level("WARNING"), packed_linears(model) as packed:
+            inside = model(input_ids=ids).logits
+    assert packed == 0
+    assert torch.equal(inside, expected)
+    assert "using plain ones" in caplog.text
+
+
 def test_loglikelihood_choice_is_the_most_probable_candidate_first_token(tiny):
     """The choice, computed independently from a plain forward's logits, with exact log-probabilities."""
     model, tokenizer = tiny

@@ -58,6 +58,23 @@ def _packed_linear_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: t
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def _packing_works(module: torch.nn.Linear) -> bool:
+    """Whether this torch build's (private) oneDNN linear ops run and agree with ``F.linear`` on
+    this CPU; if not, evaluation keeps the plain layers (logged) instead of failing."""
+    try:
+        with torch.no_grad():
+            x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
+            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
+            bias = module.bias.detach() if module.bias is not None else None
+            ok = torch.allclose(_packed_linear_forward(packed, bias, x), F.linear(x, module.weight, module.bias), atol=1e-4, rtol=1e-4)
+    except (RuntimeError, NotImplementedError, AttributeError) as error:
+        logger.warning("oneDNN prepacked linear layers unavailable here (%s); using plain ones", error)
+        return False
+    if not ok:
+        logger.warning("oneDNN prepacked linear layers disagree with F.linear here; using plain ones")
+    return ok
+
+
 @contextlib.contextmanager
 def packed_linears(model) -> Iterator[int]:
     """Within the block, every plain float32 CPU ``nn.Linear`` of `model` runs through oneDNN
@@ -75,7 +92,7 @@ def packed_linears(model) -> Iterator[int]:
     usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     patched: list[tuple[torch.nn.Module, object]] = []
     try:
-        if usable and linears:
+        if usable and linears and _packing_works(linears[0]):
             with torch.no_grad():
                 for module in linears:
                     packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
