@@ -31,7 +31,7 @@ from kaggle_qa.pipelines.train.nodes import (
 )
 from kaggle_qa.pipelines.train.pipeline import create_pipeline, create_sweep_pipeline
 from kaggle_qa.modeling import resolve_dtype
-from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, length_grouped_batches
+from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, chunk_grouped_batches, length_grouped_batches
 from kaggle_qa.prompting import IGNORE_INDEX, PROMPT_TEMPLATE_VERSION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -83,6 +83,19 @@ def test_length_grouped_batches_cover_every_example_once_with_little_padding():
     random_padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in random_order)
     assert padding < random_padding / 3
     assert batches == length_grouped_batches(lengths, batch_size=4, group_size=8, seed=1)
+
+
+def test_chunk_grouped_batches_keep_a_chunks_rows_together():
+    groups = [f"c{i // 4}" for i in range(64)]  # 16 chunks of 4 rows
+    lengths = [100 + (i // 4) * 7 + i % 4 for i in range(64)]
+    batches = chunk_grouped_batches(groups, lengths, batch_size=4, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(64))
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)  # chunks of batch size: one chunk per batch
+    batches = chunk_grouped_batches(groups, lengths, batch_size=8, seed=3)
+    assert all(len({groups[i] for i in b}) == 2 for b in batches)
+    assert batches != chunk_grouped_batches(groups, lengths, batch_size=8, seed=4)  # the seed shuffles chunks
+    shuffled = length_grouped_batches(lengths, batch_size=4, group_size=8, seed=3)
+    assert sum(len({groups[i] for i in b}) for b in shuffled) > 16  # (what length grouping does instead)
 
 
 def split_and_build(model_path: str, params: dict, rows: list[dict] = ROWS):

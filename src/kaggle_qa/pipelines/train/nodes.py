@@ -134,6 +134,7 @@ def _tokenize_rows(
         examples.append(
             {"input_ids": example.input_ids, "labels": example.labels, "prompt_length": example.prompt_length,
              "truncated": example.truncated, "task_type": infer_task_type(row), "row": index,
+             "group": group_key(row),
              "label_position": label_position, "label_candidates": label_candidates}
         )
     truncated = sum(e["truncated"] for e in examples)

@@ -70,6 +70,27 @@ def length_grouped_batches(
     return batches
 
 
+def chunk_grouped_batches(groups: list[str], lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches that keep the rows of one chunk together (shuffled chunks, rows sorted by length
+    within a chunk): a true statement and its false edit about the same sentence then meet in
+    one gradient step, a minimal pair whose only difference is what decides the label. Rows of
+    one chunk share its context, so there is little padding too."""
+    rng = random.Random(seed)
+    by_group: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        by_group.setdefault(group, []).append(index)
+    keys = sorted(by_group)
+    rng.shuffle(keys)
+    order = []
+    for key in keys:
+        rows = by_group[key]
+        rng.shuffle(rows)
+        order += rows
+    batches = [sorted(order[i : i + batch_size], key=lambda j: -lengths[j]) for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example (positions stay 0..n-1 for every row)."""
     width = max(len(e["input_ids"]) for e in examples)
@@ -435,6 +456,9 @@ class LoRAFinetuneRecipe:
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         lengths = [len(e["input_ids"]) for e in self.train_examples]
         p = self.params
+        if p.get("batch_grouping", "length") == "chunk":
+            groups = [e.get("group", str(i)) for i, e in enumerate(self.train_examples)]
+            return chunk_grouped_batches(groups, lengths, p["batch_size"], p["seed"] + epoch)
         return length_grouped_batches(lengths, p["batch_size"], p["length_group_size"], p["seed"] + epoch)
 
     def _record_eval(self, train_loss: float | None) -> bool:
