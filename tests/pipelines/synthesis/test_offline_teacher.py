@@ -148,6 +148,8 @@ def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunk
     assert question_problem("What happens when enabled?")
     assert question_problem("What happens when I enable it?")  # dangling "it"
     assert question_problem("What happens when I enable the metric?") is None
+    assert teacher._subject("Anyone in the team") is None  # not "How do the docs describe anyone in the team?"
+    assert teacher._subject("The team leader") == "the team leader"
 
 
 def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, params):

@@ -113,6 +113,8 @@ class OfflineTeacher:
             return None
         if n_words(subject) > self.params["max_subject_words"]:
             return None
+        if re.match(r"(any|every|some|no)(one|body|thing)\b", subject, re.I):
+            return None  # "How do Kaggle's docs describe anyone in the team?"
         if subject in ("You", "Your"):
             return {"You": "I", "Your": "my"}[subject]
         return self.vocab.lower_first(to_first_person(subject))
