@@ -67,37 +67,44 @@ def test_retrieval_table_names_a_row_whose_chunk_is_not_indexed(index, params):
         evaluate_retrieval(index, rows, ["What is the capital of France?"], params["retrieval"], params["evaluate"])
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_gemma_path, tmp_path_factory):
-    """A LoRA adapter on the tiny Gemma with non-zero weights (so fine-tuned differs from base)."""
+def save_adapter(base_model: str, folder, seed: int) -> str:
+    """A LoRA adapter on `base_model` with non-zero weights (so fine-tuned differs from base)."""
     from peft import LoraConfig, get_peft_model
 
     from kaggle_qa.modeling import load_model
 
-    model = get_peft_model(load_model(tiny_gemma_path, dtype="float32"),
+    model = get_peft_model(load_model(base_model, dtype="float32"),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     for name, weight in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(weight, std=0.5)
-    folder = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(folder)
     from kaggle_qa.modeling import model_identity
     from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 
-    (folder / "base_model.json").write_text(json.dumps(model_identity(tiny_gemma_path)))
+    (folder / "base_model.json").write_text(json.dumps(model_identity(base_model)))
     (folder / "training_params.json").write_text(
         json.dumps({"max_length": 256, "prompt_template_version": PROMPT_TEMPLATE_VERSION})
     )
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_gemma_path, tmp_path_factory):
+    return save_adapter(tiny_gemma_path, tmp_path_factory.mktemp("adapter"), seed=0)
+
+
 def test_three_context_modes_for_base_and_fine_tuned(tiny_gemma_path, tiny_adapter, index, params):
     context_modes = params["context_modes"] | {"limit": 2, "max_new_tokens": 3}
     evaluate = params["evaluate"] | {"batch_size": 2}
-    summary, markdown = evaluate_context_modes(tiny_gemma_path, tiny_adapter, ROWS, index, params["retrieval"],
-                                               evaluate, context_modes)
+    summary, markdown, base_answers = evaluate_context_modes(tiny_gemma_path, tiny_adapter, ROWS, index,
+                                                             params["retrieval"], evaluate, context_modes)
     assert summary["questions"] == 2
+    assert set(base_answers["modes"]) == set(MODES) and base_answers["key"]
+    assert all(summary["base_results"][mode] == {"key": base_answers["modes"][mode]["key"], "reused_from": None}
+               for mode in MODES)
+    assert "`gold` computed (key" in markdown
     assert summary["retrieval"]["gold_chunk_retrieved"] == 1.0
     assert list(summary["modes"]) == list(MODES)
     for label in ("base", "fine_tuned"):
@@ -120,11 +127,102 @@ def test_the_evaluate_pipeline_runs_the_assistant_evaluation_into_declared_outpu
 
     pipeline = create_assistant_evaluation_pipeline()
     assert pipeline.inputs() == {"base_model", "adapter", "qa_v2", "retrieval_index", "off_topic_questions",
-                                 "params:retrieval", "params:evaluate", "params:context_modes"}
+                                 "params:retrieval", "params:evaluate", "params:context_modes",
+                                 "context_modes_base_answers_cache"}
     catalog = yaml.safe_load((project_root / "conf/base/catalog_assistant.yml").read_text())
     assert pipeline.outputs() <= set(catalog)
     assert all(catalog[name]["versioned"] for name in pipeline.outputs())
+    cache = catalog["context_modes_base_answers_cache"]
+    assert cache["type"] == "kaggle_qa.datasets.evaluate.ResultsByKeyDataset"
+    assert cache["filepath"] == catalog["context_modes_base_answers"]["filepath"]
     registered = register_pipelines()
     names = {n.name for n in registered["evaluate"].nodes}
     assert {"evaluate_retrieval", "evaluate_context_modes", "build_report"} <= names
     assert {n.name for n in registered["__default__"].nodes} >= names
+
+
+class ModeRuns:
+    """Runs the context-modes node as the pipeline does: `context_modes_base_answers` saved as a
+    new version after each run, `context_modes_base_answers_cache` read before it; counts which
+    models are loaded (None: the base model)."""
+
+    def __init__(self, folder, base_model, index, params, monkeypatch):
+        from kaggle_qa.pipelines.evaluate import modes
+
+        self.path = str(folder / "context_modes_base_answers.json")
+        self.base_model, self.index, self.params, self.loaded = base_model, index, params, []
+        real_load = modes.load_answer_model
+
+        def recording_load(base_model, adapter, *args, **kwargs):
+            self.loaded.append(adapter)
+            return real_load(base_model, adapter, *args, **kwargs)
+
+        monkeypatch.setattr(modes, "load_answer_model", recording_load)
+
+    def __call__(self, adapter, retrieval=None, evaluate=None, context_modes=None):
+        from kedro.io.core import Version, generate_timestamp
+        from kedro_datasets.json import JSONDataset
+
+        from kaggle_qa.datasets.evaluate import ResultsByKeyDataset
+
+        self.loaded.clear()
+        cache = ResultsByKeyDataset(self.path).load()
+        summary, markdown, base_answers = evaluate_context_modes(
+            self.base_model, adapter, ROWS, self.index, self.params["retrieval"] | (retrieval or {}),
+            self.params["evaluate"] | {"batch_size": 2} | (evaluate or {}),
+            self.params["context_modes"] | {"limit": 2, "max_new_tokens": 3} | (context_modes or {}), cache)
+        JSONDataset(filepath=self.path, version=Version(None, generate_timestamp())).save(base_answers)
+        return summary, markdown
+
+
+def _base(summary: dict, mode: str) -> tuple:
+    return summary["answers"][mode]["base"], summary["modes"][mode]["metrics"]["base"]
+
+
+def test_a_new_adapter_reuses_the_base_results_of_every_context_mode(tiny_gemma_path, tiny_adapter, index, params,
+                                                                     tmp_path, monkeypatch, caplog):
+    run = ModeRuns(tmp_path, tiny_gemma_path, index, params, monkeypatch)
+    first, _ = run(tiny_adapter)
+    assert run.loaded == [None, tiny_adapter]
+    assert all(first["base_results"][mode]["reused_from"] is None for mode in MODES)
+    other = save_adapter(tiny_gemma_path, tmp_path / "other_adapter", seed=7)
+    with caplog.at_level("INFO"):
+        second, markdown = run(other)
+    assert run.loaded == [other]  # the base model is not loaded at all
+    for mode in MODES:
+        assert second["base_results"][mode]["key"] == first["base_results"][mode]["key"]
+        assert second["base_results"][mode]["reused_from"]
+        assert _base(second, mode) == _base(first, mode)
+        assert second["seconds"][mode]["base"] == first["seconds"][mode]["base"]
+    assert second["answers"]["gold"]["fine_tuned"] != first["answers"]["gold"]["fine_tuned"]
+    assert "base answers reused from context_modes_base_answers version" in caplog.text
+    assert "the base model is not run" in caplog.text
+    assert "`gold` **reused** from `context_modes_base_answers` version" in markdown
+    assert "the base model was not run" in markdown
+    # a third run reuses the second run's saved copy (each run saves every mode's base results)
+    third, _ = run(other)
+    assert run.loaded == [other] and all(third["base_results"][mode]["reused_from"] for mode in MODES)
+
+
+def test_a_changed_setting_recomputes_the_context_modes_base_results(tiny_gemma_path, tiny_adapter, index, params,
+                                                                    tmp_path, monkeypatch):
+    run = ModeRuns(tmp_path, tiny_gemma_path, index, params, monkeypatch)
+    first, _ = run(tiny_adapter)
+    # other retrieved contexts: only the retrieved mode's base results are recomputed
+    fewer, markdown = run(tiny_adapter, retrieval={"top_k": 1})
+    assert run.loaded == [None, tiny_adapter]
+    assert fewer["base_results"]["retrieved"]["reused_from"] is None
+    assert fewer["base_results"]["retrieved"]["key"] != first["base_results"]["retrieved"]["key"]
+    assert fewer["base_results"]["gold"]["reused_from"] and fewer["base_results"]["none"]["reused_from"]
+    assert "`retrieved` computed (key" in markdown and "the base model was not run" not in markdown
+    # another max_new_tokens: every mode recomputed
+    longer, _ = run(tiny_adapter, context_modes={"max_new_tokens": 4})
+    assert run.loaded == [None, tiny_adapter]
+    assert all(longer["base_results"][mode]["reused_from"] is None for mode in MODES)
+    assert all(longer["base_results"][mode]["key"] != first["base_results"][mode]["key"] for mode in MODES)
+    # evaluate.reuse_base_results: false recomputes although the key matches
+    forced, _ = run(tiny_adapter, evaluate={"reuse_base_results": False})
+    assert run.loaded == [None, tiny_adapter]
+    assert all(forced["base_results"][mode] == {"key": first["base_results"][mode]["key"], "reused_from": None}
+               for mode in MODES)
+    assert all(_base(forced, mode) == _base(first, mode) for mode in MODES)  # recomputed: the same results

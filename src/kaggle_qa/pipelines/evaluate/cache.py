@@ -3,7 +3,9 @@
 The base model's answers, losses and choices depend only on the base weights, the test
 rows and the inference settings; not on the adapter. :func:`base_results_key` hashes
 exactly those, and the evaluate pipeline reuses a saved ``base_answers`` version whose key
-matches (``base_answers_cache`` reads every saved version).
+matches (``base_answers_cache`` reads every saved version). The three-context-mode evaluation
+keys each mode's base results the same way (``context_modes_base_answers``, read back through
+``context_modes_base_answers_cache``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def test_set_hash(rows: list[dict]) -> str:
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
-def base_results_key(identity: dict, weights: str, rows: list[dict], settings: dict) -> tuple[str, dict]:
-    """(key, the fields it hashes): base-model identity + weights, test-set content, inference settings."""
+def base_results_key(identity: dict, weights: str, rows: list[dict], settings: dict,
+                     extra: dict | None = None) -> tuple[str, dict]:
+    """(key, the fields it hashes): base-model identity + weights, test-set content, inference settings,
+    and `extra` (further settings of the caller, e.g. the context mode) when given."""
     fields = {
         "base_model": {key: identity[key] for key in ("name", "architecture", "config_sha256")},
         "weights": weights,
@@ -51,4 +55,6 @@ def base_results_key(identity: dict, weights: str, rows: list[dict], settings: d
         "settings": {key: settings[key] for key in KEY_SETTINGS},
         "inference_version": INFERENCE_VERSION,
     }
+    if extra:
+        fields["extra"] = extra
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16], fields

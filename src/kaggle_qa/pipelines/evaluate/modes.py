@@ -11,10 +11,17 @@ greedy decoding, teacher-forced answer loss, log-likelihood choice) on the same 
 assistant's one loader), and scores the answers with the project's metric modules.
 Groundedness is measured against the gold chunk in every mode, so "supported by the passage
 that answers the question" means the same thing across modes.
+
+The base model's results of a mode do not depend on the adapter: each mode's are saved in
+``context_modes_base_answers`` under a :func:`~.cache.base_results_key` over the mode's rows
+(contexts included) and settings, and reused from ``context_modes_base_answers_cache`` when the
+key matches (``evaluate.reuse_base_results: false`` recomputes them), as ``answer_base`` does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import numpy as np
@@ -28,6 +35,7 @@ from kaggle_qa.prompting import candidate_token_ids
 from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever
 
+from .cache import base_results_key
 from .inference import Evaluator
 from .nodes import read_adapter_settings
 
@@ -55,6 +63,28 @@ def contexts_for(rows: list[dict], retriever: Retriever, retrieval: dict) -> tup
     return {"gold": [row["input"] for row in rows], "retrieved": retrieved, "none": [""] * len(rows)}, found
 
 
+def mode_base_key(settings: dict, mode: str, mode_rows: list[dict], context_modes: dict) -> tuple[str, dict]:
+    """The base results key of one mode: base model + weights, the mode's rows as shown (contexts
+    included), the inference settings with the context modes' max_new_tokens, the mode and limit."""
+    key_rows = [{"id": str(row.get("id", index)), **{field: row[field] for field in
+                                                     ("task_type", "input", "instruction", "output")}}
+                for index, row in enumerate(mode_rows)]
+    mode_settings = {**settings, "max_new_tokens": context_modes["max_new_tokens"], "whole_sequence_loss": False}
+    return base_results_key(settings["base_model"], settings["base_weights"], key_rows, mode_settings,
+                            extra={"context_mode": mode, "limit": context_modes.get("limit")})
+
+
+def cached_modes(cache: dict | None) -> dict[str, dict]:
+    """Every mode entry of every saved ``context_modes_base_answers`` version by its key (the newest
+    version holding a key wins), each with the version it was saved in (``saved_version``)."""
+    found: dict[str, dict] = {}
+    for record in sorted((cache or {}).values(), key=lambda record: record["saved_version"]):
+        for entry in (record.get("modes") or {}).values():
+            if isinstance(entry, dict) and entry.get("key") and "rows" in entry:
+                found[entry["key"]] = {**entry, "saved_version": record["saved_version"]}
+    return found
+
+
 def evaluate_context_modes(
     base_model: str,
     adapter: str,
@@ -63,13 +93,19 @@ def evaluate_context_modes(
     retrieval: dict,
     evaluate: dict,
     context_modes: dict,
-) -> tuple[dict, str]:
+    cache: dict | None = None,
+) -> tuple[dict, str, dict]:
     """Gold / retrieved / no context × base / fine-tuned on the first `limit` questions.
 
     Per mode, both models' answers are scored by :func:`~kaggle_qa.metrics.scoring.score_answers`
     against the gold rows (so groundedness is against the gold chunk) and summarized by
     :func:`~kaggle_qa.metrics.summary.summarize`: the same metrics, chunk-bootstrap intervals
     and paired base → fine-tuned p-values as the rest of the report.
+
+    The base model's results of a mode are reused from `cache` (``context_modes_base_answers_cache``)
+    when its :func:`mode_base_key` matches a saved one and ``evaluate.reuse_base_results`` is not
+    false; the base model is loaded only for the modes that are not. Returns the summary, its
+    markdown table and the base results of every mode (saved as ``context_modes_base_answers``).
     """
     rows = test_set[: context_modes["limit"]] if context_modes.get("limit") else list(test_set)
     rows = [dict(row, task_type=infer_task_type(row)) for row in rows]  # published rows carry none
@@ -82,16 +118,37 @@ def evaluate_context_modes(
     settings = read_adapter_settings(base_model, adapter, evaluate)  # max_length as trained; checks base + template
     candidates = candidate_token_ids(tokenizer, settings["choices"])
     choice_rows = {i: candidates[row["task_type"]] for i, row in enumerate(rows) if row["task_type"] in candidates}
+    mode_rows = {mode: [{**row, "input": context} for row, context in zip(rows, contexts[mode])] for mode in modes}
+    keys = {mode: mode_base_key(settings, mode, mode_rows[mode], context_modes) for mode in modes}
+    saved = cached_modes(cache) if evaluate.get("reuse_base_results", True) else {}
+    base_entries: dict = {}
+    for mode in modes:
+        key, fields = keys[mode]
+        if key in saved:
+            entry = saved[key]
+            logger.info("Context modes, %s context: base answers reused from context_modes_base_answers version %s "
+                        "(key %s), the base model is not run", mode, entry["saved_version"], key)
+            base_entries[mode] = {"key": key, "key_fields": fields, "rows": entry["rows"],
+                                  "seconds": entry["seconds"], "reused_from": entry["saved_version"]}
     records: dict = {mode: {} for mode in modes}
     seconds: dict = {mode: {} for mode in modes}
     for model_label, adapter_dir in (("base", None), ("fine_tuned", adapter)):
-        model = load_answer_model(base_model, adapter_dir, settings["dtype"])
-        evaluator = Evaluator(model, tokenizer, batch_size=evaluate["batch_size"],
-                              max_new_tokens=context_modes["max_new_tokens"], max_length=settings["max_length"])
+        to_run = [mode for mode in modes if not (model_label == "base" and mode in base_entries)]
+        evaluator = None
+        if to_run:
+            model = load_answer_model(base_model, adapter_dir, settings["dtype"])
+            evaluator = Evaluator(model, tokenizer, batch_size=evaluate["batch_size"],
+                                  max_new_tokens=context_modes["max_new_tokens"], max_length=settings["max_length"])
         for mode in modes:
-            mode_rows = [{**row, "input": context} for row, context in zip(rows, contexts[mode])]
-            results, took = evaluator.run(evaluator.examples(mode_rows), choice_rows, whole_sequence=False,
-                                          label=f"{model_label}, {mode} context")
+            if mode in to_run:
+                results, took = evaluator.run(evaluator.examples(mode_rows[mode]), choice_rows, whole_sequence=False,
+                                              label=f"{model_label}, {mode} context")
+                if model_label == "base":
+                    key, fields = keys[mode]
+                    base_entries[mode] = {"key": key, "key_fields": fields, "rows": results,
+                                          "seconds": round(took, 1), "reused_from": None}
+            else:
+                results, took = base_entries[mode]["rows"], base_entries[mode]["seconds"]
             scores = score_answers(
                 rows, [r["answer"] for r in results], semantic_similarity=evaluate["semantic_similarity"],
                 bertscore=evaluate["bertscore"], groundedness=evaluate["groundedness"],
@@ -99,7 +156,7 @@ def evaluate_context_modes(
             )
             records[mode][model_label] = [{**result, **score} for result, score in zip(results, scores)]
             seconds[mode][model_label] = round(took, 1)
-        del model
+        evaluator = model = None  # free the weights before the next model loads
     summary_rows = [{"task_type": r["task_type"], "output": r["output"], "chunk": chunk_key(r)} for r in rows]
     per_mode = {
         mode: summarize(summary_rows, records[mode], choices=settings["choices"], bootstrap=evaluate["bootstrap"])
@@ -113,12 +170,18 @@ def evaluate_context_modes(
         "max_new_tokens": context_modes["max_new_tokens"],
         "modes": per_mode,
         "seconds": seconds,
+        "base_results": {mode: {"key": base_entries[mode]["key"], "reused_from": base_entries[mode]["reused_from"]}
+                         for mode in modes},
         "answers": {mode: {label: [r["answer"] for r in records[mode][label]] for label in MODELS} for mode in modes},
     }
     logger.info("Context modes on %d questions: %s", len(rows), {
         mode: {label: per_mode[mode]["metrics"][label]["overall"].get("answer_loss") for label in MODELS}
         for mode in modes})
-    return summary, modes_markdown(summary)
+    base_answers = {
+        "key": hashlib.sha256(json.dumps({mode: keys[mode][0] for mode in modes}, sort_keys=True).encode()).hexdigest()[:16],
+        "modes": base_entries,
+    }
+    return summary, modes_markdown(summary), base_answers
 
 
 def _cell(result: dict, label: str, column: str) -> str:
@@ -152,6 +215,12 @@ def modes_markdown(summary: dict) -> str:
     ]
     table = tabulate(table_rows, headers=["model", "context", *REPORTED], tablefmt="github")
     retrieval = summary["retrieval"]
+    base_results = summary.get("base_results") or {}
+    reuse = "; ".join(
+        f"`{mode}` **reused** from `context_modes_base_answers` version {run['reused_from']} (key `{run['key']}`)"
+        if run.get("reused_from") else f"`{mode}` computed (key `{run['key']}`)"
+        for mode, run in base_results.items()
+    )
     return "\n".join([
         "## Three context modes: gold, retrieved, none",
         "",
@@ -160,6 +229,10 @@ def modes_markdown(summary: dict) -> str:
         f" {retrieval['gold_chunk_retrieved']:.1%}). `none`: the question alone (closed book, as the paper's chatbot)."
         " Accuracies on true/false + yes/no items; groundedness against the gold chunk in every mode."
         " [95 % chunk-bootstrap interval]; changes marked * have paired p < alpha.",
+        *([""] if reuse else []),
+        *([f"Base model results: {reuse}"
+           + ("; the base model was not run." if all(r.get("reused_from") for r in base_results.values()) else ".")]
+          if reuse else []),
         "",
         table,
         "",

@@ -12,7 +12,8 @@ rows, 0 to skip). Per test set: ``read_adapter_settings`` → ``answer_base`` (r
 :func:`create_assistant_evaluation_pipeline` (run within ``evaluate`` and alone as
 ``assistant_eval``) writes ``retrieval_metrics``/``retrieval_table`` (is the gold chunk
 retrieved, per method; the relevance threshold) and ``context_modes_metrics``/
-``context_modes_table`` (gold / retrieved / no context, base vs fine-tuned).
+``context_modes_table`` (gold / retrieved / no context, base vs fine-tuned; the base model's
+results per mode reused from ``context_modes_base_answers_cache`` like ``answer_base``'s).
 """
 
 from kedro.pipeline import Pipeline, node
@@ -94,8 +95,8 @@ def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
             node(
                 evaluate_context_modes,
                 ["base_model", "adapter", "qa_v2", "retrieval_index", "params:retrieval", "params:evaluate",
-                 "params:context_modes"],
-                ["context_modes_metrics", "context_modes_table"],
+                 "params:context_modes", "context_modes_base_answers_cache"],
+                ["context_modes_metrics", "context_modes_table", "context_modes_base_answers"],
                 name="evaluate_context_modes",
             ),
         ]
