@@ -148,6 +148,9 @@ def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunk
     assert question_problem("What happens when enabled?")
     assert question_problem("What happens when I enable it?")  # dangling "it"
     assert question_problem("What happens when I enable the metric?") is None
+    assert teacher.yes_no_question("When you join, you automatically do so as part of a team.") is None
+    assert teacher.yes_no_question("So you can submit twice a day.") is None
+    assert paraphrases("So please make sure to read the rules before choosing to participate.", teacher.vocab) == []
     assert teacher._subject("Anyone in the team") is None  # not "How do the docs describe anyone in the team?"
     assert teacher._subject("The team leader") == "the team leader"
 

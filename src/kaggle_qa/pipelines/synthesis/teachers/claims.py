@@ -48,6 +48,7 @@ _TRAILING_CLAUSE = re.compile(
     r"while|although|since|because|for example|e\.g\.|using|with|by|in order to)\b[^;:]{8,}\.$"
 )
 _SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
+_CONNECTIVE_START = re.compile(r"^(?:So|And|But|Or|Then|Please)\b|\bplease\b")
 _MORE_THAN_ONE_CLAUSE = re.compile(r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while)\b", re.I)
 _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
@@ -105,6 +106,8 @@ def _lower(vocab: Vocabulary, text: str) -> str:
 def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
     """(text, operation) for every meaning-preserving rewrite that applies, the sentence excluded."""
     found = []
+    if _CONNECTIVE_START.match(sentence):
+        return []  # "So please make sure …", "And, due to …": no standalone claim to rephrase
     if match := _REORDER_FRONT.match(sentence):
         found.append((f"{_capital(match['main'])} {match['w'].lower()} {match['cond']}.", "reorder"))
     elif match := _REORDER_BACK.match(sentence):

@@ -101,6 +101,7 @@ class OfflineTeacher:
         return (
             self._is_statement(sentence)
             and not IMPERATIVE_START.match(sentence)
+            and not re.match(r"(So|And|But|Or)\b", sentence)  # leans on the sentence before it
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
 
@@ -125,7 +126,7 @@ class OfflineTeacher:
         if (
             not match
             or n_words(sentence) > self.params["max_yes_no_words"]
-            or re.search(r"[:;]|, (and|whereas|but) ", sentence)
+            or re.search(r"[:;]|, (and|whereas|but) |\bdo so\b|^(So|And|But|Or|Then)\b", sentence)
         ):
             return None
         subject = self._subject(match["subj"])
