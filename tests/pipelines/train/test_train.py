@@ -180,7 +180,25 @@ def test_label_choice_is_the_candidate_with_the_highest_logit(tiny_gemma_path, t
         expected.append((e["label_candidates"][int(scores.argmax())], e["input_ids"][e["label_position"]]))
     assert choices == expected
     summary = label_summary([(1, 1), (1, 2), (1, 1), (3, 3)])
-    assert summary == {"label_accuracy": 0.75, "label_examples": 4, "top_label_share": 0.75}
+    # gold 1: 2/2 right, gold 2: 0/1, gold 3: 1/1 -> balanced (1 + 0 + 1) / 3
+    assert summary == {"label_accuracy": 0.75, "label_balanced_accuracy": 2 / 3, "label_examples": 4,
+                       "top_label_share": 0.75}
+
+
+def test_selection_prefers_a_balanced_checkpoint_over_one_that_always_answers_false(tmp_path):
+    """7 false + 3 true validation items: always "False" is 0.70 accurate, but balanced 0.50; a
+    checkpoint that reads (0.60 accurate, both labels) must win at equal loss."""
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, label_summary
+
+    FALSE, TRUE = 5, 6
+    always_false = label_summary([(FALSE, FALSE)] * 7 + [(FALSE, TRUE)] * 3)
+    reads = label_summary([(FALSE, FALSE)] * 4 + [(TRUE, FALSE)] * 3 + [(TRUE, TRUE)] * 2 + [(FALSE, TRUE)])
+    assert always_false["label_accuracy"] > reads["label_accuracy"]
+    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
+    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True}}
+    assert recipe.selection_score({"loss": 0.5, **reads}) > recipe.selection_score({"loss": 0.5, **always_false})
+    recipe.params["selection"]["balanced"] = False  # plain accuracy picks the one-label checkpoint
+    assert recipe.selection_score({"loss": 0.5, **reads}) < recipe.selection_score({"loss": 0.5, **always_false})
 
 
 def test_empty_training_set_is_a_clear_error(tiny_gemma_path, tmp_path):

@@ -167,13 +167,19 @@ def label_choices(causal_lm, batch: dict[str, torch.Tensor], hidden: torch.Tenso
 
 
 def label_summary(choices: list[tuple[int, int]]) -> dict:
-    """Accuracy of label choices and the share of the most chosen label (1.0 = always the same answer)."""
+    """Accuracy of label choices, balanced accuracy (the mean over gold labels of the share of
+    that label's items chosen right: a model that always answers "False" scores 0.5 on true/false
+    whatever the label mix, not the share of false items) and the share of the most chosen label
+    (1.0 = always the same answer)."""
     if not choices:
-        return {"label_accuracy": None, "label_examples": 0, "top_label_share": None}
+        return {"label_accuracy": None, "label_balanced_accuracy": None, "label_examples": 0, "top_label_share": None}
     chosen = [c for c, _ in choices]
     top = max(chosen.count(c) for c in set(chosen))
+    golds = sorted({g for _, g in choices})
+    recalls = [sum(c == g for c, gold in choices if gold == g) / sum(gold == g for _, gold in choices) for g in golds]
     return {
         "label_accuracy": sum(c == g for c, g in choices) / len(choices),
+        "label_balanced_accuracy": sum(recalls) / len(recalls),
         "label_examples": len(choices),
         "top_label_share": top / len(choices),
     }
@@ -444,14 +450,18 @@ class LoRAFinetuneRecipe:
         return result
 
     def selection_score(self, result: dict) -> float:
-        """What picks the kept checkpoint: label accuracy minus `selection.loss_weight` × answer loss.
+        """What picks the kept checkpoint: label accuracy (balanced by default) minus
+        `selection.loss_weight` × answer loss.
 
         Accuracy of the label decision is what a user sees for true/false and yes/no questions;
-        the answer loss breaks ties and is all there is when no validation row has a label.
+        balanced accuracy keeps a checkpoint that answers one label to everything from winning by
+        the label mix of a small validation split (seen: 0.595 plain accuracy, 78 % "False"); the
+        answer loss breaks ties and is all there is when no validation row has a label.
         """
-        loss_weight = self.params["selection"]["loss_weight"]
-        accuracy = result["label_accuracy"] if self.params["selection"]["use_label_accuracy"] else None
-        return (accuracy or 0.0) - loss_weight * result["loss"]
+        selection = self.params["selection"]
+        key = "label_balanced_accuracy" if selection.get("balanced", True) else "label_accuracy"
+        accuracy = result.get(key) if selection["use_label_accuracy"] else None
+        return (accuracy or 0.0) - selection["loss_weight"] * result["loss"]
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         lengths = [len(e["input_ids"]) for e in self.train_examples]
@@ -470,15 +480,20 @@ class LoRAFinetuneRecipe:
             s["best_score"], s["best_step"], s["evals_without_improvement"] = result["score"], s["step"], 0
             s["best_val_loss"], s["best_val_label_accuracy"] = result["loss"], result["label_accuracy"]
             s["best_val_top_label_share"] = result["top_label_share"]
+            s["best_val_label_balanced_accuracy"] = result.get("label_balanced_accuracy")
             self.best_lora_state = self._lora_state()
         else:
             s["evals_without_improvement"] += 1
         s["history"].append(
             {"step": s["step"], "epoch": s["epoch"], "train_loss": train_loss, "val_loss": result["loss"],
              "val_label_accuracy": result["label_accuracy"], "val_top_label_share": result["top_label_share"],
+             "val_label_balanced_accuracy": result.get("label_balanced_accuracy"),
              "score": result["score"], "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(s["elapsed_s"], 1)}
         )
-        accuracy = "-" if result["label_accuracy"] is None else f"{result['label_accuracy']:.3f}"
+        accuracy = "-" if result["label_accuracy"] is None else (
+            f"{result['label_accuracy']:.3f} (balanced {result['label_balanced_accuracy']:.3f}, "
+            f"top label {result['top_label_share']:.0%})"
+        )
         logger.info(
             "step %d/%d epoch %d: train loss %s, validation loss %.4f, label accuracy %s%s",
             s["step"], self.total_steps, s["epoch"],
@@ -536,6 +551,7 @@ class LoRAFinetuneRecipe:
             s["base_val_top_label_share"] = base["top_label_share"]
             s["history"].append({"step": 0, "epoch": 0, "train_loss": None, "val_loss": base["loss"],
                                  "val_label_accuracy": base["label_accuracy"], "val_top_label_share": base["top_label_share"],
+                                 "val_label_balanced_accuracy": base.get("label_balanced_accuracy"),
                                  "score": base["score"], "lr": 0.0, "elapsed_s": 0.0})
             s["best_score"], s["best_val_loss"] = base["score"], base["loss"]
             s["best_val_label_accuracy"], s["best_val_top_label_share"] = base["label_accuracy"], base["top_label_share"]
@@ -644,9 +660,11 @@ class LoRAFinetuneRecipe:
             "best_val_loss": s["best_val_loss"],
             "best_val_label_accuracy": s.get("best_val_label_accuracy"),
             "best_val_top_label_share": s.get("best_val_top_label_share"),
+            "best_val_label_balanced_accuracy": s.get("best_val_label_balanced_accuracy"),
             "best_score": s["best_score"],
             "best_step": s["best_step"],
-            "selection": "label accuracy - %s x answer loss on the validation split" % p["selection"]["loss_weight"]
+            "selection": "%slabel accuracy - %s x answer loss on the validation split" % (
+                "balanced " if p["selection"].get("balanced", True) else "", p["selection"]["loss_weight"])
             if p["selection"]["use_label_accuracy"] else "answer loss on the validation split",
             "train_loss": s.get("window_train_loss", s.get("last_train_loss")),
             "train_label_accuracy": fit.get("label_accuracy"),
