@@ -26,6 +26,19 @@ def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> l
     return answers
 
 
+def assert_losses_are_transformers_losses(model, examples, results) -> None:
+    """Answer and whole-sequence losses per item equal transformers' own loss of a plain forward."""
+    for example, result in zip(examples, results):
+        ids = torch.tensor([example.input_ids])
+        with torch.no_grad():
+            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
+            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
+        assert result["answer_tokens"] == len(example.input_ids) - example.prompt_length
+        assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(answer_loss, rel=1e-4)
+        assert result["sequence_nll"] / result["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-4)
+        assert not math.isnan(result["answer_nll"])
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_gemma_path):
     return load_model(tiny_gemma_path, dtype="float32", attn_implementation="sdpa"), load_tokenizer(tiny_gemma_path)
@@ -39,15 +52,7 @@ def test_one_prefill_gives_one_by_one_answers_and_transformers_losses(tiny):
     results, seconds = evaluator.run(examples, {}, whole_sequence=True, label="test")
     assert seconds > 0
     assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    for example, result in zip(examples, results):
-        ids = torch.tensor([example.input_ids])
-        with torch.no_grad():
-            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
-            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
-        assert result["answer_tokens"] == len(example.input_ids) - example.prompt_length
-        assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(answer_loss, rel=1e-4)
-        assert result["sequence_nll"] / result["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-4)
-        assert not math.isnan(result["answer_nll"])
+    assert_losses_are_transformers_losses(model, examples, results)
     assert results[-1]["answer_tokens"] == 1  # EOS only
 
     # make a token the random model emits mid-answer the EOS: rows then finish at different steps
@@ -78,13 +83,7 @@ def test_every_cache_path_gives_one_by_one_answers_and_transformers_losses(embed
     assert max(example.prompt_length for example in examples) > 24 > min(example.prompt_length for example in examples)
     results, _ = evaluator.run(examples, {}, whole_sequence=True, label="cache paths")
     assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 8)
-    for example, result in zip(examples, results):
-        ids = torch.tensor([example.input_ids])
-        with torch.no_grad():
-            answer_loss = model(input_ids=ids, labels=torch.tensor([example.labels])).loss.item()
-            sequence_loss = model(input_ids=ids, labels=ids).loss.item()
-        assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(answer_loss, rel=1e-4)
-        assert result["sequence_nll"] / result["sequence_tokens"] == pytest.approx(sequence_loss, rel=1e-4)
+    assert_losses_are_transformers_losses(model, examples, results)
 
 
 def test_packed_linears_compute_the_same_and_are_undone(tiny):

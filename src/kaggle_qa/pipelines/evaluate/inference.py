@@ -58,15 +58,19 @@ def _packed_linear_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: t
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
+def _packed(module: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The module's weight prepacked for oneDNN, and its bias."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
+    return packed, module.bias.detach() if module.bias is not None else None
+
+
 def _packing_works(module: torch.nn.Linear) -> bool:
     """Whether this torch build's (private) oneDNN linear ops run and agree with ``F.linear`` on
     this CPU; if not, evaluation keeps the plain layers (logged) instead of failing."""
     try:
         with torch.no_grad():
             x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
-            packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
-            bias = module.bias.detach() if module.bias is not None else None
-            ok = torch.allclose(_packed_linear_forward(packed, bias, x), F.linear(x, module.weight, module.bias), atol=1e-4, rtol=1e-4)
+            ok = torch.allclose(_packed_linear_forward(*_packed(module), x), F.linear(x, module.weight, module.bias), atol=1e-4, rtol=1e-4)
     except (RuntimeError, NotImplementedError, AttributeError) as error:
         logger.warning("oneDNN prepacked linear layers unavailable here (%s); using plain ones", error)
         return False
@@ -95,8 +99,7 @@ def packed_linears(model) -> Iterator[int]:
         if usable and linears and _packing_works(linears[0]):
             with torch.no_grad():
                 for module in linears:
-                    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
-                    bias = module.bias.detach() if module.bias is not None else None
+                    packed, bias = _packed(module)
                     patched.append((module, module.__dict__.get("forward")))
                     module.forward = lambda x, packed=packed, bias=bias: _packed_linear_forward(packed, bias, x)
         yield len(patched)

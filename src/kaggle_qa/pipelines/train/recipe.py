@@ -471,25 +471,34 @@ class LoRAFinetuneRecipe:
             return chunk_grouped_batches(groups, lengths, p["batch_size"], p["seed"] + epoch)
         return length_grouped_batches(lengths, p["batch_size"], p["length_group_size"], p["seed"] + epoch)
 
+    def _keep_best(self, result: dict) -> None:
+        """The validation `result` is the best so far: keep its weights and numbers."""
+        s = self.state
+        s["best_score"], s["best_step"], s["evals_without_improvement"] = result["score"], s["step"], 0
+        s["best_val_loss"], s["best_val_label_accuracy"] = result["loss"], result["label_accuracy"]
+        s["best_val_top_label_share"] = result["top_label_share"]
+        s["best_val_label_balanced_accuracy"] = result.get("label_balanced_accuracy")
+        self.best_lora_state = self._lora_state()
+
+    def _record_history(self, result: dict, train_loss: float | None, lr: float) -> None:
+        s = self.state
+        s["history"].append(
+            {"step": s["step"], "epoch": s["epoch"], "train_loss": train_loss, "val_loss": result["loss"],
+             "val_label_accuracy": result["label_accuracy"], "val_top_label_share": result["top_label_share"],
+             "val_label_balanced_accuracy": result.get("label_balanced_accuracy"),
+             "score": result["score"], "lr": lr, "elapsed_s": round(s["elapsed_s"], 1)}
+        )
+
     def _record_eval(self, train_loss: float | None) -> bool:
         """Validate, keep the best weights; return True when patience is exhausted."""
         p, s = self.params, self.state
         result = self.evaluate()
         improved = result["score"] > s["best_score"] + p["early_stopping_min_delta"]
         if improved:
-            s["best_score"], s["best_step"], s["evals_without_improvement"] = result["score"], s["step"], 0
-            s["best_val_loss"], s["best_val_label_accuracy"] = result["loss"], result["label_accuracy"]
-            s["best_val_top_label_share"] = result["top_label_share"]
-            s["best_val_label_balanced_accuracy"] = result.get("label_balanced_accuracy")
-            self.best_lora_state = self._lora_state()
+            self._keep_best(result)
         else:
             s["evals_without_improvement"] += 1
-        s["history"].append(
-            {"step": s["step"], "epoch": s["epoch"], "train_loss": train_loss, "val_loss": result["loss"],
-             "val_label_accuracy": result["label_accuracy"], "val_top_label_share": result["top_label_share"],
-             "val_label_balanced_accuracy": result.get("label_balanced_accuracy"),
-             "score": result["score"], "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(s["elapsed_s"], 1)}
-        )
+        self._record_history(result, train_loss, self.scheduler.get_last_lr()[0])
         accuracy = "-" if result["label_accuracy"] is None else (
             f"{result['label_accuracy']:.3f} (balanced {result['label_balanced_accuracy']:.3f}, "
             f"top label {result['top_label_share']:.0%})"
@@ -549,13 +558,8 @@ class LoRAFinetuneRecipe:
             base = self.evaluate()
             s["base_val_loss"], s["base_val_label_accuracy"] = base["loss"], base["label_accuracy"]
             s["base_val_top_label_share"] = base["top_label_share"]
-            s["history"].append({"step": 0, "epoch": 0, "train_loss": None, "val_loss": base["loss"],
-                                 "val_label_accuracy": base["label_accuracy"], "val_top_label_share": base["top_label_share"],
-                                 "val_label_balanced_accuracy": base.get("label_balanced_accuracy"),
-                                 "score": base["score"], "lr": 0.0, "elapsed_s": 0.0})
-            s["best_score"], s["best_val_loss"] = base["score"], base["loss"]
-            s["best_val_label_accuracy"], s["best_val_top_label_share"] = base["label_accuracy"], base["top_label_share"]
-            self.best_lora_state = self._lora_state()
+            self._record_history(base, None, 0.0)
+            self._keep_best(base)  # the base model is step 0 of the selection
             logger.info("Base model before training: validation loss %.4f, label accuracy %s", base["loss"], base["label_accuracy"])
         keep_4bit_weights_trainable(self.model)
         self.model.train()
