@@ -48,6 +48,25 @@ def test_a_planted_verbatim_cue_fails_and_no_cue_passes():
     assert "| cued | true_false | 160 |" in table and "Versions failing the audit: cued" in table
 
 
+def test_a_new_word_in_false_statements_fails_the_novel_words_baseline():
+    """The cue the older generator had: true statements reuse the context's words (a paraphrase
+    that drops a word), false ones bring in a word the context never uses (an antonym). Neither
+    is verbatim, so the verbatim baseline cannot see it; the novel-words baseline must."""
+    rows = []
+    for i in range(160):
+        context = f"Quota {i} of the team resets daily on the public leaderboard page."
+        truth = i % 2 == 0
+        shown = (f"Quota {i} of the team resets daily on the leaderboard page." if truth
+                 else f"Quota {i} of the team resets daily on the private leaderboard page.")
+        label = "true" if truth else "false"
+        rows.append({"input": context, "instruction": f"True or False: {shown}", "output": f"{label.capitalize()}.",
+                     "task_type": "true_false", "label": label})
+    result = shortcut_audit({"cued": rows}, AUDIT, 0)["versions"]["cued"]["tasks"]["true_false"]
+    assert result["baselines"]["verbatim"] == pytest.approx(0.5, abs=0.05)
+    assert result["baselines"]["novel_words"] == pytest.approx(1.0)
+    assert "novel_words" in result["failing"]
+
+
 def test_small_task_types_are_shown_not_judged():
     record = shortcut_audit({"small": planted_rows(40, True)}, AUDIT, 0)
     task = record["versions"]["small"]["tasks"]["true_false"]

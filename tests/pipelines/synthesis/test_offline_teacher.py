@@ -285,3 +285,14 @@ def test_templates_avoid_wordings_like_questions_already_asked(chunks, params):
         question = teacher._pick(templates, random.Random(0), subject=subject)
         assert not teacher._asked.is_near_duplicate(question)[0]
         teacher._asked.add(question)
+
+
+def test_a_swap_takes_a_term_the_chunk_uses_when_it_can(chunks, params):
+    """A false statement made only of the chunk's own words cannot be told by a new word."""
+    teacher = OfflineTeacher(chunks, params["offline"], params["seed"])
+    sentence = "Notebooks can use a GPU for up to 30 hours a week."
+    context = f"{sentence} A TPU session is shorter."
+    for seed in range(10):
+        swaps = [e for e, kind in false_edits(sentence, teacher.vocab, [], random.Random(seed), context) if kind == "entity_swap"]
+        assert swaps == ["Notebooks can use a TPU for up to 30 hours a week."]
+

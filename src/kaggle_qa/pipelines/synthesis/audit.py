@@ -6,6 +6,10 @@ their held-out accuracy is compared with the majority-class rate. Each baseline 
 
 - ``verbatim``: the statement occurs word for word in the context;
 - ``rouge_l``: the statement's best ROUGE-L F to a context sentence, above a learnt cut;
+- ``novel_words``: how many of the statement's content words the context never uses (a
+  generator whose true statements copy the context's words and whose false ones bring in a new
+  word, an antonym or another entity, teaches "a new word means false": a model that learns it
+  answers "False" to every paraphrase another teacher writes);
 - ``negation``: the statement holds a negation word; ``number``: it holds a number;
 - ``length``: the statement's length in words, above or below a learnt threshold;
 - ``bag_of_words``: logistic regression on the words of the question alone;
@@ -25,7 +29,7 @@ from collections import Counter
 
 import numpy as np
 from rouge_score.rouge_scorer import _score_lcs
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -42,7 +46,7 @@ LABELS = {
     "yes_no": ("yes", "no"),
     "nli": ("entailment", "contradiction", "neutral"),
 }
-BASELINES = ("verbatim", "rouge_l", "negation", "number", "length", "bag_of_words", "template")
+BASELINES = ("verbatim", "rouge_l", "novel_words", "negation", "number", "length", "bag_of_words", "template")
 NEGATION = re.compile(r"\b(not|no|never|cannot|none|nothing|neither|nor|without)\b|n[’']t\b", re.I)
 _QUOTED = re.compile(r"[\"“]([^\"”]{12,})[\"”]")
 _PREFIX = re.compile(
@@ -86,12 +90,24 @@ def max_rouge_l(statement: str, context: str) -> float:
     return max(scores, default=0.0)
 
 
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def novel_words(statement: str, context: str) -> int:
+    """How many content words of the statement (stop words aside, plural -s ignored) the
+    context does not use."""
+    seen = {_stem(w) for w in rouge_tokens(context)}
+    return sum(_stem(w) not in seen for w in rouge_tokens(statement) if w not in ENGLISH_STOP_WORDS)
+
+
 def features(rows: list[dict]) -> dict[str, list]:
     """Each baseline's input, one value per row."""
     statements = [statement_of(row["instruction"]) for row in rows]
     return {
         "verbatim": [[float(_normal(s) in _normal(r["input"]))] for s, r in zip(statements, rows)],
         "rouge_l": [[max_rouge_l(s, r["input"])] for s, r in zip(statements, rows)],
+        "novel_words": [[float(novel_words(s, r["input"]))] for s, r in zip(statements, rows)],
         "negation": [[float(bool(NEGATION.search(s)))] for s in statements],
         "number": [[float(bool(numbers(s)))] for s in statements],
         "length": [[float(len(s.split()))] for s in statements],
@@ -169,7 +185,8 @@ def audit_markdown(record: dict) -> list[str]:
         f"context, on each labelled task type, against the majority-class rate. A baseline more than "
         f"{record['max_gain']:.2f} above the majority fails (judged from {record['min_rows']} labelled rows "
         "up; fewer are shown, not judged). Baselines: statement verbatim in the context, its best ROUGE-L "
-        "to a context sentence above a learnt cut, a negation word, a number, its length (learnt "
+        "to a context sentence above a learnt cut, how many of its content words the context never uses "
+        "(learnt threshold), a negation word, a number, its length (learnt "
         "threshold), bag-of-words logistic regression on the question, the question's template.",
         "",
         "| version | task | rows | majority | " + " | ".join(BASELINES) + " | verdict |",

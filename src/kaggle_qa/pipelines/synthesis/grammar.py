@@ -93,8 +93,12 @@ TRAILING_ADVERB = re.compile(
 IMPERATIVE_START = re.compile(
     r"^(?:(?:Then|Next|Now|First|Finally|Simply|Just),? )?(?i:click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
-    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick)\b"
+    r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick|Review|Accept|Submit|"
+    r"Join|Invite|Share|Reach out|Contact)\b"
 )
+# A leading subordinate clause ("Before splitting the data, make sure …"): what follows its comma
+# is the main clause, imperative or not.
+LEADING_CLAUSE = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|To|For|In|On|At)\b[^,]{3,90}, ")
 FUNCTION_WORDS = set(
     "the a an this that these those it its if when once to for in after before while although though as because "
     "since with by on at from also however then otherwise unless instead additionally alternatively finally "

@@ -12,8 +12,9 @@ operations, so that paraphrase marks, negation words, numbers and length occur o
 - neutral (NLI): a fact of another chunk on a similar subject, alone or joined to a true fact.
 
 :func:`balanced` then keeps, in every cue cell (negation word, number, length band, band of
-ROUGE-L to the nearest context sentence), the same number of candidates of each label, so none
-of those cues tells the label; a claim is never the context's sentence word for word.
+ROUGE-L to the nearest context sentence, words the context never uses, a fixed-wording rewrite),
+the same number of candidates of each label, so none of those cues tells the label; a claim is
+never the context's sentence word for word.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from kaggle_qa.text import numbers
 
-from ..audit import NEGATION, max_rouge_l
+from ..audit import NEGATION, max_rouge_l, novel_words
 from ..grammar import LEAD_IN, NUMBER, Vocabulary, n_words, negate, tidy
 from ..near_duplicates import rouge_tokens
 
@@ -81,7 +82,20 @@ SYNONYMS = (
     ("typically", "usually"),
     ("entire", "whole"),
     ("immediately", "right away"),
+    ("important", "crucial"),
+    ("many", "numerous"),
+    ("includes", "contains"),
+    ("uses", "utilizes"),
+    ("large", "big"),
+    ("various", "different"),
+    ("quickly", "rapidly"),
+    ("allows", "permits"),
+    ("allow", "permit"),
+    ("runs", "executes"),
 )
+# "… on Kaggle.": a paraphrase that brings in a word the chunk may not use, as other teachers'
+# paraphrases do (the sentence must end in a plain word, not a quote, code or a parenthesis).
+_ON_KAGGLE = re.compile(r"^(?!.*\bKaggle\b)(?P<body>[A-Z][^`\"“”()]{20,}[a-z])\.$")
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,8 @@ def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
         found.append((_IN_ORDER_TO.sub("to", sentence, count=1), "rephrase"))
     if _IS_ABLE_TO.search(sentence):
         found.append((_IS_ABLE_TO.sub("can", sentence, count=1), "rephrase"))
+    if match := _ON_KAGGLE.match(sentence):
+        found.append((f"{match['body']} on Kaggle.", "on_kaggle"))
     for old, new in SYNONYMS:
         match = re.search(rf"(?<!\ba )(?<!\bthe )\b{old}\b", sentence)
         if match and vocab.lower_counts[new.split()[0]] > 0:
@@ -154,16 +170,26 @@ def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
     return list(unique.items())
 
 
-def false_edits(sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random) -> list[tuple[str, str]]:
+def false_edits(
+    sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random, context: str = ""
+) -> list[tuple[str, str]]:
     """(text, edit) for every meaning-changing edit that applies: a flipped negation, a swapped
-    number (not a hedged one: "up to 200 GB" also holds for 100), a swapped entity or antonym."""
+    number (not a hedged one: "up to 200 GB" also holds for 100), a swapped entity or antonym.
+
+    A swap takes a term the `context` (the chunk) uses elsewhere when it can: a false statement
+    whose every word is in the context cannot be told by a word the context never uses."""
+
+    def pick(options: list[str]) -> str:
+        near = [o for o in options if re.search(rf"\b{re.escape(o)}\b", context)]
+        return rng.choice(near or options)
+
     edits = []
     number = NUMBER.search(sentence)
     if number and not _HEDGED_NUMBER.search(sentence[: number.start()]):
         pool = vocab.numbers if number.group(1) else vocab.number_words
         others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
         if others:
-            edits.append((sentence[: number.start()] + rng.choice(others) + sentence[number.end() :], "number_swap"))
+            edits.append((sentence[: number.start()] + pick(others) + sentence[number.end() :], "number_swap"))
     for group in [*antonyms, *vocab.swap_groups]:
         match = next((m for t in group if (m := re.search(rf"\b{re.escape(t)}\b", sentence))), None)
         if match and _inside_name(sentence, match):
@@ -171,7 +197,7 @@ def false_edits(sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng
         others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
         if match and others:  # never a term the sentence already has ("R or R")
             kind = "antonym_swap" if group in antonyms else "entity_swap"
-            edits.append((sentence[: match.start()] + rng.choice(others) + sentence[match.end() :], kind))
+            edits.append((sentence[: match.start()] + pick(others) + sentence[match.end() :], kind))
             break
     if negated := negate(sentence):
         edits.append((negated, "negation"))
@@ -191,7 +217,8 @@ def _combine(vocab: Vocabulary, first: str, second: str) -> str:
 
 
 def chunk_claims(
-    statements: list[str], others: list[str], vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random
+    statements: list[str], others: list[str], vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random,
+    context: str = "",
 ) -> list[Claim]:
     """Every candidate claim about one chunk, from its claim sentences (`statements`) and
     sentences of other chunks on a similar subject (`others`, for neutral claims)."""
@@ -201,7 +228,7 @@ def chunk_claims(
         for text, operation in variants[1:]:
             claims.append(Claim(text, True, f"paraphrase:{operation}", sentence))
         for base, operation in variants:
-            for edited, edit in false_edits(base, vocab, antonyms, rng):
+            for edited, edit in false_edits(base, vocab, antonyms, rng, context):
                 suffix = "" if operation == "original" else f"+{operation}"
                 claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
                 # Negating an edited fact makes it true again only when the negation scopes over
@@ -217,7 +244,7 @@ def chunk_claims(
     for first, second in zip(statements, statements[1:]):
         if n_words(first) + n_words(second) <= 40:
             claims.append(Claim(_combine(vocab, first, second), True, "combined", f"{first} {second}"))
-            edits = false_edits(second, vocab, antonyms, rng)
+            edits = false_edits(second, vocab, antonyms, rng, context)
             if edits:
                 edited, edit = rng.choice(edits)
                 claims.append(Claim(_combine(vocab, first, edited), False, f"combined+{edit}", f"{first} {second}"))
@@ -230,6 +257,23 @@ def chunk_claims(
     return [claim for claim in claims if not _DANGLING.search(claim.text)]
 
 
+def excluded_kind(kind: str, excluded: list[str] | None) -> bool:
+    """Whether a claim's kind ("entity_swap+reorder", "paraphrase:synonym") has an operation of
+    `excluded` (the offline teacher's `exclude_claim_kinds`)."""
+    return bool(excluded) and any(part in excluded for part in re.split(r"[+:]", kind))
+
+
+# Rewrites that bring in the same words every time ("… on Kaggle.", "Users can …", "It is
+# possible to …"): which of them a claim went through is part of its cue cell, so those words
+# occur as often in true as in false claims (a bag-of-words model cannot learn "on Kaggle" = true).
+WORDED_OPERATIONS = ("on_kaggle", "rephrase")
+
+
+def worded_operation(kind: str) -> str | None:
+    """The fixed-wording rewrite a claim went through (see WORDED_OPERATIONS), if any."""
+    return next((op for op in WORDED_OPERATIONS if op in re.split(r"[+:]", kind)), None)
+
+
 def similar_sentences(chunk_text: str, pool: list[tuple[str, str]], chunk_url: str, k: int) -> list[str]:
     """The `k` sentences of other pages that share the most content words with this chunk."""
     words = set(rouge_tokens(chunk_text))
@@ -240,13 +284,21 @@ def similar_sentences(chunk_text: str, pool: list[tuple[str, str]], chunk_url: s
     return [sentence for score, sentence in scored[:k] if score >= 2]
 
 
-def cue_cell(text: str, context: str) -> tuple:
-    """The cues a no-reading model could use: word for word in the context, negation word,
-    number, length band, ROUGE-L band (the audit's baselines, see ..audit)."""
+def cue_cell(text: str, context: str, novel: bool = True) -> tuple:
+    """The cues a no-reading model could use: word for word in the context, words the context
+    never uses (none, one, more), negation word, number, length band, ROUGE-L band (the audit's
+    baselines, see ..audit).
+
+    `novel=False` leaves the words-the-context-never-uses flag out (NLI: a neutral hypothesis
+    is one the context does not speak to, so its unsupported words are what the label means;
+    balancing them would leave almost no NLI rows)."""
     length = n_words(text)
-    band = next(i for i, bound in enumerate((9, 13, 17, 22, 28, 10**6)) if length < bound)
+    band = next(i for i, bound in enumerate((12, 20, 10**6)) if length < bound)
     verbatim = " ".join(rouge_tokens(text)) in " ".join(rouge_tokens(context))
-    return (verbatim, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 5))
+    novel = min(novel_words(text, context), 2) if novel else None
+    # ROUGE-L in tenths: a one-word edit (~0.9) and a dropped filler word (~0.97) must not share
+    # a coarser band, or a threshold inside it tells them apart (seen: 0.55 on v2 with fifths).
+    return (verbatim, novel, bool(NEGATION.search(text)), bool(numbers(text)), band, round(max_rouge_l(text, context) * 10))
 
 
 def balanced(items: list[tuple], labels: tuple[str, ...], rng: random.Random) -> list[tuple]:

@@ -30,6 +30,7 @@ from ..grammar import (
     IF_COND,
     IMPERATIVE,
     IMPERATIVE_START,
+    LEADING_CLAUSE,
     LEAD_IN,
     NAMED_ITEM,
     NEED_TO,
@@ -56,7 +57,7 @@ from ..grammar import (
 )
 from ..audit import LABELS
 from ..near_duplicates import RougeIndex
-from .claims import Claim, balanced, chunk_claims, cue_cell, similar_sentences
+from .claims import Claim, balanced, chunk_claims, cue_cell, excluded_kind, similar_sentences, worded_operation
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class OfflineTeacher:
         return (
             self._is_statement(sentence)
             and not IMPERATIVE_START.match(sentence)
+            and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))
+            and not re.search(r"\bplease\b", sentence, re.I)
             and not re.match(r"(So|And|But|Or)\b", sentence)  # leans on the sentence before it
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
@@ -261,7 +264,8 @@ class OfflineTeacher:
                 extractive += self._extractive_rows(chunk, sentences, recipe, rng)
             statements = [s for s in sentences if self._is_claim(s)]
             others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
-            claims = chunk_claims(statements, others, self.vocab, self.params["antonym_groups"], rng)
+            claims = chunk_claims(statements, others, self.vocab, self.params["antonym_groups"], rng, chunk["text"])
+            claims = [claim for claim in claims if not excluded_kind(claim.kind, self.params.get("exclude_claim_kinds"))]
             pool += [(chunk, claim) for claim in claims]
         quotas = self._quotas(len(extractive), mix, recipe)
         rng = random.Random(f"{self.seed}:{version}:labelled")
@@ -289,7 +293,7 @@ class OfflineTeacher:
                 if index in used or (built := self._item(task, chunk, claim, recipe)) is None:
                     continue
                 label, text = built
-                items.append((label, cue_cell(text, chunk["text"]), index))
+                items.append((label, (*cue_cell(text, chunk["text"], novel=task != "nli"), worded_operation(claim.kind)), index))
             wanted, picked = max(quotas[task] // len(LABELS[task]), 0), []
             for group in balanced(items, LABELS[task], rng):
                 if len(picked) == wanted:
