@@ -81,6 +81,10 @@ def test_statements_lose_their_template():
         "GPU sessions last 30 hours."
     )
     assert statement_of("Can I use a GPU?") == "Can I use a GPU"
+    # a quoted UI label inside a statement is part of it, not the statement
+    assert statement_of('True or False: Click “Create Competition” to finish the draft.') == (
+        "Click “Create Competition” to finish the draft."
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +106,11 @@ def test_default_synthesis_passes_its_own_shortcut_audit(snapshot_chunks, base_p
     qa_v1, qa_v2, qa_v3, _, _ = filter_candidates(candidates, snapshot_chunks, base_params)
     record = shortcut_audit({"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, base_params["audit"], base_params["seed"])
     judged = [(v, t) for v, version in record["versions"].items() for t, r in version["tasks"].items() if r["judged"]]
-    assert ("v2", "true_false") in judged and ("v3", "true_false") in judged
+    assert ("v3", "true_false") in judged
     for version, result in record["versions"].items():
         assert result["passes"], (version, result["failing"], result["tasks"])
+    # v2's true/false rows (about 80 from this snapshot, under the judged minimum of 100) are held
+    # to the same bound anyway
+    v2 = record["versions"]["v2"]["tasks"]["true_false"]
+    assert v2["rows"] >= 60
+    assert all(acc <= v2["majority"] + base_params["audit"]["max_gain"] for acc in v2["baselines"].values()), v2

@@ -65,7 +65,8 @@ def statement_of(instruction: str) -> str:
     """The claim a labelled question asks about, without its template ("True or False: X" → X,
     'Hypothesis: "X" Entailment, …?' → X); a yes/no question is its own statement."""
     quoted = _QUOTED.search(instruction)
-    if quoted:
+    # an NLI question's quoted hypothesis, not a quoted button label inside a statement
+    if quoted and re.search(r"entail|contradict|neutral|hypothesis", instruction, re.I):
         return quoted.group(1).strip()
     text = instruction.strip()
     while (match := _PREFIX.match(text)) and match.end() < len(text):

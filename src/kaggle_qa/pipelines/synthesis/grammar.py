@@ -96,6 +96,14 @@ IMPERATIVE_START = re.compile(
     r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick|Review|Accept|Submit|"
     r"Join|Invite|Share|Reach out|Contact)\b"
 )
+# A sentence that leans on the one before it ("So …", "That is why …", "do so", "… thus …"):
+# no standalone claim, so neither a true/false statement, a yes/no question nor a paraphrase is
+# made of it. The one definition for the offline teacher and the claims module.
+LEANS_ON_PREVIOUS = re.compile(
+    r"^(?:So|And|But|Or|Then|That is|That’s|That's|This is why|Thus|Hence|Therefore)\b"
+    r"|\b(?:do so|thus|hence|therefore|please)\b",
+    re.I,
+)
 # A leading subordinate clause ("Before splitting the data, make sure …"): what follows its comma
 # is the main clause, imperative or not.
 LEADING_CLAUSE = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|To|For|In|On|At)\b[^,]{3,90}, ")

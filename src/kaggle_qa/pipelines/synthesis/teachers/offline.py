@@ -31,6 +31,7 @@ from ..grammar import (
     IMPERATIVE,
     IMPERATIVE_START,
     LEADING_CLAUSE,
+    LEANS_ON_PREVIOUS,
     LEAD_IN,
     NAMED_ITEM,
     NEED_TO,
@@ -103,8 +104,7 @@ class OfflineTeacher:
             self._is_statement(sentence)
             and not IMPERATIVE_START.match(sentence)
             and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))
-            and not re.search(r"\bplease\b", sentence, re.I)
-            and not re.match(r"(So|And|But|Or)\b", sentence)  # leans on the sentence before it
+            and not LEANS_ON_PREVIOUS.search(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
 
@@ -129,7 +129,8 @@ class OfflineTeacher:
         if (
             not match
             or n_words(sentence) > self.params["max_yes_no_words"]
-            or re.search(r"[:;]|, (and|whereas|but) |\bdo so\b|^(So|And|But|Or|Then)\b", sentence)
+            or re.search(r"[:;]|, (and|whereas|but) ", sentence)
+            or LEANS_ON_PREVIOUS.search(sentence)
         ):
             return None
         subject = self._subject(match["subj"])
@@ -293,7 +294,7 @@ class OfflineTeacher:
                 if index in used or (built := self._item(task, chunk, claim, recipe)) is None:
                     continue
                 label, text = built
-                items.append((label, (*cue_cell(text, chunk["text"], novel=task != "nli"), worded_operation(claim.kind)), index))
+                items.append((label, (worded_operation(claim.kind), *cue_cell(text, chunk["text"], novel=task != "nli")), index))
             wanted, picked = max(quotas[task] // len(LABELS[task]), 0), []
             for group in balanced(items, LABELS[task], rng):
                 if len(picked) == wanted:
