@@ -127,6 +127,14 @@ def test_a_negated_edit_is_true_only_where_the_negation_scopes_over_the_edit(chu
     )
     assert any(c.kind == "antonym_swap" for c in two_clauses)
     assert not any(c.kind.startswith("negated_") for c in two_clauses)
+    # a quantified statement: "many … online" says nothing about "not many … offline"
+    quantified = chunk_claims(["There are many resources available online."], [], teacher.vocab,
+                              antonyms + [["online", "offline"]], random.Random(0))
+    assert any(c.kind == "antonym_swap" for c in quantified)
+    assert not any(c.kind.startswith("negated_") for c in quantified)
+    # a swapped number negated ("Every dataset is not split into six") is not made at all
+    numbers = chunk_claims(["Every dataset is split into two parts."], [], teacher.vocab, antonyms, random.Random(0))
+    assert not any(c.kind.startswith("negated_number") for c in numbers)
 
 
 def test_no_yes_answer_rests_on_an_entity_swap_of_a_negative_sentence(chunks, params):

@@ -5,10 +5,11 @@ operations, so that paraphrase marks, negation words, numbers and length occur o
 
 - true: paraphrases (clause reordering, a dropped lead-in, parenthesis, trailing example or
   "which" clause, a lexical substitution from the docs' own vocabulary, "You can X" → "It is
-  possible to X"), two facts of the chunk combined, and a false number or antonym edit negated
-  (true again: "GPU sessions do not have a limit of 20 hours");
-- false: a negation flipped, a number swapped, an entity swapped, of the sentence or of one of
-  its paraphrases, and a true fact combined with a false one;
+  possible to X", "… on Kaggle"), two facts of the chunk combined, and a one-clause,
+  unquantified antonym edit negated (true again: "Your dataset will not be public by default");
+- false: a negation flipped, a number swapped, an entity swapped (to a term the chunk uses
+  elsewhere when it can), of the sentence or of one of its paraphrases, and a true fact
+  combined with a false one;
 - neutral (NLI): a fact of another chunk on a similar subject, alone or joined to a true fact.
 
 :func:`balanced` then keeps, in every cue cell (negation word, number, length band, band of
@@ -51,6 +52,7 @@ _TRAILING_CLAUSE = re.compile(
 _SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
 _MORE_THAN_ONE_CLAUSE = re.compile(r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while)\b", re.I)
 _IN_ORDER_TO = re.compile(r"\bin order to\b")
+_QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any|every|each|only|more|less)\b", re.I)
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
 _DANGLING = re.compile(r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|the first type)\b", re.I)
@@ -231,12 +233,16 @@ def chunk_claims(
                 suffix = "" if operation == "original" else f"+{operation}"
                 claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
                 # Negating an edited fact makes it true again only when the negation scopes over
-                # the edit: a single clause ("Sessions do not have a limit of 30 hours"), not a
-                # sentence whose first verb is in another clause than the swapped term.
+                # the edit: a single clause about one thing ("Your dataset will not be public by
+                # default"), not a sentence whose first verb is in another clause than the swapped
+                # term, nor a quantified one ("There are not many resources available offline" does
+                # not follow from "many … online"), nor a swapped number ("Every dataset is not
+                # split into six", "There are not one statuses": seen, neither reads as true).
                 negatable = (
-                    edit in ("number_swap", "antonym_swap")
+                    edit == "antonym_swap"
                     and not NEGATION.search(edited)
                     and not _MORE_THAN_ONE_CLAUSE.search(edited)
+                    and not _QUANTIFIER.search(edited)
                 )
                 if negatable and (double := negate(edited)) and double != base:
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
