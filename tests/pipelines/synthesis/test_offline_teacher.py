@@ -156,6 +156,8 @@ def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunk
     assert question_problem("What happens when enabled?")
     assert question_problem("What happens when I enable it?")  # dangling "it"
     assert question_problem("What happens when I enable the metric?") is None
+    assert question_problem("What are Kaggle provides two types of metrics?")  # a clause as the subject
+    assert question_problem("What are Kaggle's two types of metrics?") is None
     assert teacher.yes_no_question("When you join, you automatically do so as part of a team.") is None
     assert teacher.yes_no_question("So you can submit twice a day.") is None
     assert paraphrases("So please make sure to read the rules before choosing to participate.", teacher.vocab) == []

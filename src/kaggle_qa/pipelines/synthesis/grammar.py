@@ -254,6 +254,11 @@ _DANGLING_QUESTION = re.compile(
 )
 _SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)
 _DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
+# "What are Kaggle provides two types of metrics?": a definition question whose "subject" is a clause
+_CLAUSE_AS_SUBJECT = re.compile(
+    r"^What (?:is|are) (?P<subject>.+?\b(?:provides|offers|allows|lets|includes|supports|contains|gives|has|"
+    r"uses|requires|shows|displays|lists|makes|means)\b.*)\?$"
+)
 _PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants", "kagglers"}
 
 
@@ -265,6 +270,8 @@ def question_problem(question: str) -> str | None:
         return f"dangling reference {match.group(0)!r}"
     if match := _SUBJECTLESS_CLAUSE.match(question):
         return f"no subject in {match.group(1)!r}"
+    if match := _CLAUSE_AS_SUBJECT.match(question):
+        return f"a clause as the subject: {match['subject']!r}"
     if match := _DO_QUESTION.match(question):
         head = match["subject"].split()[-1].lower()
         plural = head in _PLURAL_SUBJECTS or (head.endswith("s") and not head.endswith(("ss", "'s", "’s")))
