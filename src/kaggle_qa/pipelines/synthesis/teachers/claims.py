@@ -71,7 +71,6 @@ SYNONYMS = (
     ("additional", "extra"),
     ("approximately", "about"),
     ("assist", "help"),
-    ("quickly", "fast"),
     ("must", "have to"),
     ("enables", "allows"),
     ("locate", "find"),
