@@ -306,3 +306,14 @@ def test_a_swap_takes_a_term_the_chunk_uses_when_it_can(chunks, params):
         swaps = [e for e, kind in false_edits(sentence, teacher.vocab, [], random.Random(seed), context) if kind == "entity_swap"]
         assert swaps == ["Notebooks can use a TPU for up to 30 hours a week."]
 
+
+
+def test_balanced_pairs_match_the_continuous_cue_within_the_tolerance():
+    """ROUGE-L (a cell's last element) is matched, not banded: a true item at 0.96 has no false
+    partner at 0.90 (a threshold between them would tell the label), one at 0.955 does."""
+    from kaggle_qa.pipelines.synthesis.teachers.claims import balanced
+
+    items = [("true", ("cell", 0.96), 0), ("false", ("cell", 0.90), 1), ("false", ("cell", 0.955), 2),
+             ("true", ("other", 0.50), 3), ("false", ("cell", 0.50), 4)]
+    groups = balanced(items, ("true", "false"), random.Random(0), tolerance=0.01)
+    assert [sorted(item[2] for item in group) for group in groups] == [[0, 2]]
