@@ -71,8 +71,9 @@ def main() -> None:
         recipe.setup()
         scored = {}
         if score and args.score_base and not base_scored:
-            base = recipe.measure(score)  # LoRA B starts at zero: this is the base model
-            scored |= {"base_score_label_accuracy": base["label_accuracy"], "base_score_top_label_share": base["top_label_share"]}
+            before = recipe.measure(score)  # LoRA B starts at zero: this is the base model
+            scored |= {"base_score_label_accuracy": before["label_accuracy"],
+                       "base_score_top_label_share": before["top_label_share"]}
             base_scored = True
         result = recipe.train()
         recipe.cleanup()

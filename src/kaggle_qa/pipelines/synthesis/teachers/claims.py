@@ -180,7 +180,7 @@ def false_edits(
     whose every word is in the context cannot be told by a word the context never uses."""
 
     def pick(options: list[str]) -> str:
-        near = [o for o in options if re.search(rf"\b{re.escape(o)}\b", context)]
+        near = [o for o in options if _has_term(context, o)]
         return rng.choice(near or options)
 
     edits = []
@@ -191,10 +191,10 @@ def false_edits(
         if others:
             edits.append((sentence[: number.start()] + pick(others) + sentence[number.end() :], "number_swap"))
     for group in [*antonyms, *vocab.swap_groups]:
-        match = next((m for t in group if (m := re.search(rf"\b{re.escape(t)}\b", sentence))), None)
+        match = next((m for t in group if (m := _has_term(sentence, t))), None)
         if match and _inside_name(sentence, match):
             continue
-        others = [t for t in group if not re.search(rf"\b{re.escape(t)}\b", sentence)]
+        others = [t for t in group if not _has_term(sentence, t)]
         if match and others:  # never a term the sentence already has ("R or R")
             kind = "antonym_swap" if group in antonyms else "entity_swap"
             edits.append((sentence[: match.start()] + pick(others) + sentence[match.end() :], kind))
@@ -202,6 +202,11 @@ def false_edits(
     if negated := negate(sentence):
         edits.append((negated, "negation"))
     return edits
+
+
+def _has_term(text: str, term: str) -> re.Match | None:
+    """Where `term` occurs in `text` as a whole word or phrase."""
+    return re.search(rf"\b{re.escape(term)}\b", text)
 
 
 def _inside_name(sentence: str, match: re.Match) -> bool:
@@ -261,10 +266,15 @@ def chunk_claims(
     return [claim for claim in claims if not _DANGLING.search(claim.text)]
 
 
+def _operations(kind: str) -> list[str]:
+    """The operations a claim's kind names ("entity_swap+reorder" → entity_swap, reorder)."""
+    return re.split(r"[+:]", kind)
+
+
 def excluded_kind(kind: str, excluded: list[str] | None) -> bool:
     """Whether a claim's kind ("entity_swap+reorder", "paraphrase:synonym") has an operation of
     `excluded` (the offline teacher's `exclude_claim_kinds`)."""
-    return bool(excluded) and any(part in excluded for part in re.split(r"[+:]", kind))
+    return bool(excluded) and any(part in excluded for part in _operations(kind))
 
 
 # Rewrites that bring in the same words every time ("… on Kaggle.", "Users can …", "It is
@@ -275,7 +285,7 @@ WORDED_OPERATIONS = ("on_kaggle", "rephrase")
 
 def worded_operation(kind: str) -> str | None:
     """The fixed-wording rewrite a claim went through (see WORDED_OPERATIONS), if any."""
-    return next((op for op in WORDED_OPERATIONS if op in re.split(r"[+:]", kind)), None)
+    return next((op for op in WORDED_OPERATIONS if op in _operations(kind)), None)
 
 
 def similar_sentences(chunk_text: str, pool: list[tuple[str, str]], chunk_url: str, k: int) -> list[str]:
@@ -299,9 +309,9 @@ def cue_cell(text: str, context: str, novel: bool = True) -> tuple:
     length = n_words(text)
     band = next(i for i, bound in enumerate((12, 20, 10**6)) if length < bound)
     verbatim = " ".join(rouge_tokens(text)) in " ".join(rouge_tokens(context))
-    novel = min(novel_words(text, context), 2) if novel else None
+    new_words = min(novel_words(text, context), 2) if novel else None
     # ROUGE-L last and unbanded: `balanced` matches it within a tolerance
-    return (verbatim, novel, bool(NEGATION.search(text)), bool(numbers(text)), band, max_rouge_l(text, context))
+    return (verbatim, new_words, bool(NEGATION.search(text)), bool(numbers(text)), band, max_rouge_l(text, context))
 
 
 def balanced(items: list[tuple], labels: tuple[str, ...], rng: random.Random, tolerance: float = 0.01) -> list[tuple]:

@@ -102,8 +102,7 @@ class OfflineTeacher:
         example that only makes sense next to what it illustrates)."""
         return (
             self._is_statement(sentence)
-            and not IMPERATIVE_START.match(sentence)
-            and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))
+            and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))  # the main clause
             and not LEANS_ON_PREVIOUS.search(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
         )
