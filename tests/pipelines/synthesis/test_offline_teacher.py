@@ -304,7 +304,20 @@ def test_a_swap_takes_a_term_the_chunk_uses_when_it_can(chunks, params):
     context = f"{sentence} A TPU session is shorter."
     for seed in range(10):
         swaps = [e for e, kind in false_edits(sentence, teacher.vocab, [], random.Random(seed), context) if kind == "entity_swap"]
-        assert swaps == ["Notebooks can use a TPU for up to 30 hours a week."]
+        assert swaps[0] == "Notebooks can use a TPU for up to 30 hours a week."
+        # each edit changes one term only
+        assert all(("GPU" in e) + e.startswith("Notebooks") == 1 for e in swaps)
+    # a term of the same group in the context first, then one it never uses (as paraphrases
+    # bring in new words, false statements do too)
+    from kaggle_qa.pipelines.synthesis.grammar import Vocabulary
+
+    vocab = Vocabulary.from_chunks([{"text": "Notebooks, Datasets, Competitions and Models. A GPU."}],
+                                   [["Notebooks", "Datasets", "Competitions", "Models"]])
+    context = f"{sentence} Datasets can be attached."
+    for seed in range(10):
+        of_notebooks = [e.split()[0] for e, kind in false_edits(sentence, vocab, [], random.Random(seed), context)
+                        if kind == "entity_swap"]
+        assert of_notebooks[0] == "Datasets" and len(of_notebooks) == 2 and of_notebooks[1] not in context
 
 
 

@@ -39,7 +39,8 @@ _REORDER_BACK = re.compile(
 )
 _TO_FRONT = re.compile(r"^To (?P<goal>[a-z][^,]{4,90}), (?P<main>[a-z].{8,})\.$", re.I)
 _PARENTHESIS = re.compile(r"\s*\([^()]{1,80}\)")
-_TRAILING_EXAMPLE = re.compile(r",? (?:such as|for example|e\.g\.,?|including|like) [^,.;]{3,80}(?=\.$)")
+# "like" only after a comma: "… what type of script you would like to create" is no example.
+_TRAILING_EXAMPLE = re.compile(r"(?:,? (?:such as|for example|e\.g\.,?|including)|, like) [^,.;]{3,80}(?=\.$)")
 _WHICH_CLAUSE = re.compile(r", (?:which|who) [^,]{3,80},")
 _YOU_CAN = re.compile(r"^You can (?P<rest>[a-z].{5,})$")
 _YOU_MODAL = re.compile(r"^You (?P<modal>can|may|will|must|should|need to) (?P<rest>[a-z][^`]{5,})$")
@@ -50,7 +51,9 @@ _TRAILING_CLAUSE = re.compile(
     r"while|although|since|because|for example|e\.g\.|using|with|by|in order to)\b[^;:]{8,}\.$"
 )
 _SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
-_MORE_THAN_ONE_CLAUSE = re.compile(r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while)\b", re.I)
+_MORE_THAN_ONE_CLAUSE = re.compile(
+    r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while|before|after|until|once|since)\b", re.I
+)
 _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any|every|each|only|more|less)\b", re.I)
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
@@ -171,34 +174,43 @@ def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
 
 
 def false_edits(
-    sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random, context: str = ""
+    sentence: str, vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random, context: str = "",
+    max_swaps_per_term: int = 2, max_swapped_terms: int = 2,
 ) -> list[tuple[str, str]]:
     """(text, edit) for every meaning-changing edit that applies: a flipped negation, a swapped
     number (not a hedged one: "up to 200 GB" also holds for 100), a swapped entity or antonym.
 
     A swap takes a term the `context` (the chunk) uses elsewhere when it can: a false statement
-    whose every word is in the context cannot be told by a word the context never uses."""
+    whose every word is in the context cannot be told by a word the context never uses; a second
+    one (up to `max_swaps_per_term`) takes a term the context never uses, since true paraphrases
+    bring in new words too. Up to `max_swapped_terms` terms of the sentence are swapped, one per
+    edit."""
 
-    def pick(options: list[str]) -> str:
+    def picks(options: list[str]) -> list[str]:
+        """A term the context uses, then (when there is one) a term it never uses: false
+        statements with and without a new word, as true paraphrases come with and without one."""
         near = [o for o in options if _has_term(context, o)]
-        return rng.choice(near or options)
+        far = [o for o in options if o not in near]
+        return [rng.choice(side) for side in (near, far) if side][:max_swaps_per_term]
 
     edits = []
     number = NUMBER.search(sentence)
     if number and not _HEDGED_NUMBER.search(sentence[: number.start()]):
         pool = vocab.numbers if number.group(1) else vocab.number_words
         others = [n for n in pool if n != number.group(0) and n.isdigit() == number.group(0).isdigit()]
-        if others:
-            edits.append((sentence[: number.start()] + pick(others) + sentence[number.end() :], "number_swap"))
+        for other in picks(others) if others else []:
+            edits.append((sentence[: number.start()] + other + sentence[number.end() :], "number_swap"))
+    swapped = 0
     for group in [*antonyms, *vocab.swap_groups]:
         match = next((m for t in group if (m := _has_term(sentence, t))), None)
         if match and _inside_name(sentence, match):
             continue
         others = [t for t in group if not _has_term(sentence, t)]
-        if match and others:  # never a term the sentence already has ("R or R")
+        if match and others and swapped < max_swapped_terms:  # never a term the sentence already has ("R or R")
             kind = "antonym_swap" if group in antonyms else "entity_swap"
-            edits.append((sentence[: match.start()] + pick(others) + sentence[match.end() :], kind))
-            break
+            for other in picks(others):
+                edits.append((sentence[: match.start()] + other + sentence[match.end() :], kind))
+            swapped += 1
     if negated := negate(sentence):
         edits.append((negated, "negation"))
     return edits
@@ -221,16 +233,29 @@ def _combine(vocab: Vocabulary, first: str, second: str) -> str:
     return f"{first.rstrip('.')}, and {_lower(vocab, LEAD_IN.sub('', second))}"
 
 
+def _composed(sentence: str, variants: list[tuple[str, str]], vocab: Vocabulary, limit: int) -> list[tuple[str, str]]:
+    """Two different rewrites in a row ("reorder+drop_filler"), at most `limit` of them: true
+    claims further from the context's wording, as another teacher's paraphrases are."""
+    seen = {sentence, *(text for text, _ in variants)}
+    found = []
+    for text, operation in variants:
+        for twice, second in paraphrases(text, vocab):
+            if second != operation and twice not in seen and len(found) < limit:
+                seen.add(twice)
+                found.append((twice, f"{operation}+{second}"))
+    return found
+
+
 def chunk_claims(
     statements: list[str], others: list[str], vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random,
-    context: str = "",
+    context: str = "", max_composed: int = 3, max_combined: int = 6, max_combined_neutral: int = 1,
 ) -> list[Claim]:
     """Every candidate claim about one chunk, from its claim sentences (`statements`) and
     sentences of other chunks on a similar subject (`others`, for neutral claims)."""
     claims = []
     for sentence in statements:
         variants = [(sentence, "original"), *paraphrases(sentence, vocab)]
-        for text, operation in variants[1:]:
+        for text, operation in [*variants[1:], *_composed(sentence, variants[1:], vocab, max_composed)]:
             claims.append(Claim(text, True, f"paraphrase:{operation}", sentence))
         for base, operation in variants:
             for edited, edit in false_edits(base, vocab, antonyms, rng, context):
@@ -250,17 +275,23 @@ def chunk_claims(
                 )
                 if negatable and (double := negate(edited)) and double != base:
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
-    for first, second in zip(statements, statements[1:]):
-        if n_words(first) + n_words(second) <= 40:
-            claims.append(Claim(_combine(vocab, first, second), True, "combined", f"{first} {second}"))
-            edits = false_edits(second, vocab, antonyms, rng, context)
-            if edits:
-                edited, edit = rng.choice(edits)
-                claims.append(Claim(_combine(vocab, first, edited), False, f"combined+{edit}", f"{first} {second}"))
+    n = len(statements)
+    pairs = [(statements[i], statements[i + gap]) for gap in range(1, n) for i in range(n - gap)]
+    pairs = [  # adjacent ones first: they share a subject more often; no list items ("Kaggle
+        # Datasets Twitter: The new account …"), which read as junk when joined
+        (first, second) for first, second in pairs if n_words(first) + n_words(second) <= 40 and ":" not in first + second
+    ]
+    for first, second in pairs[:max_combined]:
+        claims.append(Claim(_combine(vocab, first, second), True, "combined", f"{first} {second}"))
+        edits = false_edits(second, vocab, antonyms, rng, context)
+        if edits:
+            edited, edit = rng.choice(edits)
+            claims.append(Claim(_combine(vocab, first, edited), False, f"combined+{edit}", f"{first} {second}"))
     for other in others:
         claims.append(Claim(other, None, "other_chunk", statements[0] if statements else other))
-        if statements:
-            sentence = rng.choice(statements)
+        # Joined to true facts of the chunk: neutral hypotheses as close to the context's wording
+        # as the combined true and false ones (a neutral one is otherwise told by its distance).
+        for sentence in rng.sample(statements, min(len(statements), max_combined_neutral)):
             if n_words(sentence) + n_words(other) <= 40:
                 claims.append(Claim(_combine(vocab, sentence, other), None, "combined+other_chunk", sentence))
     return [claim for claim in claims if not _DANGLING.search(claim.text)]
