@@ -135,6 +135,32 @@ def test_a_negated_edit_is_true_only_where_the_negation_scopes_over_the_edit(chu
     # a swapped number negated ("Every dataset is not split into six") is not made at all
     numbers = chunk_claims(["Every dataset is split into two parts."], [], teacher.vocab, antonyms, random.Random(0))
     assert not any(c.kind.startswith("negated_number") for c in numbers)
+    # the swap inside a "before" clause: "you cannot prepare … before making it private" is not
+    # what "you can prepare … before making it public" implies
+    timed = chunk_claims(["You can prepare the details before making the competition public."], [], teacher.vocab,
+                         antonyms + [["public", "private"]], random.Random(0))
+    assert any(c.kind == "antonym_swap" for c in timed)
+    assert not any(c.kind.startswith("negated_") for c in timed)
+
+
+def test_two_rewrites_in_a_row_and_facts_joined_beyond_neighbours(chunks, params):
+    vocab = OfflineTeacher(chunks, params["offline"], 0).vocab
+    sentences = ["If you select Public, you can also share your dataset with anyone.",
+                 "Datasets are private by default.", "Notebooks can be shared with collaborators."]
+    claims = chunk_claims(sentences, [], vocab, [], random.Random(0))
+    composed = {c.text: c.kind for c in claims if c.truth and c.kind.count("+") == 1 and c.kind.startswith("paraphrase:")}
+    # reordered and the filler dropped: both rewrites, neither alone
+    assert composed["You can share your dataset with anyone if you select Public."] == "paraphrase:reorder+drop_filler"
+    single = {c.text for c in claims if c.truth and "+" not in c.kind}
+    assert not set(composed) & single
+    joined = {c.evidence for c in claims if c.kind == "combined"}
+    assert f"{sentences[0]} {sentences[2]}" in joined  # not only neighbours
+    # a list item ("Twitter: The new account …") is never joined
+    listed = chunk_claims(["Kaggle Twitter: The new account features news.", "Datasets are private by default."],
+                          [], vocab, [], random.Random(0))
+    assert not any(c.kind.startswith("combined") for c in listed)
+    # "would like to" is no example to drop
+    assert all(op != "drop_example" for _, op in paraphrases("Choose the type of notebook you would like to create.", vocab))
 
 
 def test_no_yes_answer_rests_on_an_entity_swap_of_a_negative_sentence(chunks, params):
