@@ -219,6 +219,7 @@ def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, 
 
 def test_questions_name_their_subject_and_agree():
     assert question_problem("What is the first type?") == "dangling reference 'the first type'"
+    assert question_problem("What does the documentation say about the last type?") == "dangling reference 'the last type'"
     assert question_problem("How do I enable it?") == "dangling reference 'it'"
     assert question_problem("What do restricted email list?").startswith("agreement")
     assert question_problem("What does users see?").startswith("agreement")
@@ -257,6 +258,22 @@ def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):
             "Competition Notebooks: Notebooks shared within a competition are a source of starter code.",
             "What are Competition Notebooks?",
         ),
+        ("SQLite databases consist of multiple tables, each of which contains data in tabular format.",
+         "What do SQLite databases consist of?"),
+        ("The private leaderboard, by contrast, tracks model performance using the remainder of the test data.",
+         "What does the private leaderboard track?"),
+        ("`kaggle competitions download -c [COMPETITION]` downloads files associated with a competition.",
+         "Which command downloads files associated with a competition?"),
+        ("You will need at least one sample submission that successfully generates a score in order to launch your "
+         "competition.", "What do I need to launch my competition?"),
+        ("The easiest way to interact with Kaggle’s public API is via our command-line tool (CLI) implemented in Python.",
+         "What is the easiest way to interact with Kaggle’s public API?"),
+        ("To submit a new prediction use the Submit Prediction button.", "How do I submit a new prediction?"),
+        ("Using Notebooks is a powerful way to work with your collaborators on a Dataset.",
+         "What is a good way to work with my collaborators on a Dataset?"),
+        ("On Windows, the default location is $PYTHON_HOME/Scripts.", "What is the default location on Windows?"),
+        ("Following the competition deadline, your code will be rerun on a private test set.",
+         "What happens following the competition deadline?"),
         (
             "We recommend reviewing the example metric before you begin coding.",
             "What does Kaggle recommend before I begin coding?",

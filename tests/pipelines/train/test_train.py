@@ -201,6 +201,46 @@ def test_selection_prefers_a_balanced_checkpoint_over_one_that_always_answers_fa
     assert recipe.selection_score({"loss": 0.5, **reads}) < recipe.selection_score({"loss": 0.5, **always_false})
 
 
+def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
+    """The run that motivated the rule (27 labelled validation rows, decision not learned): a chance
+    0.555 at step 23 must not beat later checkpoints of lower loss whose accuracy is within chance
+    of it, nor stop training early; a real jump in accuracy still wins over a lower loss."""
+    import math
+
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
+
+    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
+    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 1.0},
+                     "early_stopping_min_delta": 0.0, "early_stopping_patience": 4}
+    recipe.state = {"best_score": -math.inf, "evals_without_improvement": 0, "step": 0}
+    recipe._lora_state = lambda: None
+    history = [(0, 0.599, 0.290), (23, 0.084, 0.555), (46, 0.068, 0.339), (69, 0.057, 0.417),
+               (92, 0.063, 0.502), (115, 0.042, 0.534), (138, 0.040, 0.540)]
+    kept = []
+    for step, loss, accuracy in history:
+        result = {"loss": loss, "label_balanced_accuracy": accuracy, "label_accuracy": accuracy,
+                  "label_examples": 27, "top_label_share": 0.5}
+        result["score"] = recipe.selection_score(result)
+        recipe.state["step"] = step
+        if step == 0 or recipe.improves(result):
+            recipe._keep_best(result)
+            kept.append(step)
+        else:
+            recipe.state["evals_without_improvement"] += 1
+        recipe._note_accuracy(result)
+    assert kept == [0, 23, 92, 115, 138]  # 46 and 69: worse than 0.555 beyond chance (0.136)
+    assert recipe.state["evals_without_improvement"] == 0
+    # the old score would have kept step 23 (0.555 - 0.25 x 0.084 beats 0.540 - 0.25 x 0.040)
+    assert 0.555 - 0.25 * 0.084 > 0.540 - 0.25 * 0.040
+    # beyond chance, accuracy wins even at a higher loss; a chance-level dip with lower loss does not
+    better = {"loss": 0.2, "label_balanced_accuracy": 0.75, "label_examples": 27}
+    assert recipe.improves(better | {"score": 0.0})
+    worse = {"loss": 0.01, "label_balanced_accuracy": 0.35, "label_examples": 27}
+    assert not recipe.improves(worse | {"score": 0.0})
+    # the margin shrinks with more labelled rows: 0.07 at 96
+    assert abs(recipe.noise_margin(96) - 0.0722) < 1e-3
+
+
 def test_empty_training_set_is_a_clear_error(tiny_gemma_path, tmp_path):
     with pytest.raises(ValueError, match="qa_v3"):
         build_examples([], ROWS, tiny_gemma_path, tiny_params(tmp_path))

@@ -66,12 +66,37 @@ DEFINITION = re.compile(
 )
 CAPABILITY = re.compile(
     r"^(?P<subj>(?:The |A |An |Your )?[A-Z][\w\-’' ]{1,50}?) (?P<verb>allows?|lets?|enables?|helps?|"
-    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?)\b (?P<rest>.+)$"
+    r"gives?|provides?|offers?|contains?|includes?|supports?|shows?|displays?|requires?|lists?|involves?|"
+    r"tracks?|consists? of|describes?|determines?|stores?|measures?|covers?|features?|controls?|defines?)\b "
+    r"(?P<rest>.+)$"
 )
+# "`kaggle competitions download -c [COMPETITION]` downloads files …": a command and what it does.
+COMMAND_DOES = re.compile(r"^`(?P<command>[^`]{3,80})` (?P<verb>[a-z]+s) (?P<rest>[^`]{5,90})\.$")
+# "The easiest way to interact with Kaggle's API is via our CLI."
+BEST_WAY = re.compile(
+    r"^The (?P<adj>easiest|best|simplest|fastest|quickest|recommended|only) way to (?P<goal>[a-z][^,]{5,80}?) is\b"
+)
+# "You will need at least one sample submission … in order to launch your competition."
+NEED_FOR = re.compile(
+    r"^(?:You|you) (?:will )?need (?P<what>(?!to\b).{3,120}?) (?:in order )?to (?P<goal>[a-z][^,]{5,70})\.$"
+)
+# "To submit a new prediction use the Submit Prediction button." (no comma after the goal)
+TO_GOAL_BARE = re.compile(
+    r"^To (?P<goal>[a-z][^,]{5,70}?),? (?P<rest>(?:use|click|go|select|navigate|visit|open|run|choose|press)\b.{5,})$"
+)
+# "Using Notebooks, …, is a powerful way to work with your collaborators on a Dataset."
+WAY_TO = re.compile(r"^[A-Z`“][^;]{2,120}? (?:is|are) (?:a|an|one) (?:[a-z]+ ){0,2}way to (?P<goal>[a-z][^,]{5,70})\.$")
+# "On Windows, the default location is $PYTHON_HOME/Scripts."
+SCOPED_WHAT = re.compile(
+    r"^(?P<prep>On|In|For) (?P<scope>[A-Z][^,]{2,40}), the (?P<what>[a-z][\w ]{2,40}?) (?P<be>is|are) (?P<rest>.{3,})$"
+)
+# ", by contrast," and the like: an aside inside the main clause, left out when asking about it
+ASIDE = re.compile(r",\s(?:by contrast|in contrast|however|meanwhile|in turn|on the other hand|for example|"
+                   r"for instance|of course|in general|by default)\s?,", re.I)
 YOU_CAN = re.compile(
     r"^You can (?P<act>[a-z][^,]{5,80}?) (?P<how>by|using|with|via|through|from|in|on|at) (?P<rest>.+)$"
 )
-ONCE = re.compile(r"^(?P<when>Once|After|When) (?P<cond>[^,]{5,90}), (?P<rest>.{10,})$")
+ONCE = re.compile(r"^(?P<when>Once|After|When|Following|During|Upon) (?P<cond>[^,]{5,90}), (?P<rest>.{10,})$")
 NEED_TO = re.compile(
     r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) "
     r"(?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$"
@@ -221,8 +246,8 @@ class Vocabulary:
         if not match:
             return text
         word = match.group(0)
-        if word.isupper() and len(word) > 1:
-            return text
+        if (word.isupper() and len(word) > 1) or any(c.isupper() for c in word[1:]):
+            return text  # an acronym or a name with inner capitals ("SQLite", "BigQuery")
         if word.lower() not in FUNCTION_WORDS and (
             word == "I" or self.upper_counts[word.lower()] > self.lower_counts[word.lower()]
         ):
@@ -248,8 +273,8 @@ def negate(sentence: str) -> str | None:
 
 
 _DANGLING_QUESTION = re.compile(
-    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the first type|"
-    r"the second type|the same)\b",
+    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the same|"
+    r"the (?:first|second|third|last|next|previous|other) (?:type|one|kind|option|step|method|category|way))\b",
     re.I,
 )
 _SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)

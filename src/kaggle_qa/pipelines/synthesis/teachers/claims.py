@@ -58,7 +58,11 @@ _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any|every|each|only|more|less)\b", re.I)
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
-_DANGLING = re.compile(r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|the first type)\b", re.I)
+_DANGLING = re.compile(
+    r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|"
+    r"the (?:first|second|third|last|next|previous) (?:type|one|kind|option|step|method|category|way))\b",
+    re.I,
+)
 # Word pairs of the same meaning; a substitution is used only when the docs use the new word too.
 # One-way rewrites of the same meaning (the reverse direction is often wrong: "make sure" →
 # "create sure", "about" the preposition → "approximately"); used only when the docs use the new

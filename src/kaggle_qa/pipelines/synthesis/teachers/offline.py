@@ -21,8 +21,15 @@ from collections import defaultdict
 from tqdm.auto import tqdm
 
 from ..grammar import (
+    ASIDE,
     AUX_QUESTION,
     BECAUSE,
+    BEST_WAY,
+    COMMAND_DOES,
+    NEED_FOR,
+    SCOPED_WHAT,
+    TO_GOAL_BARE,
+    WAY_TO,
     CAPABILITY,
     CLAUSE_START,
     DEFINITION,
@@ -147,7 +154,7 @@ class OfflineTeacher:
     def extractive_questions(self, sentence: str, rng: random.Random) -> list[str]:
         """Natural questions whose answer is this sentence: a pattern's, then one about its subject
         (both asked of the main clause, after a lead-in such as "However, ")."""
-        clause = LEAD_IN.sub("", sentence)
+        clause = ASIDE.sub("", LEAD_IN.sub("", sentence))
         clause = clause[0].upper() + clause[1:]
         questions = []
         for question in (self._wh_question(clause, rng), self._subject_question(clause, rng)):
@@ -158,8 +165,18 @@ class OfflineTeacher:
         return questions
 
     def _wh_question(self, sentence: str, rng: random.Random) -> str | None:
-        if match := TO_GOAL.match(sentence) or USE_TO.match(sentence):
+        if match := TO_GOAL.match(sentence) or USE_TO.match(sentence) or TO_GOAL_BARE.match(sentence):
             return f"How do I {to_first_person(match['goal'])}?"
+        if match := COMMAND_DOES.match(sentence):
+            return f"Which command {match['verb']} {to_first_person(match['rest'])}?"
+        if match := BEST_WAY.match(sentence):
+            return f"What is the {match['adj']} way to {to_first_person(match['goal'])}?"
+        if (match := NEED_FOR.match(sentence)) and not LEANS_ON_PREVIOUS.search(match["what"]):
+            return f"What do I need to {to_first_person(match['goal'])}?"
+        if match := WAY_TO.match(sentence):
+            return f"What is a good way to {to_first_person(match['goal'])}?"
+        if match := SCOPED_WHAT.match(sentence):
+            return f"What {match['be']} the {match['what']} {match['prep'].lower()} {match['scope']}?"
         if match := NAMED_ITEM.match(sentence):
             name = match["name"]
             return f"What {'are' if name.endswith('s') else 'is'} {name}?"
@@ -209,7 +226,7 @@ class OfflineTeacher:
         if match := CAPABILITY.match(sentence):
             subject = self._subject(match["subj"])
             if subject:
-                verb = match["verb"]
+                verb, _, particle = match["verb"].partition(" ")  # "consists of"
                 do = "does" if verb.endswith("s") and subject not in ("I",) else "do"
                 lemma = base_form(verb) if verb.endswith("s") else verb
                 first = match["rest"].split()[0].lower()
@@ -218,7 +235,7 @@ class OfflineTeacher:
                     to = " to" if lemma in ("allow", "enable") else ""
                     return f"What {do} {subject} {lemma} {who}{to} do?"
                 if lemma not in ("allow", "let", "enable", "help"):
-                    return f"What {do} {subject} {lemma}?"
+                    return f"What {do} {subject} {' '.join(filter(None, (lemma, particle)))}?"
         return None
 
     def topic_question(self, chunk: dict, rng: random.Random) -> str | None:
