@@ -241,6 +241,41 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
     assert abs(recipe.noise_margin(96) - 0.0722) < 1e-3
 
 
+def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
+    """The first plan rested on fast first steps (3.8 s); at 5.5 s per step the planned 198 do not
+    fit: at the next validation the run is shortened to what the rest of the budget holds, and the
+    cosine schedule is re-planned to reach 0 there (a hard stop would leave it half-way)."""
+    import math
+
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
+
+    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
+    recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
+    recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
+    recipe._make_scheduler(198)
+    steps, eval_s = 51, 2 * 8.5
+    recipe.state = {"step": steps, "total_steps": 198, "eval_every": 25, "budget_planned": True,
+                    "train_s": steps * 5.5, "eval_s": eval_s, "history": [{}, {}, {}],
+                    "elapsed_s": steps * 5.5 + eval_s}
+    for _ in range(steps):
+        recipe.scheduler.step()
+    recipe._replan_for_budget()
+    total = recipe.state["total_steps"]
+    # what the rest of the budget holds at 5.5 s per step, after the validations still to come
+    assert 140 <= total <= 148, total
+    assert recipe.state["budget_replans"] == [
+        {"at_step": 51, "seconds_per_step": 5.5, "from_steps": 198, "to_steps": total}]
+    lr_now = recipe.scheduler.get_last_lr()[0]
+    for _ in range(total - steps):
+        recipe.scheduler.step()
+    assert recipe.scheduler.get_last_lr()[0] < 1e-6 < lr_now  # the schedule now ends at the new last step
+    # on pace (the plan holds): nothing changes
+    recipe.state |= {"train_s": steps * 3.8, "elapsed_s": steps * 3.8 + eval_s, "total_steps": 198}
+    recipe.state.pop("budget_replans")
+    recipe._replan_for_budget()
+    assert recipe.state["total_steps"] == 198 and "budget_replans" not in recipe.state
+
+
 def test_empty_training_set_is_a_clear_error(tiny_gemma_path, tmp_path):
     with pytest.raises(ValueError, match="qa_v3"):
         build_examples([], ROWS, tiny_gemma_path, tiny_params(tmp_path))
