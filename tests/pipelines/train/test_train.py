@@ -210,7 +210,7 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
     from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
 
     recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 1.0},
+    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 2.0},
                      "early_stopping_min_delta": 0.0, "early_stopping_patience": 4}
     recipe.state = {"best_score": -math.inf, "evals_without_improvement": 0, "step": 0}
     recipe._lora_state = lambda: None
@@ -228,17 +228,18 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
         else:
             recipe.state["evals_without_improvement"] += 1
         recipe._note_accuracy(result)
-    assert kept == [0, 23, 92, 115, 138]  # 46 and 69: worse than 0.555 beyond chance (0.136)
+    # 92: within chance of 0.555 (margin 0.27 at z = 2) but a higher loss than step 69's
+    assert kept == [0, 23, 46, 69, 115, 138]
     assert recipe.state["evals_without_improvement"] == 0
     # the old score would have kept step 23 (0.555 - 0.25 x 0.084 beats 0.540 - 0.25 x 0.040)
     assert 0.555 - 0.25 * 0.084 > 0.540 - 0.25 * 0.040
     # beyond chance, accuracy wins even at a higher loss; a chance-level dip with lower loss does not
-    better = {"loss": 0.2, "label_balanced_accuracy": 0.75, "label_examples": 27}
+    better = {"loss": 0.2, "label_balanced_accuracy": 0.85, "label_examples": 27}
     assert recipe.improves(better | {"score": 0.0})
-    worse = {"loss": 0.01, "label_balanced_accuracy": 0.35, "label_examples": 27}
+    worse = {"loss": 0.01, "label_balanced_accuracy": 0.25, "label_examples": 27}
     assert not recipe.improves(worse | {"score": 0.0})
-    # the margin shrinks with more labelled rows: 0.07 at 96
-    assert abs(recipe.noise_margin(96) - 0.0722) < 1e-3
+    # the margin shrinks with more labelled rows: 0.14 at 96 (z = 2)
+    assert abs(recipe.noise_margin(96) - 0.1443) < 1e-3
 
 
 def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
