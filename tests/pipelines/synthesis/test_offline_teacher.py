@@ -159,6 +159,9 @@ def test_two_rewrites_in_a_row_and_facts_joined_beyond_neighbours(chunks, params
     listed = chunk_claims(["Kaggle Twitter: The new account features news.", "Datasets are private by default."],
                           [], vocab, [], random.Random(0))
     assert not any(c.kind.startswith("combined") for c in listed)
+    # "In addition to prizes, …" has no lead-in to drop ("To prizes, …" and, reordered, "… to prizes.")
+    assert all(op != "drop_lead_in" for _, op in paraphrases(
+        "In addition to prizes, competitions may award ranking points.", vocab))
     # "would like to" is no example to drop
     assert all(op != "drop_example" for _, op in paraphrases("Choose the type of notebook you would like to create.", vocab))
 
@@ -220,6 +223,7 @@ def test_number_and_entity_swaps_use_values_found_elsewhere_in_the_docs(chunks, 
 def test_questions_name_their_subject_and_agree():
     assert question_problem("What is the first type?") == "dangling reference 'the first type'"
     assert question_problem("What does the documentation say about the last type?") == "dangling reference 'the last type'"
+    assert question_problem("Is one example of such a dataset the Fisheries Competition?").startswith("dangling")
     assert question_problem("How do I enable it?") == "dangling reference 'it'"
     assert question_problem("What do restricted email list?").startswith("agreement")
     assert question_problem("What does users see?").startswith("agreement")
@@ -284,6 +288,13 @@ def test_questions_read_like_a_person_wrote_them(chunks, params, sentence, quest
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     questions = teacher.extractive_questions(sentence, random.Random(1))
     assert question in questions or any(q.startswith(question[:-1]) for q in questions), questions
+
+
+def test_no_where_question_of_a_navigation_step(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    questions = teacher.extractive_questions(
+        "You can also navigate to \"Options\" > “Sharing” from your published Notebook's page.", random.Random(1))
+    assert not any(q.startswith("Where can I navigate") for q in questions), questions
 
 
 def test_yes_no_questions_invert_the_auxiliary_and_keep_polarity(chunks, params):

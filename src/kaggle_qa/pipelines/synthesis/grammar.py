@@ -142,7 +142,7 @@ FUNCTION_WORDS = set(
 LINK_TARGET = re.compile(r"\s*\((?:https?://|www\.)[^)\s]*\)")
 COMMAND_ITEM = re.compile(r"^(?:- )?(?P<command>`[^`]+`): (?P<verb>[a-z]+)\b(?P<rest>.*?)\.?$")
 LEAD_IN = re.compile(
-    r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition|In general|In most cases|"
+    r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition(?=,)|In general|In most cases|"
     r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
 )
 NAMED_ITEM = re.compile(r"^(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
@@ -273,7 +273,7 @@ def negate(sentence: str) -> str | None:
 
 
 _DANGLING_QUESTION = re.compile(
-    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the same|"
+    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the same|such an?|"
     r"the (?:first|second|third|last|next|previous|other) (?:type|one|kind|option|step|method|category|way))\b",
     re.I,
 )

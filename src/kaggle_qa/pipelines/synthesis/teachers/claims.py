@@ -59,7 +59,7 @@ _QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
 _DANGLING = re.compile(
-    r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|"
+    r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|such an?|"
     r"the (?:first|second|third|last|next|previous) (?:type|one|kind|option|step|method|category|way))\b",
     re.I,
 )

@@ -194,7 +194,8 @@ class OfflineTeacher:
         if match := YOU_CAN.match(sentence):
             lead = "How can I" if match["how"] in ("by", "using", "with", "via", "through") else "Where can I"
             act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
-            return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
+            if not re.match(r"(navigate|go|head|click|scroll)\b", act):  # "Where can I navigate to "Options"?"
+                return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
         if match := WHO_CAN.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
         if match := HOW_MANY.match(sentence):
