@@ -126,6 +126,23 @@ def test_masking_check_accepts_answer_plus_eos_and_rejects_wrong_masks(tiny_gemm
         check_loss_masking(tokenizer, ROWS, nothing_trained)
 
 
+def test_padding_to_a_multiple_changes_the_shape_not_the_loss(tiny_gemma_path, tmp_path):
+    """Batch widths rounded up to `pad_to_multiple_of` (few distinct shapes on CPU): the padding is
+    masked out of attention and loss, so the answer loss is the same."""
+    from kaggle_qa.modeling import load_model
+    from kaggle_qa.pipelines.train.recipe import answer_loss_sum, collate
+
+    examples, _, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
+    model = load_model(tiny_gemma_path, dtype="float32")
+    tight, padded = collate(examples, pad_token_id=0), collate(examples, pad_token_id=0, multiple=32)
+    width = max(len(e["input_ids"]) for e in examples)
+    assert tight["input_ids"].shape[1] == width and padded["input_ids"].shape[1] % 32 == 0
+    assert padded["input_ids"].shape[1] > width
+    with torch.no_grad():
+        (a, n), (b, m) = (answer_loss_sum(model, batch, head_chunk_tokens=64) for batch in (tight, padded))
+    assert n == m and torch.allclose(a, b, rtol=1e-5)
+
+
 def test_label_position_loss_equals_the_full_logits_loss(tiny_gemma_path, tmp_path):
     """Logits only at label positions give exactly the loss of the full head over every position,
     and label-token weights weight exactly the label word's loss."""

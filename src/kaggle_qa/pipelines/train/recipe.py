@@ -91,9 +91,15 @@ def chunk_grouped_batches(groups: list[str], lengths: list[int], batch_size: int
     return batches
 
 
-def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example (positions stay 0..n-1 for every row)."""
+def collate(examples: list[dict], pad_token_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example, rounded up to a `multiple` (positions stay 0..n-1
+    for every row; padding is masked out of attention and loss).
+
+    The rounding bounds the number of distinct batch shapes: on CPU every new shape gets its own
+    oneDNN kernels and buffers, and with one shape per length a run slowed from 3.8 to 6.4 s per
+    step over 60 steps while its memory grew (benchmarks/bench_padding.py)."""
     width = max(len(e["input_ids"]) for e in examples)
+    width = -(-width // max(multiple, 1)) * max(multiple, 1)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -410,7 +416,7 @@ class LoRAFinetuneRecipe:
 
     def _batch(self, indices: list[int], examples: list[dict], weighted: bool = False) -> dict[str, torch.Tensor]:
         rows = [examples[i] for i in indices]
-        batch = collate(rows, self.causal_lm.config.pad_token_id or 0)
+        batch = collate(rows, self.causal_lm.config.pad_token_id or 0, self.params.get("pad_to_multiple_of", 1))
         weight = self.params.get("label_token_weight", 1.0)
         if weighted and weight != 1.0:
             weights = torch.ones_like(batch["labels"], dtype=torch.float32)
