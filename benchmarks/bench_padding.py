@@ -7,8 +7,9 @@ per multiple (no validation, no budget) and records seconds per step and RSS per
 
     .venv/bin/python benchmarks/bench_padding.py --multiples 1 32 64 --steps 60
 
-Output: data/08_reporting/bench_padding.json. Each multiple is one run, in the order given: a
-trend inside a run, not a median of alternating runs (the effect grows with the run's length).
+Output: data/08_reporting/bench_padding.json. Each multiple is one run in a fresh process, in the
+order given: a trend inside a run, not a median of alternating runs (the effect grows with the
+run's length).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,10 +67,20 @@ def main() -> None:
     parser.add_argument("--multiples", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--output", default=str(PROJECT_ROOT / "data/08_reporting/bench_padding.json"))
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one multiple, this process
     args = parser.parse_args()
     base_model = str(PROJECT_ROOT / "data/06_models/base_model")
     rows = json.loads(Path(sorted(glob.glob(str(PROJECT_ROOT / "data/03_primary/qa_v3.json/*/qa_v3.json")))[-1]).read_text())
-    results = [run(m, args.steps, base_model, rows) for m in args.multiples]
+    if args.one is not None:
+        print("RESULT " + json.dumps(run(args.one, args.steps, base_model, rows)))
+        return
+    # each multiple in a fresh process: kernels and memory a run leaves behind would slow the next
+    # one (seen in one process: the second run started at 8.6 GiB and 5.5 s per step)
+    results = []
+    for multiple in args.multiples:
+        out = subprocess.run([sys.executable, __file__, "--one", str(multiple), "--steps", str(args.steps)],
+                             check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
     for r in results:
         print(r)
     Path(args.output).write_text(json.dumps(results, indent=2))

@@ -96,8 +96,8 @@ def collate(examples: list[dict], pad_token_id: int, multiple: int = 1) -> dict[
     for every row; padding is masked out of attention and loss).
 
     The rounding bounds the number of distinct batch shapes: on CPU every new shape gets its own
-    oneDNN kernels and buffers, and with one shape per length a run slowed from 3.8 to 6.4 s per
-    step over 60 steps while its memory grew (benchmarks/bench_padding.py)."""
+    oneDNN kernels and buffers, and with one shape per length a run slowed from 3.8 to 5.4 s per
+    step over 40 steps while its memory grew; rounded to 32: 3.8 to 4.4 (benchmarks/bench_padding.py)."""
     width = max(len(e["input_ids"]) for e in examples)
     width = -(-width // max(multiple, 1)) * max(multiple, 1)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
