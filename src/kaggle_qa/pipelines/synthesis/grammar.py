@@ -272,9 +272,15 @@ def negate(sentence: str) -> str | None:
     return sentence[: match.start()] + replacement + sentence[match.end() :]
 
 
+# A reference to something only the surrounding text names ("this", "such a …", "the last type"):
+# no claim or question may rest on it. Questions also may not say "its", "the same" or "the other …".
+_REFERENCE_NOUNS = r"(?:type|one|kind|option|step|method|category|way)"
+DANGLING_REFERENCE = (
+    r"this|these|those|it|they|them|the above|the following|the former|the latter|such an?|"
+    rf"the (?:first|second|third|last|next|previous) {_REFERENCE_NOUNS}"
+)
 _DANGLING_QUESTION = re.compile(
-    r"\b(this|these|those|it|its|they|them|the above|the following|the former|the latter|the same|such an?|"
-    r"the (?:first|second|third|last|next|previous|other) (?:type|one|kind|option|step|method|category|way))\b",
+    rf"\b({DANGLING_REFERENCE}|its|the same|the other {_REFERENCE_NOUNS})\b",
     re.I,
 )
 _SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)

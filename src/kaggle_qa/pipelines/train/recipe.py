@@ -464,12 +464,11 @@ class LoRAFinetuneRecipe:
         the label mix of a small validation split (seen: 0.595 plain accuracy, 78 % "False"); the
         answer loss breaks ties and is all there is when no validation row has a label.
         """
-        selection = self.params["selection"]
-        key = "label_balanced_accuracy" if selection.get("balanced", True) else "label_accuracy"
-        accuracy = result.get(key) if selection["use_label_accuracy"] else None
-        return (accuracy or 0.0) - selection["loss_weight"] * result["loss"]
+        accuracy = self._selection_accuracy(result)
+        return (accuracy or 0.0) - self.params["selection"]["loss_weight"] * result["loss"]
 
     def _selection_accuracy(self, result: dict) -> float | None:
+        """The accuracy selection compares: balanced (default) or plain; None when it is switched off."""
         selection = self.params["selection"]
         key = "label_balanced_accuracy" if selection.get("balanced", True) else "label_accuracy"
         return result.get(key) if selection["use_label_accuracy"] else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from kaggle_qa.text import numbers
 
 from ..audit import NEGATION, max_rouge_l, novel_words
-from ..grammar import LEAD_IN, LEANS_ON_PREVIOUS, NUMBER, Vocabulary, n_words, negate, tidy
+from ..grammar import DANGLING_REFERENCE, LEAD_IN, LEANS_ON_PREVIOUS, NUMBER, Vocabulary, n_words, negate, tidy
 from ..near_duplicates import rouge_tokens
 
 _REORDER_FRONT = re.compile(
@@ -58,11 +58,7 @@ _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any|every|each|only|more|less)\b", re.I)
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
 _HEDGED_NUMBER = re.compile(r"\b(?:up to|at least|at most|more than|less than|fewer than|over|under|about|around)\s*$", re.I)
-_DANGLING = re.compile(
-    r"\b(this|these|those|it|they|them|the above|the following|the former|the latter|such an?|"
-    r"the (?:first|second|third|last|next|previous) (?:type|one|kind|option|step|method|category|way))\b",
-    re.I,
-)
+_DANGLING = re.compile(rf"\b({DANGLING_REFERENCE})\b", re.I)
 # Word pairs of the same meaning; a substitution is used only when the docs use the new word too.
 # One-way rewrites of the same meaning (the reverse direction is often wrong: "make sure" →
 # "create sure", "about" the preposition → "approximately"); used only when the docs use the new
@@ -279,11 +275,13 @@ def chunk_claims(
                 )
                 if negatable and (double := negate(edited)) and double != base:
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
+    # Adjacent sentences first (they share a subject more often); no list items ("Kaggle Datasets
+    # Twitter: The new account …"), which read as junk when joined.
     n = len(statements)
-    pairs = [(statements[i], statements[i + gap]) for gap in range(1, n) for i in range(n - gap)]
-    pairs = [  # adjacent ones first: they share a subject more often; no list items ("Kaggle
-        # Datasets Twitter: The new account …"), which read as junk when joined
-        (first, second) for first, second in pairs if n_words(first) + n_words(second) <= 40 and ":" not in first + second
+    pairs = [
+        (first, second)
+        for gap in range(1, n) for first, second in zip(statements, statements[gap:])
+        if n_words(first) + n_words(second) <= 40 and ":" not in first + second
     ]
     for first, second in pairs[:max_combined]:
         claims.append(Claim(_combine(vocab, first, second), True, "combined", f"{first} {second}"))
