@@ -5,11 +5,12 @@ their longest example give one shape per length: the steps of a run get slower a
 grows. This runs the real train recipe on the real embedded model and `qa_v3` for `--steps` steps
 per multiple (no validation, no budget) and records seconds per step and RSS per 10-step window.
 
-    .venv/bin/python benchmarks/bench_padding.py --multiples 1 32 64 --steps 60
+    .venv/bin/python benchmarks/bench_padding.py --multiples 1 32 --steps 40 --repeats 3
 
-Output: data/08_reporting/bench_padding.json. Each multiple is one run in a fresh process, in the
-order given: a trend inside a run, not a median of alternating runs (the effect grows with the
-run's length).
+Output: data/08_reporting/bench_padding.json. Each run is a fresh process; with `--repeats` the
+settings alternate (round 1 in the order given, round 2 reversed, ...) and the median total time
+per setting and the ratio to the first setting are reported, beside every run's per-window trend
+(the effect grows with the run's length).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -66,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--multiples", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of runs, alternating the order")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "data/08_reporting/bench_padding.json"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one multiple, this process
     args = parser.parse_args()
@@ -76,15 +79,22 @@ def main() -> None:
         return
     # each multiple in a fresh process: kernels and memory a run leaves behind would slow the next
     # one (seen in one process: the second run started at 8.6 GiB and 5.5 s per step)
-    results = []
-    for multiple in args.multiples:
-        out = subprocess.run([sys.executable, __file__, "--one", str(multiple), "--steps", str(args.steps)],
-                             check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
-    for r in results:
-        print(r)
-    Path(args.output).write_text(json.dumps(results, indent=2))
-
+    runs = []
+    for round_ in range(args.repeats):
+        for multiple in args.multiples if round_ % 2 == 0 else args.multiples[::-1]:
+            out = subprocess.run([sys.executable, __file__, "--one", str(multiple), "--steps", str(args.steps)],
+                                 check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+            print(runs[-1], flush=True)
+    totals = {m: [r["total_s"] for r in runs if r["pad_to_multiple_of"] == m] for m in args.multiples}
+    medians = {m: statistics.median(t) for m, t in totals.items()}
+    summary = {
+        str(m): {"total_s": totals[m], "median_total_s": medians[m], "ratio_to_first": round(medians[m] / medians[args.multiples[0]], 3)}
+        for m in args.multiples
+    }
+    for m, row in summary.items():
+        print(f"pad_to_multiple_of {m}: median {row['median_total_s']} s over {args.steps} steps {row['total_s']}, ratio {row['ratio_to_first']}")
+    Path(args.output).write_text(json.dumps({"steps": args.steps, "repeats": args.repeats, "summary": summary, "runs": runs}, indent=2))
 
 if __name__ == "__main__":
     main()

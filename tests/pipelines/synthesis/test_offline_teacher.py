@@ -79,7 +79,8 @@ def test_true_statements_are_paraphrases_or_negated_false_facts(chunks, params):
     assert rephrased["Notebooks (with GPUs) are private by default."] == "drop_lead_in"
     assert rephrased["However, notebooks are private by default."] == "drop_parenthesis"
     claims = chunk_claims(
-        ["Notebooks are private by default."], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0)
+        ["Notebooks are private by default."], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0),
+        exclusive=frozenset(params["offline"]["exclusive_antonyms"]),
     )
     by_text = {claim.text: claim for claim in claims}
     assert by_text["Notebooks are public by default."].truth is False
@@ -117,21 +118,40 @@ def test_entity_swaps_leave_multi_word_names_alone(chunks, params):
 def test_a_negated_edit_is_true_only_where_the_negation_scopes_over_the_edit(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
     antonyms = params["offline"]["antonym_groups"]
-    one_clause = chunk_claims(["Notebooks are private by default."], [], teacher.vocab, antonyms, random.Random(0))
+    exclusive = frozenset(params["offline"]["exclusive_antonyms"])
+    one_clause = chunk_claims(["Notebooks are private by default."], [], teacher.vocab, antonyms, random.Random(0),
+                              exclusive=exclusive)
     assert any(c.kind.startswith("negated_") and c.truth for c in one_clause)
     # "...a maximum number of submissions that a participant can make": negating "can" of the
     # relative clause after swapping maximum -> minimum says nothing true
     two_clauses = chunk_claims(
         ["Most competitions have a maximum number of submissions that a participant can make each day."],
         [], teacher.vocab, antonyms + [["maximum", "minimum"]], random.Random(0),
+        exclusive=exclusive | {"maximum", "minimum"},  # even were they exclusive states
     )
     assert any(c.kind == "antonym_swap" for c in two_clauses)
     assert not any(c.kind.startswith("negated_") for c in two_clauses)
     # a quantified statement: "many … online" says nothing about "not many … offline"
     quantified = chunk_claims(["There are many resources available online."], [], teacher.vocab,
-                              antonyms + [["online", "offline"]], random.Random(0))
+                              antonyms + [["online", "offline"]], random.Random(0), exclusive=exclusive)
     assert any(c.kind == "antonym_swap" for c in quantified)
     assert not any(c.kind.startswith("negated_") for c in quantified)
+    # more than one clause, but the negation lands right before the swapped state, in its clause
+    paid = chunk_claims(["Google AutoML is a paid service and requires a billing-enabled GCP account."], [],
+                        teacher.vocab, antonyms, random.Random(0), exclusive=exclusive)
+    negated = {c.text: c.truth for c in paid if c.kind.startswith("negated_")}
+    assert negated["Google AutoML is not a free service and requires a billing-enabled GCP account."] is True
+    assert all(negated.values())
+    # ... not where it denies the verb ("will not score … the visible file" says Kaggle never scores)
+    hidden = chunk_claims(["Kaggle will score the submission using the hidden file."], [],
+                          teacher.vocab, antonyms, random.Random(0), exclusive=exclusive)
+    assert any(c.kind == "antonym_swap" for c in hidden)
+    assert not any(c.kind.startswith("negated_") for c in hidden)
+    # nor where both antonyms are possible ("You cannot download files" does not follow from "upload")
+    both = chunk_claims(["You can upload files to your dataset."], [], teacher.vocab, antonyms, random.Random(0),
+                        exclusive=exclusive)
+    assert any(c.kind == "antonym_swap" for c in both)
+    assert not any(c.kind.startswith("negated_") for c in both)
     # a swapped number negated ("Every dataset is not split into six") is not made at all
     numbers = chunk_claims(["Every dataset is split into two parts."], [], teacher.vocab, antonyms, random.Random(0))
     assert not any(c.kind.startswith("negated_number") for c in numbers)

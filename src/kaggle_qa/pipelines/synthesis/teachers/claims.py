@@ -51,9 +51,6 @@ _TRAILING_CLAUSE = re.compile(
     r"while|although|since|because|for example|e\.g\.|using|with|by|in order to)\b[^;:]{8,}\.$"
 )
 _SUBORDINATE_START = re.compile(r"^(?:If|When|Once|After|Before|While|Unless|Because|Since|Although|To|For|In|On|At)\b")
-_MORE_THAN_ONE_CLAUSE = re.compile(
-    r"[,;:]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while|before|after|until|once|since)\b", re.I
-)
 _IN_ORDER_TO = re.compile(r"\bin order to\b")
 _QUANTIFIER = re.compile(r"\b(?:many|much|some|all|most|few|several|multiple|any|every|each|only|more|less)\b", re.I)
 _IS_ABLE_TO = re.compile(r"\b(?:is|are) able to\b")
@@ -233,6 +230,42 @@ def _combine(vocab: Vocabulary, first: str, second: str) -> str:
     return f"{first.rstrip('.')}, and {_lower(vocab, LEAD_IN.sub('', second))}"
 
 
+_CLAUSE_BOUNDARY = re.compile(
+    r"[,;:()]|\b(?:that|which|who|when|where|if|unless|because|and|or|but|while|before|after|until|once|since|"
+    r"whether|so|than)\b",
+    re.I,
+)
+
+
+def _first_difference(a: str, b: str) -> int:
+    """Where the word at which `a` and `b` first differ starts."""
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return a.rfind(" ", 0, at) + 1
+
+
+def _negation_scopes_over(base: str, edited: str, negated: str, exclusive: frozenset[str]) -> bool:
+    """Whether negating an antonym-swapped fact makes it true again: the swapped-in term is one
+    of two exclusive states (`exclusive`: public/private, not upload/download, which are both
+    possible; not before/after, a relation in time: "You cannot prepare the details after …"
+    does not follow from "… before …"), and the negation lands right before it (at most two
+    words apart: "is not a free service", not "will not score the submission using the visible file",
+    which denies the scoring), in the first clause, with no quantifier ahead ("There are not
+    many resources offline" does not follow from "many … online")."""
+    swap_at = _first_difference(edited, base)
+    term = re.match(r"[\w-]+", edited[swap_at:])
+    if not term or term.group(0).lower() not in exclusive:
+        return False
+    not_at = _first_difference(edited, negated)
+    ahead = edited[:swap_at]
+    return (
+        not_at <= swap_at  # (in the edited text, "not" goes in before the word at not_at)
+        and not _CLAUSE_BOUNDARY.search(edited[:not_at])  # the first clause's own verb ...
+        and not _CLAUSE_BOUNDARY.search(edited[not_at:swap_at])  # ... with the swapped term in its scope
+        and len(negated[not_at:].split()) - len(edited[swap_at:].split()) <= 4  # "is not" + at most two words
+        and not _QUANTIFIER.search(ahead)
+    )
+
+
 def _composed(sentence: str, variants: list[tuple[str, str]], vocab: Vocabulary, limit: int) -> list[tuple[str, str]]:
     """Two different rewrites in a row ("reorder+drop_filler"), at most `limit` of them: true
     claims further from the context's wording, as another teacher's paraphrases are."""
@@ -249,9 +282,13 @@ def _composed(sentence: str, variants: list[tuple[str, str]], vocab: Vocabulary,
 def chunk_claims(
     statements: list[str], others: list[str], vocab: Vocabulary, antonyms: list[list[str]], rng: random.Random,
     context: str = "", max_composed: int = 3, max_combined: int = 6, max_combined_neutral: int = 1,
+    exclusive: frozenset[str] = frozenset(),
 ) -> list[Claim]:
     """Every candidate claim about one chunk, from its claim sentences (`statements`) and
-    sentences of other chunks on a similar subject (`others`, for neutral claims)."""
+    sentences of other chunks on a similar subject (`others`, for neutral claims).
+
+    `exclusive`: antonyms of which a thing is one or the other ("public"/"private"): a false
+    swap to one of them, negated, is true again ("Notebooks are not public by default")."""
     claims = []
     for sentence in statements:
         variants = [(sentence, "original"), *paraphrases(sentence, vocab)]
@@ -262,18 +299,9 @@ def chunk_claims(
                 suffix = "" if operation == "original" else f"+{operation}"
                 claims.append(Claim(edited, False, f"{edit}{suffix}", sentence))
                 # Negating an edited fact makes it true again only when the negation scopes over
-                # the edit: a single clause about one thing ("Your dataset will not be public by
-                # default"), not a sentence whose first verb is in another clause than the swapped
-                # term, nor a quantified one ("There are not many resources available offline" does
-                # not follow from "many … online"), nor a swapped number ("Every dataset is not
-                # split into six", "There are not one statuses": seen, neither reads as true).
-                negatable = (
-                    edit == "antonym_swap"
-                    and not NEGATION.search(edited)
-                    and not _MORE_THAN_ONE_CLAUSE.search(edited)
-                    and not _QUANTIFIER.search(edited)
-                )
-                if negatable and (double := negate(edited)) and double != base:
+                # the edit (see _negation_scopes_over): "Your dataset will not be public by default".
+                negatable = edit == "antonym_swap" and not NEGATION.search(edited)
+                if negatable and (double := negate(edited)) and double != base and _negation_scopes_over(base, edited, double, exclusive):
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
     # Adjacent sentences first (they share a subject more often); no list items ("Kaggle Datasets
     # Twitter: The new account …"), which read as junk when joined.

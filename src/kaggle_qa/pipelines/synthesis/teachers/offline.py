@@ -282,7 +282,10 @@ class OfflineTeacher:
                 extractive += self._extractive_rows(chunk, sentences, recipe, rng)
             statements = [s for s in sentences if self._is_claim(s)]
             others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
-            claims = chunk_claims(statements, others, self.vocab, self.params["antonym_groups"], rng, chunk["text"])
+            claims = chunk_claims(
+                statements, others, self.vocab, self.params["antonym_groups"], rng, chunk["text"],
+                exclusive=frozenset(self.params["exclusive_antonyms"]),
+            )
             claims = [claim for claim in claims if not excluded_kind(claim.kind, self.params.get("exclude_claim_kinds"))]
             pool += [(chunk, claim) for claim in claims]
         quotas = self._quotas(len(extractive), mix, recipe)
