@@ -36,12 +36,17 @@ def resolve_dtype(name: str) -> str:
     """`auto` → bfloat16 on CUDA or a CPU with native bf16 (AVX512-BF16/AMX), else float32.
 
     Without native bf16 (e.g. an AVX2-only CPU) PyTorch emulates bf16 matmuls ~40× slower
-    than fp32, so there fp32 is the fast choice. Any other name is returned unchanged.
+    than fp32, so there fp32 is the fast choice. PyTorch's kernels held to AVX2 or below
+    (`ATEN_CPU_CAPABILITY=avx2`, as on an AVX2-only machine, whatever this CPU has) count as no
+    native bf16 too: that is how an AVX512 machine runs the AVX2 machine's path. Any other name is
+    returned unchanged.
     """
     if name != "auto":
         return name
     if torch.cuda.is_available():
         return "bfloat16"
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2", "NO AVX"):
+        return "float32"
     native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
         torch.cpu, "_is_amx_tile_supported", lambda: False
     )()

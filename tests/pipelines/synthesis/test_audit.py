@@ -81,6 +81,12 @@ def test_statements_lose_their_template():
         "GPU sessions last 30 hours."
     )
     assert statement_of("Can I use a GPU?") == "Can I use a GPU"
+    # the forms other teachers use, which the offline teacher now writes too
+    assert statement_of("Is it accurate to say that GPUs are free?") == "GPUs are free"
+    assert statement_of("Assess the statement: GPUs are free.") == "GPUs are free."
+    assert statement_of("GPUs are free. (True/False)") == "GPUs are free."
+    assert statement_of("Indicate whether the following statement is true or false: GPUs are free.") == "GPUs are free."
+    assert statement_of("GPUs are free.") == "GPUs are free."
     # a quoted UI label inside a statement is part of it, not the statement
     assert statement_of('True or False: Click “Create Competition” to finish the draft.') == (
         "Click “Create Competition” to finish the draft."

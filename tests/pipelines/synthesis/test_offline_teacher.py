@@ -315,6 +315,25 @@ def test_no_where_question_of_a_navigation_step(chunks, params):
     questions = teacher.extractive_questions(
         "You can also navigate to \"Options\" > “Sharing” from your published Notebook's page.", random.Random(1))
     assert not any(q.startswith("Where can I navigate") for q in questions), questions
+    # the place belongs to the object ("output files from another Notebook"), not to the using
+    questions = teacher.extractive_questions(
+        "You can also use output files from another Notebook as a data source.", random.Random(1))
+    assert not any(q.startswith("Where can I use") for q in questions), questions
+
+
+def test_headings_and_list_titles_make_questions_a_person_would_ask(chunks, params):
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    chunk = {"heading_path": ["Competitions", "Launch and Invite Participants"]}
+    assert teacher.topic_question(chunk, random.Random(0)) == "How do I launch and invite participants?"
+    # an FAQ's heading is no topic ("Can you explain code competition FAQ on Kaggle?")
+    assert teacher.topic_question({"heading_path": ["Competitions", "Code Competition FAQ"]}, random.Random(0)) is None
+    # a post's title is no thing to define ("What is Making Kaggle the Home of Open Data?")
+    questions = teacher.extractive_questions(
+        "Making Kaggle the Home of Open Data: Ben’s post shares instructions for publishing your open data project.",
+        random.Random(1))
+    assert not any(q.startswith("What is Making") for q in questions), questions
+    assert "What are Open Data Spotlights?" in teacher.extractive_questions(
+        "Open Data Spotlights: This series highlights some of the best open data projects on Kaggle.", random.Random(1))
 
 
 def test_yes_no_questions_invert_the_auxiliary_and_keep_polarity(chunks, params):

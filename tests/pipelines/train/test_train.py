@@ -270,6 +270,7 @@ def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
     recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
     recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
     recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
+    recipe.planned_steps = 198  # what the epochs allow
     recipe._make_scheduler(198)
     steps, eval_s = 51, 2 * 8.5
     recipe.state = {"step": steps, "total_steps": 198, "eval_every": 25, "budget_planned": True,
@@ -292,6 +293,40 @@ def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
     recipe.state.pop("budget_replans")
     recipe._replan_for_budget()
     assert recipe.state["total_steps"] == 198 and "budget_replans" not in recipe.state
+
+
+def test_a_run_ahead_of_its_first_plan_is_lengthened_up_to_its_epochs(tmp_path):
+    """Seen on an AMD AVX512-BF16 CPU: the first 3 steps took 7.7 s each, so 96 of 198 steps were
+    planned; the run then went at 6.6 s per step and its loop ended 94 s inside the budget. At a
+    validation the run is re-planned to what the rest of the budget holds (the validations a
+    longer run adds counted), never beyond the steps its epochs allow."""
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
+
+    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
+    recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
+    recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
+    recipe.planned_steps = 198
+    recipe._make_scheduler(96)
+    steps, eval_s = 48, 5 * 10.7
+    recipe.state = {"step": steps, "total_steps": 96, "eval_every": 12, "budget_planned": True,
+                    "train_s": steps * 6.6, "eval_s": eval_s, "history": [{}] * 5,
+                    "elapsed_s": steps * 6.6 + eval_s}
+    for _ in range(steps):
+        recipe.scheduler.step()
+    recipe._replan_for_budget()
+    total = recipe.state["total_steps"]
+    # (840 - 370 s) at 6.6 s per step with a validation of 10.7 s every 12 steps: ~61 more steps
+    assert 105 <= total <= 112, total
+    seconds = (total - steps) * 6.6 + -(-(total - steps) // 12) * 10.7
+    assert recipe.state["elapsed_s"] + seconds <= 840
+    assert recipe.state["budget_replans"][0]["from_steps"] == 96
+    for _ in range(total - steps):
+        recipe.scheduler.step()
+    assert recipe.scheduler.get_last_lr()[0] < 1e-6  # the schedule ends at the new last step
+    # much faster than planned: never more steps than the epochs allow
+    recipe.state |= {"total_steps": 96, "train_s": steps * 0.5, "elapsed_s": steps * 0.5 + eval_s}
+    recipe._replan_for_budget()
+    assert recipe.state["total_steps"] == 198
 
 
 def test_empty_training_set_is_a_clear_error(tiny_gemma_path, tmp_path):

@@ -51,9 +51,12 @@ NEGATION = re.compile(r"\b(not|no|never|cannot|none|nothing|neither|nor|without)
 _QUOTED = re.compile(r"[\"“]([^\"”]{12,})[\"”]")
 _PREFIX = re.compile(
     r"^(?:true or false|true/false|t/f|is the following statement true or false|hypothesis|claim|statement|"
-    r"state whether the following is true or false)\s*[:?]\s*|^is it (?:true or false|true) that\s+",
+    r"state whether the following is true or false|assess the statement|"
+    r"indicate whether the following statement is true or false)\s*[:?]\s*|"
+    r"^is it (?:true or false|true|accurate to say) that\s+",
     re.I,
 )
+_SUFFIX = re.compile(r"\s*\((?:true/false|true or false)\)\s*$", re.I)
 
 
 def label_of(row: dict) -> str:
@@ -72,7 +75,7 @@ def statement_of(instruction: str) -> str:
     while (match := _PREFIX.match(text)) and match.end() < len(text):
         text = text[match.end() :]
     text = re.sub(r"^according to the kaggle docs,\s*", "", text, flags=re.I)
-    return text.strip().rstrip("?").strip()
+    return _SUFFIX.sub("", text).strip().rstrip("?").strip()
 
 
 def template_of(instruction: str) -> str:

@@ -119,7 +119,8 @@ IMPERATIVE_START = re.compile(
     r"^(?:(?:Then|Next|Now|First|Finally|Simply|Just),? )?(?i:click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
     r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick|Review|Accept|Submit|"
-    r"Join|Invite|Share|Reach out|Contact)\b"
+    r"Join|Invite|Share|Reach out|Contact|Launch|Prepare|Manage|Publish|Explore|Build|Get|Edit|Delete|Import|Export|"
+    r"Connect|Enable|Disable|Configure|Attach|Load|Save|Customize|Rename|Merge|Leave|Sign)\b"
 )
 # A sentence that leans on the one before it ("So …", "That is why …", "do so", "… thus …"):
 # no standalone claim, so neither a true/false statement, a yes/no question nor a paraphrase is
@@ -145,7 +146,8 @@ LEAD_IN = re.compile(
     r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition(?=,)|In general|In most cases|"
     r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
 )
-NAMED_ITEM = re.compile(r"^(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
+# "Open Data Spotlights: This series …" (not a title such as "Making Kaggle the Home of Open Data: …")
+NAMED_ITEM = re.compile(r"^(?![A-Z][a-z]+ing\b)(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
 USE_TO = re.compile(r"^Use (?P<tool>.{3,90}?) to (?P<goal>[a-z][^,]{5,80})\.$")
 WHERE = re.compile(
     r"^(?P<subj>(?:The |A |An )?[A-Z][\w\-’' ]{1,50}?),? (?:is|are) (?:accessible|available|located|found) "

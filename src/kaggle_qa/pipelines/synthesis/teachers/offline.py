@@ -194,7 +194,9 @@ class OfflineTeacher:
         if match := YOU_CAN.match(sentence):
             lead = "How can I" if match["how"] in ("by", "using", "with", "via", "through") else "Where can I"
             act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
-            if not re.match(r"(navigate|go|head|click|scroll)\b", act):  # "Where can I navigate to "Options"?"
+            # not "Where can I navigate to "Options"?", nor "Where can I use output files?" (from "use
+            # output files from another Notebook": the place belongs to the object)
+            if not re.match(r"(navigate|go|head|click|scroll)\b", act) and not (lead == "Where can I" and act.startswith("use ")):
                 return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
         if match := WHO_CAN.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
@@ -246,6 +248,8 @@ class OfflineTeacher:
         heading = tidy(chunk["heading_path"][-1])
         if heading.endswith("?"):
             return heading
+        if re.search(r"\b(?:FAQs?|Overview|Introduction)$", heading):
+            return None  # not "Can you explain code competition FAQ on Kaggle?" (an FAQ's own questions are asked)
         topic = self.vocab.lower_title(heading)
         if n_words(topic) < 2:
             return None
