@@ -423,3 +423,18 @@ def test_balanced_pairs_match_the_continuous_cue_within_the_tolerance():
              ("true", ("other", 0.50), 3), ("false", ("cell", 0.50), 4)]
     groups = balanced(items, ("true", "false"), random.Random(0), tolerance=0.01)
     assert [sorted(item[2] for item in group) for group in groups] == [[0, 2]]
+
+
+def test_no_claim_keeps_half_a_parenthesis(chunks, params):
+    """Seen: "If you want to add column-level descriptions for many tabular data files), we
+    recommend …", a rewrite that cut at a comma inside the parenthesis."""
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    sentence = ("If you want a faster way to complete the required `dataset-metadata.json` file (for example, if you "
+                "want to add column-level descriptions for many tabular data files), we recommend using Frictionless "
+                "Data’s Data Package Creator.")
+    claims = chunk_claims([sentence], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0),
+                          exclusive=frozenset(params["offline"]["exclusive_antonyms"]))
+    assert claims
+    for claim in claims:
+        opened = [claim.text[: i + 1].count("(") - claim.text[: i + 1].count(")") for i in range(len(claim.text))]
+        assert min(opened) >= 0 and opened[-1] == 0, claim.text

@@ -261,6 +261,17 @@ class Vocabulary:
         return " ".join(self.lower_first(word) for word in heading.split())
 
 
+def balanced_parentheses(text: str) -> bool:
+    """Whether every ")" closes an earlier "(" and every "(" is closed (a rewrite or a question
+    cut inside a parenthesis leaves "… data files), we recommend …")."""
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def negate(sentence: str) -> str | None:
     """The sentence with its earliest negation flipped ("can" → "cannot", "is not" → "is"), or None."""
     best = None

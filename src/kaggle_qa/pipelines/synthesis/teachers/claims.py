@@ -28,7 +28,17 @@ from dataclasses import dataclass
 from kaggle_qa.text import numbers
 
 from ..audit import NEGATION, max_rouge_l, novel_words
-from ..grammar import DANGLING_REFERENCE, LEAD_IN, LEANS_ON_PREVIOUS, NUMBER, Vocabulary, n_words, negate, tidy
+from ..grammar import (
+    DANGLING_REFERENCE,
+    LEAD_IN,
+    LEANS_ON_PREVIOUS,
+    NUMBER,
+    Vocabulary,
+    balanced_parentheses,
+    n_words,
+    negate,
+    tidy,
+)
 from ..near_duplicates import rouge_tokens
 
 _REORDER_FRONT = re.compile(
@@ -324,7 +334,9 @@ def chunk_claims(
         for sentence in rng.sample(statements, min(len(statements), max_combined_neutral)):
             if n_words(sentence) + n_words(other) <= 40:
                 claims.append(Claim(_combine(vocab, sentence, other), None, "combined+other_chunk", sentence))
-    return [claim for claim in claims if not _DANGLING.search(claim.text)]
+    # no dangling reference, and no parenthesis a rewrite cut in half ("… data files), we recommend …")
+    return [c for c in claims if not _DANGLING.search(c.text) and balanced_parentheses(c.text)]
+
 
 
 def _operations(kind: str) -> list[str]:

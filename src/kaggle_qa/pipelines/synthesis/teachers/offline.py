@@ -56,6 +56,7 @@ from ..grammar import (
     YOU_CAN,
     Vocabulary,
     as_sentence,
+    balanced_parentheses,
     base_form,
     n_words,
     question_problem,
@@ -158,7 +159,7 @@ class OfflineTeacher:
         clause = clause[0].upper() + clause[1:]
         questions = []
         for question in (self._wh_question(clause, rng), self._subject_question(clause, rng)):
-            if question and question.count("(") == question.count(")"):
+            if question and balanced_parentheses(question):
                 question = tidy(TRAILING_ADVERB.sub("", question[:-1]) + "?") if question.endswith("?") else question
                 if question not in questions:
                     questions.append(question)
