@@ -311,7 +311,8 @@ def chunk_claims(
                 # Negating an edited fact makes it true again only when the negation scopes over
                 # the edit (see _negation_scopes_over): "Your dataset will not be public by default".
                 negatable = edit == "antonym_swap" and not NEGATION.search(edited)
-                if negatable and (double := negate(edited)) and double != base and _negation_scopes_over(base, edited, double, exclusive):
+                double = negate(edited) if negatable else None
+                if double and double != base and _negation_scopes_over(base, edited, double, exclusive):
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
     # Adjacent sentences first (they share a subject more often); no list items ("Kaggle Datasets
     # Twitter: The new account …"), which read as junk when joined.
@@ -336,7 +337,6 @@ def chunk_claims(
                 claims.append(Claim(_combine(vocab, sentence, other), None, "combined+other_chunk", sentence))
     # no dangling reference, and no parenthesis a rewrite cut in half ("… data files), we recommend …")
     return [c for c in claims if not _DANGLING.search(c.text) and balanced_parentheses(c.text)]
-
 
 
 def _operations(kind: str) -> list[str]:

@@ -197,7 +197,8 @@ class OfflineTeacher:
             act = re.sub(r"^(also|then|even|simply|easily|always|now|still) ", "", match["act"])
             # not "Where can I navigate to "Options"?", nor "Where can I use output files?" (from "use
             # output files from another Notebook": the place belongs to the object)
-            if not re.match(r"(navigate|go|head|click|scroll)\b", act) and not (lead == "Where can I" and act.startswith("use ")):
+            place_of_object = lead == "Where can I" and act.startswith("use ")
+            if not re.match(r"(navigate|go|head|click|scroll)\b", act) and not place_of_object:
                 return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
         if match := WHO_CAN.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
