@@ -10,7 +10,7 @@ import pytest
 from kaggle_qa.pipelines.synthesis.filters import filter_rows
 from kaggle_qa.pipelines.synthesis.near_duplicates import rouge_tokens
 from kaggle_qa.pipelines.synthesis.audit import statement_of
-from kaggle_qa.pipelines.synthesis.grammar import as_sentence, question_problem, to_first_person
+from kaggle_qa.pipelines.synthesis.grammar import as_sentence, balanced_parentheses, question_problem, to_first_person
 from kaggle_qa.pipelines.synthesis.teachers.claims import chunk_claims, false_edits, paraphrases
 from kaggle_qa.pipelines.synthesis.teachers.offline import OfflineTeacher
 from kaggle_qa.text import split_sentences
@@ -435,6 +435,8 @@ def test_no_claim_keeps_half_a_parenthesis(chunks, params):
     claims = chunk_claims([sentence], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0),
                           exclusive=frozenset(params["offline"]["exclusive_antonyms"]))
     assert claims
-    for claim in claims:
-        opened = [claim.text[: i + 1].count("(") - claim.text[: i + 1].count(")") for i in range(len(claim.text))]
-        assert min(opened) >= 0 and opened[-1] == 0, claim.text
+    assert all(balanced_parentheses(claim.text) for claim in claims), [c.text for c in claims]
+    # the check itself: a ")" before its "(" is as unbalanced as a "(" never closed
+    assert balanced_parentheses("A file (for example, a CSV) is used.")
+    assert not balanced_parentheses("Data files), we recommend a tool (the Creator.")
+    assert not balanced_parentheses("A file (for example, a CSV is used.")

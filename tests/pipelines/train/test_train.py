@@ -259,25 +259,32 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
     assert abs(recipe.noise_margin(96) - 0.1443) < 1e-3
 
 
-def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
-    """The first plan rested on fast first steps (3.8 s); at 5.5 s per step the planned 198 do not
-    fit: at the next validation the run is shortened to what the rest of the budget holds, and the
-    cosine schedule is re-planned to reach 0 there (a hard stop would leave it half-way)."""
-    import math
-
+def _recipe_mid_run(tmp_path, total_steps, step, seconds_per_step, eval_every, eval_s, validations):
+    """A recipe with an 840 s budget, 198 steps allowed by its epochs, planned for `total_steps`
+    and `step` steps into its run at `seconds_per_step` (no model: only the budget logic and a
+    real optimizer and LR schedule)."""
     from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
 
     recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
     recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
     recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
     recipe.planned_steps = 198  # what the epochs allow
-    recipe._make_scheduler(198)
-    steps, eval_s = 51, 2 * 8.5
-    recipe.state = {"step": steps, "total_steps": 198, "eval_every": 25, "budget_planned": True,
-                    "train_s": steps * 5.5, "eval_s": eval_s, "history": [{}, {}, {}],
-                    "elapsed_s": steps * 5.5 + eval_s}
-    for _ in range(steps):
+    recipe._make_scheduler(total_steps)
+    recipe.state = {"step": step, "total_steps": total_steps, "eval_every": eval_every, "budget_planned": True,
+                    "train_s": step * seconds_per_step, "eval_s": eval_s, "history": [{}] * validations,
+                    "elapsed_s": step * seconds_per_step + eval_s}
+    for _ in range(step):
         recipe.scheduler.step()
+    return recipe
+
+
+def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
+    """The first plan rested on fast first steps (3.8 s); at 5.5 s per step the planned 198 do not
+    fit: at the next validation the run is shortened to what the rest of the budget holds, and the
+    cosine schedule is re-planned to reach 0 there (a hard stop would leave it half-way)."""
+    steps, eval_s = 51, 2 * 8.5
+    recipe = _recipe_mid_run(tmp_path, total_steps=198, step=steps, seconds_per_step=5.5, eval_every=25,
+                             eval_s=eval_s, validations=3)
     recipe._replan_for_budget()
     total = recipe.state["total_steps"]
     # what the rest of the budget holds at 5.5 s per step, after the validations still to come
@@ -300,19 +307,9 @@ def test_a_run_ahead_of_its_first_plan_is_lengthened_up_to_its_epochs(tmp_path):
     planned; the run then went at 6.6 s per step and its loop ended 94 s inside the budget. At a
     validation the run is re-planned to what the rest of the budget holds (the validations a
     longer run adds counted), never beyond the steps its epochs allow."""
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
-
-    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
-    recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
-    recipe.planned_steps = 198
-    recipe._make_scheduler(96)
     steps, eval_s = 48, 5 * 10.7
-    recipe.state = {"step": steps, "total_steps": 96, "eval_every": 12, "budget_planned": True,
-                    "train_s": steps * 6.6, "eval_s": eval_s, "history": [{}] * 5,
-                    "elapsed_s": steps * 6.6 + eval_s}
-    for _ in range(steps):
-        recipe.scheduler.step()
+    recipe = _recipe_mid_run(tmp_path, total_steps=96, step=steps, seconds_per_step=6.6, eval_every=12,
+                             eval_s=eval_s, validations=5)
     recipe._replan_for_budget()
     total = recipe.state["total_steps"]
     # (840 - 370 s) at 6.6 s per step with a validation of 10.7 s every 12 steps: ~61 more steps

@@ -78,6 +78,7 @@ class OfflineTeacher:
         self.params = offline_params
         self.seed = seed
         self.vocab = Vocabulary.from_chunks(all_chunks, offline_params["swap_groups"])
+        self.exclusive_antonyms = frozenset(offline_params["exclusive_antonyms"])
         self.distractors = [
             (chunk["url"], sentence)
             for chunk in all_chunks
@@ -290,7 +291,7 @@ class OfflineTeacher:
             others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
             claims = chunk_claims(
                 statements, others, self.vocab, self.params["antonym_groups"], rng, chunk["text"],
-                exclusive=frozenset(self.params["exclusive_antonyms"]),
+                exclusive=self.exclusive_antonyms,
             )
             claims = [claim for claim in claims if not excluded_kind(claim.kind, self.params.get("exclude_claim_kinds"))]
             pool += [(chunk, claim) for claim in claims]
