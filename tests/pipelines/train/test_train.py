@@ -424,6 +424,17 @@ def test_best_only_adapter_and_early_stopping(tiny_gemma_path, tmp_path):
     assert metrics["best_step"] == 0 and metrics["best_val_loss"] == metrics["base_val_loss"]
     assert metrics["history"][-1]["val_loss"] != metrics["base_val_loss"], "the last weights differ from the kept ones"
     assert all(torch.count_nonzero(b) == 0 for b in lora_b_weights(adapter.model)), "best = untouched LoRA"
+    # the training-row fit is reported for the kept (base) weights and, apart, for the last ones
+    assert metrics["last_step_train_fit_loss"] < metrics["train_fit_loss"] - 0.01, metrics
+    assert metrics["last_step_train_label_accuracy"] is not None
+
+
+def test_training_fit_of_the_last_weights_is_the_kept_one_when_the_last_step_is_kept(tiny_gemma_path, tmp_path):
+    train, validation = split_and_build(tiny_gemma_path, tiny_params(tmp_path))
+    _, metrics = run_train(train, validation, tiny_gemma_path, tiny_params(tmp_path, max_steps=3))
+    assert metrics["best_step"] == metrics["steps"] == 3, metrics["history"]
+    assert metrics["last_step_train_fit_loss"] == metrics["train_fit_loss"]
+    assert metrics["last_step_train_label_accuracy"] == metrics["train_label_accuracy"]
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_gemma_path, tmp_path):

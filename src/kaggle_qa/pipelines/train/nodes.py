@@ -245,10 +245,10 @@ def train_adapter(
     recipe.cleanup()
     logger.info(
         "Validation loss %.4f → %.4f, label accuracy %s → %s (best at step %d) in %.0f s, %.1f tokens/s; "
-        "label accuracy on training rows %s",
+        "label accuracy on training rows %s (last weights: %s)",
         metrics["base_val_loss"], metrics["best_val_loss"], metrics.get("base_val_label_accuracy"),
         metrics.get("best_val_label_accuracy"), metrics["best_step"], metrics["duration_s"],
-        metrics["tokens_per_s"], metrics.get("train_label_accuracy"),
+        metrics["tokens_per_s"], metrics.get("train_label_accuracy"), metrics.get("last_step_train_label_accuracy"),
     )
     return adapter, metrics
 

@@ -719,13 +719,16 @@ class LoRAFinetuneRecipe:
             else:
                 s["epoch"], s["batch_in_epoch"] = s["epoch"] + 1, 0
         bar.close()
+        if s["best_step"] != s["step"]:  # the last weights too: underfitting vs. an early pick by selection
+            self._measure_training_fit("train_fit_last")
         self._load_lora_state(self.best_lora_state)
-        self._measure_training_fit()
+        self._measure_training_fit("train_fit")
         self.model.eval()
         return TrainResult(self.model, self._metrics(), s["history"])
 
-    def _measure_training_fit(self) -> None:
-        """Label accuracy and loss of the kept weights on (a seeded sample of) the training rows: is it fitting at all?"""
+    def _measure_training_fit(self, key: str) -> None:
+        """Label accuracy and loss of the weights now loaded on (a seeded sample of) the training rows,
+        recorded under `key`: is it fitting at all?"""
         n = self.params.get("train_fit_examples")
         if not n:
             return
@@ -735,7 +738,7 @@ class LoRAFinetuneRecipe:
         sample = rng.sample(labelled, min(n, len(labelled))) + rng.sample(others, min(n // 4, len(others)))
         if sample:
             fit = self.measure(sample)
-            self.state["train_fit"] = {"loss": fit["loss"], "label_accuracy": fit["label_accuracy"],
+            self.state[key] = {"loss": fit["loss"], "label_accuracy": fit["label_accuracy"],
                                        "top_label_share": fit["top_label_share"], "examples": len(sample)}
 
     def _metrics(self) -> dict:
@@ -747,6 +750,7 @@ class LoRAFinetuneRecipe:
         else:
             peak = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
         fit = s.get("train_fit", {})
+        last_fit = s.get("train_fit_last", fit)
         n_val_labels = sum(1 for e in self.validation_examples if e.get("label_position", -1) > 0)
         return {
             "base_val_loss": s["base_val_loss"],
@@ -767,6 +771,10 @@ class LoRAFinetuneRecipe:
             "train_top_label_share": fit.get("top_label_share"),
             "train_fit_loss": fit.get("loss"),
             "train_fit_examples": fit.get("examples"),
+            # the same rows under the last weights (= the kept ones when the last step was kept)
+            "last_step_train_label_accuracy": last_fit.get("label_accuracy"),
+            "last_step_train_top_label_share": last_fit.get("top_label_share"),
+            "last_step_train_fit_loss": last_fit.get("loss"),
             "steps": s["step"],
             "total_steps_planned": self.planned_steps,
             "time_budget_s": p.get("time_budget_s"),
