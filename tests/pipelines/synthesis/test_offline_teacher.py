@@ -210,6 +210,16 @@ def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunk
     assert teacher.yes_no_question("When you join, you automatically do so as part of a team.") is None
     assert teacher.yes_no_question("So you can submit twice a day.") is None
     assert paraphrases("So please make sure to read the rules before choosing to participate.", teacher.vocab) == []
+    # the topic answer is no add-on (seen: "How do I create a new dataset?" -> "You can also add a `-u` flag …")
+    statements = ["You can also add a `-u` flag to make the new dataset public when you create it.",
+                  "Additionally, a new dataset can be created from a GitHub repository.",
+                  "To create a new dataset, run `kaggle datasets create -p /path/to/dataset`."]
+    chunk = {"heading_path": ["API", "Create a new dataset"]}
+    assert OfflineTeacher.topic_answer(chunk, statements) == statements[2]
+    # an instruction after "Specifically," is no claim (seen: "True or false? Specifically, have your Notebook write …")
+    assert not teacher._is_claim('Specifically, have your Notebook write your predictions to a "submission file".')
+    assert not teacher._is_claim("Instead, use the search box to find other users.")
+    assert teacher._is_claim("Specifically, the host splits the solution file into two parts.")
     assert teacher._subject("Anyone in the team") is None  # not "How do the docs describe anyone in the team?"
     assert teacher._subject("The team leader") == "the team leader"
 
@@ -249,6 +259,35 @@ def test_questions_name_their_subject_and_agree():
     assert question_problem("What does users see?").startswith("agreement")
     assert question_problem("What does the leaderboard show?") is None
     assert question_problem("How do I enable a GPU in a notebook?") is None
+    # pointing at the page (seen in v2: "What is below?", "… the examples below?", "… available here?")
+    assert question_problem("What is below?") == "dangling reference 'below'"
+    assert question_problem("What's worth knowing about the examples below?").startswith("dangling")
+    assert question_problem("Is a Datasets-specific search bar available here?").startswith("dangling")
+    assert question_problem("Can I add data sources using the same steps as above?").startswith("dangling")
+    assert question_problem("What happens if my score drops below 0.5?") is None  # a comparison
+    assert question_problem("Is the score above the threshold?") is None
+    # a count of nothing named (seen in v3: "How many ways are there?")
+    assert question_problem("How many ways are there?") == "a count of nothing named"
+    assert question_problem("How many different types are there?") == "a count of nothing named"
+    assert question_problem("How many types of competitions are there?") is None
+    assert question_problem("How many team membership statuses are there?") is None
+
+
+def test_no_claim_points_at_the_page(chunks, params):
+    """Seen in v2/v3: "There, use the search box …", "As outlined above, …", "In our example above, …"."""
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    pointing = ["There, use the search box to find and add other users as Dataset collaborators.",
+                "As outlined above, in addition to uploading files, you can create Datasets from GitHub repositories.",
+                "In our example above, the title quickly outlines the type of data and the industry of the data.",
+                "The column headers will auto populate the Solution Mapping table below if you chose a Legacy metric."]
+    plain = "A dataset that scores below 0.5 on usability is shown with a warning to its owner."
+
+    def claims_of(sentence):
+        return chunk_claims([sentence], [], teacher.vocab, params["offline"]["antonym_groups"], random.Random(0),
+                            exclusive=frozenset(params["offline"]["exclusive_antonyms"]))
+
+    assert all(not claims_of(sentence) for sentence in pointing), [c.text for s in pointing for c in claims_of(s)]
+    assert claims_of(plain), "a comparison with 'below' is no pointer"
 
 
 def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):

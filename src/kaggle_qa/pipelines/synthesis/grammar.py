@@ -116,11 +116,11 @@ TRAILING_ADVERB = re.compile(
     r"typically|already)$"
 )
 IMPERATIVE_START = re.compile(
-    r"^(?:(?:Then|Next|Now|First|Finally|Simply|Just),? )?(?i:click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
+    r"^(?:(?:Then|Next|Now|First|Finally|Simply|Just|Specifically|Instead|Otherwise),? )?(?i:click|Select|Go|Run|Navigate|Make sure|Follow|Choose|Use|Open|Add|Enter|Type|Press|Visit|See|Check|"
     r"Try|Remember|Note|Please|Ensure|Create|Upload|Download|Set|Install|Find|Learn|Read|Take|Keep|Avoid|Be|Do|Don’t|"
     r"Don't|Make|Consider|View|Head|Scroll|Hover|Toggle|Fill|Give|Provide|Write|Specify|Pick|Review|Accept|Submit|"
     r"Join|Invite|Share|Reach out|Contact|Launch|Prepare|Manage|Publish|Explore|Build|Get|Edit|Delete|Import|Export|"
-    r"Connect|Enable|Disable|Configure|Attach|Load|Save|Customize|Rename|Merge|Leave|Sign)\b"
+    r"Connect|Enable|Disable|Configure|Attach|Load|Save|Customize|Rename|Merge|Leave|Sign|Have(?= your))\b"
 )
 # A sentence that leans on the one before it ("So …", "That is why …", "do so", "… thus …"):
 # no standalone claim, so neither a true/false statement, a yes/no question nor a paraphrase is
@@ -288,13 +288,26 @@ def negate(sentence: str) -> str | None:
 # A reference to something only the surrounding text names ("this", "such a …", "the last type"):
 # no claim or question may rest on it. Questions also may not say "its", "the same" or "the other …".
 _REFERENCE_NOUNS = r"(?:type|one|kind|option|step|method|category|way)"
+# Pointing at the page ("the examples below", "as outlined above", "available here", "There, use
+# the search box"): "above"/"below"/"here" closing a phrase, or "above"/"below" after a word that
+# points; "below 0.5" and "above the threshold" compare and stay.
+_POINTING = (
+    r"(?:above|below|here)(?=\s*(?:[,.;:?!)]|$))|"
+    r"(?:as|outlined|described|mentioned|shown|listed|examples?|steps|formats|table|list|section|image|"
+    r"screenshot|figure|form) (?:above|below)|"
+    r"^there(?=,)"
+)
 DANGLING_REFERENCE = (
     r"this|these|those|it|they|them|the above|the following|the former|the latter|such an?|"
-    rf"the (?:first|second|third|last|next|previous) {_REFERENCE_NOUNS}"
+    rf"the (?:first|second|third|last|next|previous) {_REFERENCE_NOUNS}|{_POINTING}"
 )
 _DANGLING_QUESTION = re.compile(
     rf"\b({DANGLING_REFERENCE}|its|the same|the other {_REFERENCE_NOUNS})\b",
     re.I,
+)
+# "How many ways are there?": a count of nothing named ("How many types of competitions are there?" names it)
+_UNNAMED_COUNT = re.compile(
+    r"^How many (?:different )?(?:types|ones|kinds|options|steps|methods|categories|ways) are there\?$", re.I
 )
 _SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)
 _DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
@@ -312,6 +325,8 @@ def question_problem(question: str) -> str | None:
     email list?", "What does users see?")."""
     if match := _DANGLING_QUESTION.search(question.replace("Is it true that", "")):
         return f"dangling reference {match.group(0)!r}"
+    if _UNNAMED_COUNT.match(question):
+        return "a count of nothing named"
     if match := _SUBJECTLESS_CLAUSE.match(question):
         return f"no subject in {match.group(1)!r}"
     if match := _CLAUSE_AS_SUBJECT.match(question):

@@ -264,13 +264,16 @@ class OfflineTeacher:
 
     @staticmethod
     def topic_answer(chunk: dict, statements: list[str]) -> str | None:
-        """The chunk's first statement that names the section's topic (a word of its heading)."""
+        """The chunk's first statement that names the section's topic (a word of its heading) and
+        is no add-on to an earlier one ("You can also add a `-u` flag …" does not say how to create
+        a dataset)."""
         if not chunk.get("heading_path"):
             return None
         stems = {w.lower()[:5] for w in WORD.findall(chunk["heading_path"][-1]) if len(w) >= 4}
         for sentence in statements:
             shared = stems & {w.lower()[:5] for w in WORD.findall(sentence)}
-            if len(shared) >= min(2, len(stems)) and shared and not PRONOUN_START.match(sentence):
+            add_on = LEAD_IN.match(sentence) or re.match(r"(?:\S+ ){0,3}also\b", sentence)
+            if len(shared) >= min(2, len(stems)) and shared and not PRONOUN_START.match(sentence) and not add_on:
                 return sentence
         return None
 
