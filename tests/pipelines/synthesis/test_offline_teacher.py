@@ -210,6 +210,16 @@ def test_imperative_headings_and_subjectless_clauses_make_no_odd_questions(chunk
     assert teacher.yes_no_question("When you join, you automatically do so as part of a team.") is None
     assert teacher.yes_no_question("So you can submit twice a day.") is None
     assert paraphrases("So please make sure to read the rules before choosing to participate.", teacher.vocab) == []
+    for seed in range(6):  # every template: a count noun heading gets its article
+        question = teacher.topic_question({"heading_path": ["Teams", "Types of Team Memberships"]}, random.Random(seed))
+        assert "the types of team memberships" in question, question
+    assert question_problem("Could you explain the first element worth calling out to me?").startswith("dangling")
+    # an entry of a list is neither a claim nor a "What is …?" (seen: "What are Marios Michailidis?")
+    talk = "Marios Michailidis: How to become a Kaggle #1: An introduction to model stacking by a top Kaggler."
+    assert teacher._wh_question(talk, random.Random(0)) is None
+    assert not teacher._is_claim("Kaggle Grandmaster Panel: A panel Q&A from H2O World 2017 featuring some top Kagglers.")
+    assert teacher._wh_question("Open Data Spotlights: This series highlights the best open data projects.",
+                                random.Random(0)) == "What are Open Data Spotlights?"
     # the topic answer is no add-on (seen: "How do I create a new dataset?" -> "You can also add a `-u` flag …")
     statements = ["You can also add a `-u` flag to make the new dataset public when you create it.",
                   "Additionally, a new dataset can be created from a GitHub repository.",

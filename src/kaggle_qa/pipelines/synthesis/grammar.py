@@ -287,7 +287,7 @@ def negate(sentence: str) -> str | None:
 
 # A reference to something only the surrounding text names ("this", "such a …", "the last type"):
 # no claim or question may rest on it. Questions also may not say "its", "the same" or "the other …".
-_REFERENCE_NOUNS = r"(?:type|one|kind|option|step|method|category|way)"
+_REFERENCE_NOUNS = r"(?:type|one|kind|option|step|method|category|way|element|item|part|point)"
 # Pointing at the page ("the examples below", "as outlined above", "available here", "There, use
 # the search box"): "above"/"below"/"here" closing a phrase, or "above"/"below" after a word that
 # points; "below 0.5" and "above the threshold" compare and stay.

@@ -114,6 +114,7 @@ class OfflineTeacher:
             and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))  # the main clause
             and not LEANS_ON_PREVIOUS.search(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
+            and not NAMED_ITEM.match(sentence)  # an entry of a list ("Kaggle Grandmaster Panel: A panel Q&A …")
         )
 
     # ---------------------------------------------------------------- question forms
@@ -179,7 +180,8 @@ class OfflineTeacher:
             return f"What is a good way to {to_first_person(match['goal'])}?"
         if match := SCOPED_WHAT.match(sentence):
             return f"What {match['be']} the {match['what']} {match['prep'].lower()} {match['scope']}?"
-        if match := NAMED_ITEM.match(sentence):
+        if (match := NAMED_ITEM.match(sentence)) and ": " not in sentence[match.end():]:
+            # not of a listing's entry ("Marios Michailidis: How to become a Kaggle #1: …", a talk)
             name = match["name"]
             return f"What {'are' if name.endswith('s') else 'is'} {name}?"
         if (match := WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
@@ -260,6 +262,8 @@ class OfflineTeacher:
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
             return self._pick(self.params["activity_templates"], rng, topic=topic)
+        if re.match(r"(?:types|kinds|ways|steps|parts) (?:of|to)\b", topic):
+            topic = f"the {topic}"  # "Can you explain the types of team memberships on Kaggle?", not "explain types of …"
         return self._pick(self.params["topic_templates"], rng, topic=topic)
 
     @staticmethod
