@@ -719,27 +719,32 @@ class LoRAFinetuneRecipe:
             else:
                 s["epoch"], s["batch_in_epoch"] = s["epoch"] + 1, 0
         bar.close()
+        fit_rows = self._training_fit_sample()
         if s["best_step"] != s["step"]:  # the last weights too: underfitting vs. an early pick by selection
-            self._measure_training_fit("train_fit_last")
+            self._measure_training_fit("train_fit_last", fit_rows)
         self._load_lora_state(self.best_lora_state)
-        self._measure_training_fit("train_fit")
+        self._measure_training_fit("train_fit", fit_rows)
         self.model.eval()
         return TrainResult(self.model, self._metrics(), s["history"])
 
-    def _measure_training_fit(self, key: str) -> None:
-        """Label accuracy and loss of the weights now loaded on (a seeded sample of) the training rows,
-        recorded under `key`: is it fitting at all?"""
+    def _training_fit_sample(self) -> list[dict]:
+        """A seeded sample of the training rows (`train_fit_examples` labelled ones, a quarter as many
+        others) on which the fit of the kept and of the last weights is measured."""
         n = self.params.get("train_fit_examples")
         if not n:
-            return
+            return []
         labelled = [e for e in self.train_examples if e.get("label_position", -1) > 0]
         others = [e for e in self.train_examples if e.get("label_position", -1) <= 0]
         rng = random.Random(self.params["seed"])
-        sample = rng.sample(labelled, min(n, len(labelled))) + rng.sample(others, min(n // 4, len(others)))
-        if sample:
-            fit = self.measure(sample)
+        return rng.sample(labelled, min(n, len(labelled))) + rng.sample(others, min(n // 4, len(others)))
+
+    def _measure_training_fit(self, key: str, rows: list[dict]) -> None:
+        """Label accuracy and loss of the weights now loaded on `rows` (training rows), recorded
+        under `key`: is it fitting at all?"""
+        if rows:
+            fit = self.measure(rows)
             self.state[key] = {"loss": fit["loss"], "label_accuracy": fit["label_accuracy"],
-                                       "top_label_share": fit["top_label_share"], "examples": len(sample)}
+                               "top_label_share": fit["top_label_share"], "examples": len(rows)}
 
     def _metrics(self) -> dict:
         s, p = self.state, self.params
