@@ -259,6 +259,58 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
     assert abs(recipe.noise_margin(96) - 0.1443) < 1e-3
 
 
+def test_paired_selection_sees_a_real_gain_that_the_unpaired_margin_calls_chance():
+    """The published-v3 run that motivated the paired test: 44 labelled validation rows (22 "True",
+    22 "False"), the best pass so far right on 34; a later pass gains 8 of its 10 misses and loses 1
+    (41/44) at a higher answer loss. The unpaired margin (0.21 at z = 2) calls +0.16 chance, so the
+    loss kept the old pass; on the same items 8 gained against 1 lost is z = 7/3 = 2.33, beyond
+    chance. The same 41/44 reached by disagreeing on more items (10 gained, 3 lost: z = 1.94) stays
+    within chance, and the loss decides."""
+    import math
+
+    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, label_summary, paired_accuracy_z
+
+    TRUE, FALSE = 6, 5
+    golds = [TRUE] * 22 + [FALSE] * 22
+    wrong = {0, 1, 2, 3, 4, 22, 23, 24, 25, 26}  # the reference pass misses 10
+
+    def answers(right: set[int]) -> list[tuple[int, int]]:
+        return [(g if i in right else (FALSE if g == TRUE else TRUE), g) for i, g in enumerate(golds)]
+
+    reference = answers(set(range(44)) - wrong)
+    gained_8_lost_1 = answers(((set(range(44)) - wrong) | set(sorted(wrong)[:8])) - {10})
+    gained_10_lost_3 = answers(set(range(44)) - {10, 11, 30})
+    assert label_summary(gained_8_lost_1)["label_accuracy"] == label_summary(gained_10_lost_3)["label_accuracy"] == 41 / 44
+    assert paired_accuracy_z(gained_8_lost_1, reference) == pytest.approx(7 / 3)
+    assert paired_accuracy_z(gained_10_lost_3, reference) == pytest.approx(7 / math.sqrt(13))
+    assert paired_accuracy_z(reference, gained_8_lost_1) == pytest.approx(-7 / 3)
+    assert paired_accuracy_z(reference, reference) == 0.0
+    with pytest.raises(ValueError, match="same items"):
+        paired_accuracy_z(reference[:-1], reference[1:])
+    # balanced weights: the one "True" item among 4 weighs 1/2, each "False" item 1/6; gaining the
+    # "True" item and losing a "False" one is +1/3 balanced (z = (1/3) / sqrt(1/4 + 1/36)), 0 plain
+    always_false = [(FALSE, TRUE), (FALSE, FALSE), (FALSE, FALSE), (FALSE, FALSE)]
+    reads = [(TRUE, TRUE), (TRUE, FALSE), (FALSE, FALSE), (FALSE, FALSE)]
+    assert paired_accuracy_z(reads, always_false, balanced=True) == pytest.approx(2 / math.sqrt(10))
+    assert paired_accuracy_z(reads, always_false, balanced=False) == 0.0
+
+    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
+    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 2.0},
+                     "early_stopping_min_delta": 0.0}
+    kept = {"loss": 1.22, "choices": reference, **label_summary(reference)}
+    recipe.state = {"best_val_loss": kept["loss"], "best_score": 0.0}
+    recipe._note_accuracy(kept)
+    assert recipe.state["top_val_choices"] == reference
+    for choices, wins in ((gained_8_lost_1, True), (gained_10_lost_3, False)):
+        candidate = {"loss": 1.31, "choices": choices, "score": 0.0, **label_summary(choices)}
+        assert recipe.improves(candidate) is wins
+        assert not recipe.improves({k: v for k, v in candidate.items() if k != "choices"})  # unpaired: chance
+    assert recipe.improves({"loss": 1.10, "choices": gained_10_lost_3, "score": 0.0, **label_summary(gained_10_lost_3)})
+    # beyond chance the other way: worse, whatever the loss
+    half_lost = answers(set(range(5, 22)))  # 17 of the 34 items the reference got right, nothing gained
+    assert not recipe.improves({"loss": 0.5, "choices": half_lost, "score": 0.0, **label_summary(half_lost)})
+
+
 def _recipe_mid_run(tmp_path, total_steps, step, seconds_per_step, eval_every, eval_s, validations):
     """A recipe with an 840 s budget, 198 steps allowed by its epochs, planned for `total_steps`
     and `step` steps into its run at `seconds_per_step` (no model: only the budget logic and a

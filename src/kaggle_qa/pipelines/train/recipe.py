@@ -32,6 +32,7 @@ import resource
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,29 @@ def label_choices(causal_lm, batch: dict[str, torch.Tensor], hidden: torch.Tenso
         best = max(candidates, key=lambda token: float(row_logits[token]))
         choices.append((best, example["input_ids"][example["label_position"]]))
     return choices
+
+
+def paired_accuracy_z(candidate: list[tuple[int, int]], reference: list[tuple[int, int]], balanced: bool = True) -> float:
+    """z statistic of the accuracy difference candidate − reference, measured on the same items.
+
+    Each item weighs what it weighs in the accuracy (1/n, or 1/(k·n_label) for balanced accuracy
+    over k gold labels); under the null hypothesis that the two passes are exchangeable, an item
+    both got right or both got wrong adds nothing, and an item they disagree on adds ± its weight
+    with equal chance. So z = Σ w·(right_c − right_r) / sqrt(Σ over disagreeing items of w²):
+    McNemar's test (gained − lost) / sqrt(gained + lost) when the weights are equal. 0.0 when the
+    two passes agree on every item.
+    """
+    golds = [gold for _, gold in candidate]
+    if golds != [gold for _, gold in reference]:
+        raise ValueError("paired accuracy test: the two passes were not scored on the same items")
+    counts = Counter(golds)
+    difference = variance = 0.0
+    for (chosen, gold), (previous, _) in zip(candidate, reference):
+        change = int(chosen == gold) - int(previous == gold)
+        if change:
+            weight = 1 / (len(counts) * counts[gold]) if balanced else 1 / len(golds)
+            difference, variance = difference + weight * change, variance + weight**2
+    return difference / math.sqrt(variance) if variance else 0.0
 
 
 def label_summary(choices: list[tuple[int, int]]) -> dict:
@@ -443,7 +467,7 @@ class LoRAFinetuneRecipe:
                 choices += label_choices(self.causal_lm, batch, hidden, [examples[i] for i in indices])
             total, count = total + loss_sum.item(), count + n
         self.model.train()
-        return {"loss": total / max(count, 1), **label_summary(choices)}
+        return {"loss": total / max(count, 1), **label_summary(choices), "choices": choices}
 
     def evaluate(self) -> dict:
         """Validation loss, label accuracy and the selection score (higher is better)."""
@@ -474,31 +498,45 @@ class LoRAFinetuneRecipe:
         return result.get(key) if selection["use_label_accuracy"] else None
 
     def noise_margin(self, n_labels: int) -> float:
-        """How far apart two label accuracies on `n_labels` validation items can be by chance:
-        `selection.noise_z` standard errors of their difference at the worst case (p = 0.5),
-        z·sqrt(2·0.25/n). At z = 2: 0.27 on 27 items, 0.14 on 96. z = 1 was too tight: the best of
-        eight chance draws sets the bar (a base model's 0.62 on 27 rows), and a later checkpoint of
-        lower loss at 0.40 counted as worse."""
+        """How far apart two label accuracies on `n_labels` validation items can be by chance when
+        nothing is known of which items each got right: `selection.noise_z` standard errors of their
+        difference at the worst case (p = 0.5), z·sqrt(2·0.25/n). At z = 2: 0.27 on 27 items, 0.14 on
+        96. Used only when the per-item choices of the two passes are not both known (`improves`
+        compares the choices themselves, a much sharper test). z = 1 was too tight: the best of eight
+        chance draws sets the bar (a base model's 0.62 on 27 rows), and a later checkpoint of lower
+        loss at 0.40 counted as worse."""
         return self.params["selection"].get("noise_z", 2.0) * math.sqrt(0.5 / max(n_labels, 1))
 
     def improves(self, result: dict) -> bool:
         """Whether a validation result replaces the kept checkpoint.
 
         Label accuracy decides when it differs from the best accuracy seen so far by more than
-        chance (`noise_margin`): better beyond it wins, worse beyond it loses. Within it, the
-        answer loss decides. On a small split a plain score (accuracy − w × loss) lets noise pick:
-        seen, 27 labelled validation rows, a chance 0.555 at step 23 beat every later checkpoint
-        (0.34–0.53, loss 0.084 → 0.042) and early stopping ended the run at step 115 of 177.
-        Without labelled rows (or with `use_label_accuracy` off) the score alone decides."""
+        chance: better beyond it wins, worse beyond it loses. Within it, the answer loss decides.
+        Chance is judged on the same validation items (`paired_accuracy_z`: only the items the two
+        passes answer differently carry information), beyond `selection.noise_z`; without both
+        passes' choices, by the unpaired worst-case `noise_margin`. On a small split a plain score
+        (accuracy − w × loss) lets noise pick: seen, 27 labelled validation rows, a chance 0.555 at
+        step 23 beat every later checkpoint (0.34–0.53, loss 0.084 → 0.042) and early stopping ended
+        the run at step 115 of 177. The unpaired margin was too blunt the other way: on the published
+        v3 (44 labelled rows, margin 0.21) a pass at balanced accuracy 0.88 lost to the kept 0.69 by
+        its loss. Without labelled rows (or with `use_label_accuracy` off) the score alone decides."""
         s, min_delta = self.state, self.params["early_stopping_min_delta"]
         accuracy, top = self._selection_accuracy(result), s.get("top_val_accuracy")
         if accuracy is None or top is None:
             return result["score"] > s["best_score"] + min_delta
-        margin = self.noise_margin(result.get("label_examples") or 0)
-        if accuracy > top + margin:
-            return True
-        if accuracy < top - margin:
-            return False
+        z_bar = self.params["selection"].get("noise_z", 2.0)
+        if result.get("choices") and s.get("top_val_choices"):
+            z = paired_accuracy_z(result["choices"], s["top_val_choices"], self.params["selection"].get("balanced", True))
+            if z > z_bar:
+                return True
+            if z < -z_bar:
+                return False
+        else:
+            margin = self.noise_margin(result.get("label_examples") or 0)
+            if accuracy > top + margin:
+                return True
+            if accuracy < top - margin:
+                return False
         return result["loss"] < s["best_val_loss"] - min_delta
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
@@ -521,8 +559,8 @@ class LoRAFinetuneRecipe:
     def _note_accuracy(self, result: dict) -> None:
         """The best label accuracy seen at any validation (the bar of `improves`)."""
         accuracy = self._selection_accuracy(result)
-        if accuracy is not None:
-            self.state["top_val_accuracy"] = max(accuracy, self.state.get("top_val_accuracy") or -math.inf)
+        if accuracy is not None and accuracy > (self.state.get("top_val_accuracy") or -math.inf):
+            self.state["top_val_accuracy"], self.state["top_val_choices"] = accuracy, result.get("choices")
 
     def _record_history(self, result: dict, train_loss: float | None, lr: float) -> None:
         s = self.state
@@ -767,9 +805,10 @@ class LoRAFinetuneRecipe:
             "best_val_label_balanced_accuracy": s.get("best_val_label_balanced_accuracy"),
             "best_score": s["best_score"],
             "best_step": s["best_step"],
-            "selection": "%slabel accuracy beyond chance (%.2f on %d labelled rows), else answer loss, on the validation split" % (
-                "balanced " if p["selection"].get("balanced", True) else "",
-                self.noise_margin(n_val_labels), n_val_labels)
+            "selection": "%slabel accuracy beyond chance (paired test on the same %d labelled rows, |z| > %.1f), "
+                         "else answer loss, on the validation split" % (
+                "balanced " if p["selection"].get("balanced", True) else "", n_val_labels,
+                p["selection"].get("noise_z", 2.0))
             if p["selection"]["use_label_accuracy"] else "answer loss on the validation split",
             "train_loss": s.get("window_train_loss", s.get("last_train_loss")),
             "train_label_accuracy": fit.get("label_accuracy"),
