@@ -15,8 +15,12 @@ import pytest
 from .conftest import PROJECT_ROOT, base_ingestion_params
 from .hostile_site import EndlessSlowSiteHandler, serve
 
+# Ctrl-C as in a terminal: a background job of a non-interactive shell (`nohup make test &`,
+# some CI runners) starts with SIGINT ignored, and Python then installs no KeyboardInterrupt
+# handler, so the SIGINT case would test the shell instead of the crawl.
 PARENT = """
-import json, sys
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from kaggle_qa.pipelines.ingestion.spider import crawl_site
 crawl_site(sys.argv[1], json.loads(sys.argv[2]))
 """
