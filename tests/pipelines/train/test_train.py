@@ -304,6 +304,7 @@ def test_paired_selection_sees_a_real_gain_that_the_unpaired_margin_calls_chance
     for choices, wins in ((gained_8_lost_1, True), (gained_10_lost_3, False)):
         candidate = {"loss": 1.31, "choices": choices, "score": 0.0, **label_summary(choices)}
         assert recipe.improves(candidate) is wins
+        assert candidate["paired_z"] == pytest.approx(paired_accuracy_z(choices, reference))  # logged, in the history
         assert not recipe.improves({k: v for k, v in candidate.items() if k != "choices"})  # unpaired: chance
     assert recipe.improves({"loss": 1.10, "choices": gained_10_lost_3, "score": 0.0, **label_summary(gained_10_lost_3)})
     # beyond chance the other way: worse, whatever the loss

@@ -527,6 +527,7 @@ class LoRAFinetuneRecipe:
         z_bar = self.params["selection"].get("noise_z", 2.0)
         if result.get("choices") and s.get("top_val_choices"):
             z = paired_accuracy_z(result["choices"], s["top_val_choices"], self.params["selection"].get("balanced", True))
+            result["paired_z"] = z  # shown in the validation log line and kept in the history
             if z > z_bar:
                 return True
             if z < -z_bar:
@@ -568,7 +569,8 @@ class LoRAFinetuneRecipe:
             {"step": s["step"], "epoch": s["epoch"], "train_loss": train_loss, "val_loss": result["loss"],
              "val_label_accuracy": result["label_accuracy"], "val_top_label_share": result["top_label_share"],
              "val_label_balanced_accuracy": result.get("label_balanced_accuracy"),
-             "score": result["score"], "lr": lr, "elapsed_s": round(s["elapsed_s"], 1)}
+             "val_paired_z": result.get("paired_z"), "score": result["score"], "lr": lr,
+             "elapsed_s": round(s["elapsed_s"], 1)}
         )
 
     def _record_eval(self, train_loss: float | None) -> bool:
@@ -584,7 +586,9 @@ class LoRAFinetuneRecipe:
         self._record_history(result, train_loss, self.scheduler.get_last_lr()[0])
         accuracy = "-" if result["label_accuracy"] is None else (
             f"{result['label_accuracy']:.3f} (balanced {result['label_balanced_accuracy']:.3f}, "
-            f"top label {result['top_label_share']:.0%})"
+            f"top label {result['top_label_share']:.0%}"
+            + ("" if result.get("paired_z") is None else f", paired z {result['paired_z']:+.2f} vs the best so far")
+            + ")"
         )
         logger.info(
             "step %d/%d epoch %d: train loss %s, validation loss %.4f, label accuracy %s%s",
