@@ -173,25 +173,31 @@ def label_choices(causal_lm, batch: dict[str, torch.Tensor], hidden: torch.Tenso
     return choices
 
 
+def label_weights(golds: list[int], balanced: bool = True) -> list[float]:
+    """What each item weighs in the label accuracy: 1/n, or for balanced accuracy 1/(k·n_label)
+    over k gold labels (so that every label's items weigh 1/k in all). The one definition of
+    "balanced" that `label_summary` and `paired_accuracy_z` share."""
+    counts = Counter(golds)
+    return [1 / (len(counts) * counts[gold]) if balanced else 1 / len(golds) for gold in golds]
+
+
 def paired_accuracy_z(candidate: list[tuple[int, int]], reference: list[tuple[int, int]], balanced: bool = True) -> float:
     """z statistic of the accuracy difference candidate − reference, measured on the same items.
 
-    Each item weighs what it weighs in the accuracy (1/n, or 1/(k·n_label) for balanced accuracy
-    over k gold labels); under the null hypothesis that the two passes are exchangeable, an item
-    both got right or both got wrong adds nothing, and an item they disagree on adds ± its weight
-    with equal chance. So z = Σ w·(right_c − right_r) / sqrt(Σ over disagreeing items of w²):
-    McNemar's test (gained − lost) / sqrt(gained + lost) when the weights are equal. 0.0 when the
-    two passes agree on every item.
+    Each item weighs what it weighs in the accuracy (`label_weights`); under the null hypothesis
+    that the two passes are exchangeable, an item both got right or both got wrong adds nothing,
+    and an item they disagree on adds ± its weight with equal chance. So
+    z = Σ w·(right_c − right_r) / sqrt(Σ over disagreeing items of w²): McNemar's test
+    (gained − lost) / sqrt(gained + lost) when the weights are equal. 0.0 when the two passes
+    agree on every item.
     """
     golds = [gold for _, gold in candidate]
     if golds != [gold for _, gold in reference]:
         raise ValueError("paired accuracy test: the two passes were not scored on the same items")
-    counts = Counter(golds)
     difference = variance = 0.0
-    for (chosen, gold), (previous, _) in zip(candidate, reference):
+    for (chosen, gold), (previous, _), weight in zip(candidate, reference, label_weights(golds, balanced)):
         change = int(chosen == gold) - int(previous == gold)
         if change:
-            weight = 1 / (len(counts) * counts[gold]) if balanced else 1 / len(golds)
             difference, variance = difference + weight * change, variance + weight**2
     return difference / math.sqrt(variance) if variance else 0.0
 
@@ -205,11 +211,10 @@ def label_summary(choices: list[tuple[int, int]]) -> dict:
         return {"label_accuracy": None, "label_balanced_accuracy": None, "label_examples": 0, "top_label_share": None}
     chosen = [c for c, _ in choices]
     top = max(chosen.count(c) for c in set(chosen))
-    golds = sorted({g for _, g in choices})
-    recalls = [sum(c == g for c, gold in choices if gold == g) / sum(gold == g for _, gold in choices) for g in golds]
+    weights = label_weights([g for _, g in choices], balanced=True)
     return {
         "label_accuracy": sum(c == g for c, g in choices) / len(choices),
-        "label_balanced_accuracy": sum(recalls) / len(recalls),
+        "label_balanced_accuracy": sum(w for (c, g), w in zip(choices, weights) if c == g),
         "label_examples": len(choices),
         "top_label_share": top / len(choices),
     }
@@ -558,7 +563,7 @@ class LoRAFinetuneRecipe:
         self.best_lora_state = self._lora_state()
 
     def _note_accuracy(self, result: dict) -> None:
-        """The best label accuracy seen at any validation (the bar of `improves`)."""
+        """The best label accuracy seen at any validation and its per-item choices (the bar of `improves`)."""
         accuracy = self._selection_accuracy(result)
         if accuracy is not None and accuracy > (self.state.get("top_val_accuracy") or -math.inf):
             self.state["top_val_accuracy"], self.state["top_val_choices"] = accuracy, result.get("choices")
