@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from kaggle_qa.answer_length import answer_token_stats  # noqa: E402
 from kaggle_qa.modeling import load_tokenizer, model_identity  # noqa: E402
 from kaggle_qa.prompting import (  # noqa: E402
     IGNORE_INDEX,
@@ -200,6 +201,8 @@ def build_examples(
         "validation_examples": len(validation_examples),
         "train_tokens": sum(len(e["input_ids"]) for e in train_examples),
         "train_supervised_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in train_examples),
+        # answer + EOS tokens per training row: evaluate and the assistant size max_new_tokens from it
+        "answer_tokens": answer_token_stats([sum(label != IGNORE_INDEX for label in e["labels"]) for e in train_examples]),
         "train_label_examples": sum(e["label_position"] >= 0 for e in train_examples),
         "validation_label_examples": sum(e["label_position"] >= 0 for e in validation_examples),
         "rows_not_trained_or_cut": dict(sorted(dropped.items())),
@@ -239,7 +242,7 @@ def train_adapter(
     result = recipe.train()
     split_counts = {k: v for k, v in split_report.items() if not k.endswith("_groups")}
     metrics = {**result.metrics, "data": data_report, "split": split_counts, "history": result.history}
-    recorded = {**params, "resolved_compute_dtype": recipe.compute_dtype,
+    recorded = {**params, "resolved_compute_dtype": recipe.compute_dtype, "answer_tokens": data_report["answer_tokens"],
                 "prompt_template_version": PROMPT_TEMPLATE_VERSION}
     adapter = TrainedAdapter(result.model, recorded, model_identity(base_model), split_report)
     recipe.cleanup()
