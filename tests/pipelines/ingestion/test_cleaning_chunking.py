@@ -106,7 +106,8 @@ def test_chunk_ids_are_stable_and_identical_chunks_kept_once(ingestion_params):
     assert len(first) == 1 and first[0]["heading_path"] == ["Page", "A"] and first[0]["url"] == "https://x/docs/p"
     assert summary == {"duplicate_chunks_dropped": 3, "duplicates_by_page": [  # most duplicates first
         {"url": "https://x/docs/q", "dropped": 2, "first_kept_copy": "https://x/docs/p Page > A"},
-        {"url": "https://x/docs/p", "dropped": 1, "first_kept_copy": "https://x/docs/p Page > A"}]}
+        {"url": "https://x/docs/p", "dropped": 1, "first_kept_copy": "https://x/docs/p Page > A"}],
+        "code_pages": [], "code_pages_dropped": 0}
     moved = chunk_page("https://x/docs/p", "Page", text.replace("## A", "## C"), 65, 100, 25)
     assert moved[0]["chunk_id"] != first[0]["chunk_id"]  # the id depends on where the text lives
 

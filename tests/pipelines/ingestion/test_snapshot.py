@@ -70,15 +70,28 @@ def test_every_sentence_of_the_scrape_survives_cleaning(scrape, ingestion_params
     assert not missing, missing[:3]
 
 
-def test_live_environment_overrides_every_ingestion_parameter():
-    """Kedro replaces a whole top-level key per environment: conf/live must carry all of base's keys."""
+def merged_ingestion(env: str) -> dict:
+    """The `ingestion` parameters Kedro gives `--env <env>` (soft merge over conf/base)."""
+    from kedro.config import OmegaConfigLoader
+
+    from kaggle_qa.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **(CONFIG_LOADER_ARGS | {"default_run_env": env}))
+    return loader["parameters"]["ingestion"]
+
+
+def test_live_environment_overrides_only_what_differs():
+    """Parameters soft-merge: conf/live names only live values, every other key comes from base."""
     def keys(tree, prefix=""):
         return {prefix + k for k in tree} | {
             key for k, v in tree.items() if isinstance(v, dict) for key in keys(v, f"{prefix}{k}.")
         }
 
     base = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_ingestion.yml").read_text())["ingestion"]
-    live = yaml.safe_load((PROJECT_ROOT / "conf/live/parameters_ingestion.yml").read_text())["ingestion"]
+    overrides = yaml.safe_load((PROJECT_ROOT / "conf/live/parameters_ingestion.yml").read_text())["ingestion"]
+    assert keys(overrides) <= keys(base)  # no typo'd key that base does not know
+    live = merged_ingestion("live")
     assert keys(live) == keys(base)
+    assert live["cleaning"] == base["cleaning"] and live["crawl"]["allowed_path_prefixes"] == ["/docs"]
     assert live["target"] == "live" and live["crawl"]["render_js"] is True
     assert live["crawl"]["download_delay"] >= 1 and live["crawl"]["concurrent_requests_per_domain"] == 1

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from .chunking import chunk_page, word_count
+from .chunking import chunk_page, code_line_share, word_count
 from .cleaning import html_to_text, page_title
 from .report import chunk_length_figure, ingestion_markdown
 from .server import serve_site
@@ -78,36 +78,57 @@ def check_start_page(result: CrawlResult, start_url: str, shown_as: str) -> None
     raise CrawlError(f"start URL {shown_as} could not be crawled: {reason}")
 
 
+def start_urls_of(params: dict[str, Any]) -> list[str]:
+    """ingestion.crawl.start_urls (a list), else [ingestion.start_url]; all on one origin."""
+    urls = params["crawl"].get("start_urls") or [params["start_url"]]
+    if isinstance(urls, str):
+        urls = [urls]
+    origins = {origin_of(url) for url in urls}
+    if len(origins) != 1 or not all(urlsplit(url).scheme in ("http", "https") for url in urls):
+        raise ValueError(f"params:ingestion.crawl.start_urls must be http(s) URLs on one origin, got {urls}")
+    return list(urls)
+
+
 def crawl_docs(previous_raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> tuple[list[dict], dict]:
-    """Crawl the docs (bundled snapshot served on 127.0.0.1, or a live site) into raw pages and a report."""
+    """Crawl the docs (a site folder served on 127.0.0.1, or a live site) into raw pages and a report."""
     crawl = params["crawl"]
-    start_url = params["start_url"]
+    start_urls = start_urls_of(params)
+    canonical = origin_of(start_urls[0])
+    sitemap_url = crawl.get("sitemap_url")
     if crawl["max_pages"] < 1 or crawl["max_depth"] < 0:
         raise ValueError(f"params:ingestion.crawl needs max_pages >= 1 and max_depth >= 0, got "
                          f"{crawl['max_pages']} and {crawl['max_depth']}")
     started = datetime.now(timezone.utc)
     if params["target"] == "snapshot":
         snapshot = params["snapshot"]
-        server = serve_site(snapshot["path"], snapshot["host"], snapshot["port"])
+        server = serve_site(snapshot["path"], snapshot["host"], snapshot["port"], snapshot.get("mount_path") or "/")
     elif params["target"] == "live":
-        server = nullcontext(origin_of(start_url))
+        server = nullcontext(canonical)
     else:
         raise ValueError(f"params:ingestion.target must be 'snapshot' or 'live', got {params['target']!r}")
     with server as served_origin:
-        crawl_url = served_origin + start_url[len(origin_of(start_url)) :]
-        logger.info("Crawling %s (as %s), max %d pages, depth %d", crawl_url, start_url,
-                    crawl["max_pages"], crawl["max_depth"])
-        result = rebase_result(crawl_site(crawl_url, crawl), served_origin, origin_of(start_url))
-    check_start_page(result, start_url, start_url if crawl_url == start_url else f"{start_url} (served at {crawl_url})")
+        def served(url: str) -> str:
+            return served_origin + url[len(canonical):] if url.startswith(canonical) else url
+
+        crawl_urls = [served(url) for url in start_urls]
+        logger.info("Crawling %s (as %s), max %d pages, depth %d%s", ", ".join(crawl_urls), ", ".join(start_urls),
+                    crawl["max_pages"], crawl["max_depth"], f", sitemap {sitemap_url}" if sitemap_url else "")
+        result = crawl_site(crawl_urls, crawl, served(sitemap_url) if sitemap_url else None, canonical)
+        result = rebase_result(result, served_origin, canonical)
+    for start_url, crawl_url in zip(start_urls, crawl_urls, strict=True):
+        check_start_page(result, start_url, start_url if crawl_url == start_url else f"{start_url} (served at {crawl_url})")
 
     pages = unique_pages(result.pages)
     for page in pages:
         page.pop("depth", None)
     changes = compare_versions(previous_raw_pages or [], pages)
     reasons = Counter(skip["reason"] for skip in result.skipped)
+    excluded = Counter(skip["detail"] for skip in result.skipped if skip["reason"] == "excluded")
     report = {
         "target": params["target"],
-        "start_url": start_url,
+        "start_url": start_urls[0],
+        "start_urls": start_urls,
+        "sitemap_url": sitemap_url,
         "served_from": served_origin,
         "render_js": crawl["render_js"],
         "started_at": started.isoformat(timespec="seconds"),
@@ -115,6 +136,8 @@ def crawl_docs(previous_raw_pages: list[dict[str, Any]], params: dict[str, Any])
         "pages_fetched": len(pages),
         "skipped_count": len(result.skipped),
         "skipped_by_reason": {reason: reasons.get(reason, 0) for reason in SKIP_REASONS},
+        "excluded_count": sum(excluded.values()),
+        "excluded_by_pattern": {pattern: excluded.get(pattern, 0) for pattern in crawl.get("exclude_patterns") or []},
         "error_count": len(result.errors),
         "changes_count": {kind: len(urls) for kind, urls in changes.items()},
         "changes": changes,
@@ -134,7 +157,9 @@ def clean_pages(raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> list
     cleaning = params["cleaning"]
     cleaned, empty = [], []
     for page in tqdm(raw_pages, desc="clean pages", unit="page"):
-        text = html_to_text(page["html"], page["final_url"], cleaning["drop_tags"], cleaning["content_selectors"])
+        text = html_to_text(page["html"], page["final_url"], cleaning["drop_tags"], cleaning["content_selectors"],
+                            cleaning.get("drop_selectors"), cleaning.get("glyphs") or [],
+                            cleaning.get("drop_blocks") or [], cleaning.get("signature_selectors") or [])
         if not text.strip():
             empty.append(page["url"])
             continue
@@ -152,16 +177,29 @@ def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> tu
 
     Also returns a summary of the dropped duplicates: their count per page, and where the
     kept copy of each page's first duplicate lives (counts, not one log line per chunk: a
-    huge page can repeat a block thousands of times).
+    huge page can repeat a block thousands of times); and the pages left out as source code
+    (share of code lines above ``chunking.code_page_share``, unless ``include_code_pages``).
     """
     sizes = params["chunking"]
     if not 0 < sizes["min_words"] <= sizes["target_words"] <= sizes["max_words"]:
         raise ValueError(f"params:ingestion.chunking needs 0 < min_words <= target_words <= max_words, got {sizes}")
+    max_code_lines = sizes.get("max_code_lines", 30)
+    share_limit = sizes.get("code_page_share", 1.0)
+    if max_code_lines < 1 or not 0 < share_limit <= 1:
+        raise ValueError(f"params:ingestion.chunking needs max_code_lines >= 1 and 0 < code_page_share <= 1, got "
+                         f"{max_code_lines} and {share_limit}")
     chunks, kept_at, dropped = [], {}, Counter()
     first_kept: dict[str, str] = {}
+    code_pages = []
     for page in tqdm(clean_pages, desc="chunk pages", unit="page"):
+        share = code_line_share(page["text"])
+        if share > share_limit:
+            code_pages.append({"url": page["url"], "code_share": round(share, 3),
+                               "kept": bool(sizes.get("include_code_pages"))})
+            if not sizes.get("include_code_pages"):
+                continue
         for chunk in chunk_page(page["url"], page["title"], page["text"],
-                                sizes["target_words"], sizes["max_words"], sizes["min_words"]):
+                                sizes["target_words"], sizes["max_words"], sizes["min_words"], max_code_lines):
             key = " ".join(chunk["text"].split()).lower()
             if key in kept_at:
                 dropped[chunk["url"]] += 1
@@ -173,7 +211,13 @@ def chunk_pages(clean_pages: list[dict[str, Any]], params: dict[str, Any]) -> tu
         "duplicate_chunks_dropped": sum(dropped.values()),
         "duplicates_by_page": [{"url": url, "dropped": n, "first_kept_copy": first_kept[url]}
                                for url, n in dropped.most_common()],
+        "code_pages": code_pages,
+        "code_pages_dropped": sum(not page["kept"] for page in code_pages),
     }
+    if code_pages:
+        logger.info("%d page(s) are mostly source code (share of code lines > %s), %s: %s", len(code_pages),
+                    share_limit, "kept (include_code_pages)" if sizes.get("include_code_pages") else "left out",
+                    ", ".join(f"{page['url']} ({page['code_share']:.0%})" for page in code_pages[:10]))
     if dropped:
         top = ", ".join(f"{url}: {n}" for url, n in dropped.most_common(5))
         more = f" and {len(dropped) - 5} more page(s)" if len(dropped) > 5 else ""

@@ -40,6 +40,13 @@ def ingestion_markdown(
         f"{crawl_report['error_count']} errors.**",
         "## Skipped URLs by reason",
         markdown_table(["reason", "URLs"], [[r, n] for r, n in crawl_report["skipped_by_reason"].items() if n]),
+    ]
+    if crawl_report.get("excluded_by_pattern"):
+        sections += [
+            "URLs left out by `crawl.exclude_patterns`:",
+            markdown_table(["pattern", "URLs"], [[f"`{p}`", n] for p, n in crawl_report["excluded_by_pattern"].items()]),
+        ]
+    sections += [
         "## Changes since the previous crawl",
         markdown_table(["change", "pages"], [[k, n] for k, n in crawl_report["changes_count"].items()]),
     ]
@@ -64,6 +71,14 @@ def ingestion_markdown(
         ),
         "![chunk lengths](chunk_lengths.png)",
     ]
+    code_pages = (chunking_summary or {}).get("code_pages", [])
+    if code_pages:
+        sections[-1:-1] = [
+            f"**{chunking_summary['code_pages_dropped']} page(s) left out as source code** (share of code lines above "
+            "`chunking.code_page_share`; `chunking.include_code_pages: true` keeps them):",
+            markdown_table(["page", "code share", "kept"],
+                           [[p["url"], f"{p['code_share']:.0%}", p["kept"]] for p in code_pages[:MAX_LISTED]]),
+        ]
     duplicates = (chunking_summary or {}).get("duplicates_by_page", [])
     if duplicates:
         sections[-1:-1] = [

@@ -7,7 +7,7 @@ parent reads back. Records are of three kinds:
 
 - ``page``: a fetched HTML page (url, final_url, status, title, fetched_at, sha256, html, depth);
 - ``skip``: a URL not fetched or not kept, with a reason from :data:`SKIP_REASONS` (and
-  ``final_url`` where a redirect led elsewhere);
+  ``final_url`` where a redirect led elsewhere; ``excluded`` skips name the pattern that matched);
 - ``error``: an unexpected failure (connection refused, DNS, a parse crash), with the URL.
 """
 
@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import tempfile
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import scrapy
 from scrapy.exceptions import DownloadTimeoutError, IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.gz import gunzip, gzip_magic_number
+from scrapy.utils.sitemap import Sitemap
 from twisted.internet.error import TCPTimedOutError, TimeoutError
 
 from .content_checks import check_text
@@ -40,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 SKIP_REASONS = (
     "robots",  # disallowed by robots.txt
-    "off-site",  # another host, or outside the allowed path prefix
+    "off-site",  # another host, or outside the allowed path prefixes
+    "excluded",  # in scope, but its path matches one of crawl.exclude_patterns (detail: the pattern)
     "non-html",  # a response that is not text/html
     "http-status",  # 4xx/5xx after retries
     "timeout",  # no response within download_timeout, after retries
@@ -85,25 +89,48 @@ def normalise_url(url: str) -> str:
     return urldefrag(url)[0]
 
 
-class DocsSpider(scrapy.Spider):
-    """Crawl a docs site from its index, following in-site links under one path prefix."""
+def page_key(url: str) -> str:
+    """The page a URL names: fragment dropped, and ``…/index.html`` the same page as ``…/``."""
+    url = normalise_url(url)
+    return url[: -len("index.html")] if url.endswith("/index.html") else url
 
-    name = "kaggle_docs"
+
+def compile_patterns(patterns: list[str] | None) -> list[re.Pattern]:
+    """crawl.exclude_patterns as regexes; a bad one fails naming it."""
+    compiled = []
+    for pattern in patterns or []:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise ValueError(f"params:ingestion.crawl.exclude_patterns: {pattern!r} is not a regex: {error}") from error
+    return compiled
+
+
+class DocsSpider(scrapy.Spider):
+    """Crawl a docs site from its start pages (and sitemap), following in-site links under the allowed prefixes."""
+
+    name = "docs"
 
     def __init__(
         self,
-        start_url: str,
-        allowed_path_prefix: str = "/docs",
+        start_urls: list[str],
+        allowed_path_prefixes: list[str] = ("/",),
+        exclude_patterns: list[str] = (),
+        sitemap_url: str | None = None,
+        canonical_origin: str | None = None,
         max_pages: int = 200,
         max_depth: int = 3,
         render_js: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.start_url = normalise_url(start_url)
-        parts = urlsplit(self.start_url)
+        self.start_page_urls = [normalise_url(url) for url in start_urls]
+        parts = urlsplit(self.start_page_urls[0])
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.allowed_path_prefix = allowed_path_prefix
+        self.canonical_origin = canonical_origin or self.origin  # sitemap <loc>s name the mirrored site
+        self.allowed_path_prefixes = [prefix.rstrip("/") for prefix in allowed_path_prefixes]
+        self.exclude_patterns = compile_patterns(list(exclude_patterns))
+        self.sitemap_url = sitemap_url
         self.max_pages = int(max_pages)
         self.max_depth = int(max_depth)
         self.render_js = bool(render_js)
@@ -112,11 +139,11 @@ class DocsSpider(scrapy.Spider):
         self.fetched = 0
 
     def already_seen(self, url: str) -> bool:
-        """Was this page (fragment ignored) already requested, linked or reached by a redirect?"""
-        return normalise_url(url) in self.seen
+        """Was this page (fragment ignored, ``index.html`` = ``/``) already requested, linked or reached?"""
+        return page_key(url) in self.seen
 
     def mark_seen(self, url: str) -> None:
-        self.seen.add(normalise_url(url))
+        self.seen.add(page_key(url))
 
     def request(self, url: str, depth: int, referer: str | None) -> scrapy.Request:
         """A page request carrying our depth, referer and (optionally) the JS-rendering flag."""
@@ -128,17 +155,47 @@ class DocsSpider(scrapy.Spider):
         return scrapy.Request(url, callback=self.parse, errback=self.on_error, meta=meta)
 
     async def start(self):
-        """Start at the docs index (filtered like every other request: fetched once)."""
-        yield self.request(self.start_url, depth=0, referer=None)
+        """Start at the start pages (each fetched once), then at the sitemap's pages if one is given."""
+        for url in self.start_page_urls:
+            if not self.already_seen(url):
+                yield self.request(url, depth=0, referer=None)
+        if self.sitemap_url:
+            yield scrapy.Request(self.sitemap_url, callback=self.parse_sitemap, errback=self.on_error,
+                                 meta={"referer": None}, dont_filter=True)
+
+    def parse_sitemap(self, response: Response):
+        """Seed the crawl with a sitemap's pages (depth 0; a sitemap index is followed), filtered like links."""
+        body = response.body
+        if body[:2] == gzip_magic_number:
+            body = gunzip(body)
+        try:
+            sitemap = Sitemap(body)
+        except Exception as error:  # not XML at all
+            yield {"kind": "error", "url": response.url, "error": f"sitemap: {type(error).__name__}: {error}",
+                   "referer": None}
+            return
+        for entry in sitemap:
+            url = normalise_url(entry["loc"].strip())
+            if url.startswith(self.canonical_origin + "/") and self.canonical_origin != self.origin:
+                url = self.origin + url[len(self.canonical_origin):]  # the local copy of the mirrored site
+            if sitemap.type == "sitemapindex":
+                if urlsplit(url).netloc == urlsplit(self.origin).netloc:
+                    yield scrapy.Request(url, callback=self.parse_sitemap, errback=self.on_error,
+                                         meta={"referer": response.url})
+                continue
+            yield from self.consider(url, depth=-1, referer=response.url)
 
     def in_scope(self, url: str) -> bool:
-        """Same scheme and host as the start URL, and under the allowed path prefix."""
+        """Same scheme and host as the start URLs, and under one of the allowed path prefixes."""
         parts = urlsplit(url)
-        prefix = self.allowed_path_prefix.rstrip("/")
-        return (
-            f"{parts.scheme}://{parts.netloc}" == self.origin
-            and (parts.path == prefix or parts.path.startswith(prefix + "/"))
+        return f"{parts.scheme}://{parts.netloc}" == self.origin and any(
+            parts.path == prefix or parts.path.startswith(prefix + "/") for prefix in self.allowed_path_prefixes
         )
+
+    def excluded_by(self, url: str) -> str | None:
+        """The first exclude pattern that matches the URL's path, if any."""
+        path = urlsplit(url).path
+        return next((pattern.pattern for pattern in self.exclude_patterns if pattern.search(path)), None)
 
     def skip(self, url: str, reason: str, referer: str | None, detail: str = "", **extra: Any) -> dict[str, Any]:
         """A skip record (a URL deliberately not fetched or not kept)."""
@@ -197,23 +254,27 @@ class DocsSpider(scrapy.Spider):
         depth = response.meta.get("depth", 0)
         for href in response.xpath("//a/@href").getall():
             url = normalise_url(urljoin(response.url, href.strip()))
-            if not url or self.already_seen(url):
-                continue
-            scheme = urlsplit(url).scheme
-            if scheme not in ("http", "https"):
-                self.mark_seen(url)
-                yield self.skip(url, "not-http", response.url, scheme)
-            elif not self.in_scope(url):
-                self.mark_seen(url)
-                yield self.skip(url, "off-site", response.url)
-            elif depth + 1 > self.max_depth:
-                self.mark_seen(url)
-                yield self.skip(url, "depth-limit", response.url, f"depth {depth + 1} > {self.max_depth}")
-            elif self.scheduled >= self.max_pages:
-                self.mark_seen(url)
-                yield self.skip(url, "page-limit", response.url, f"{self.max_pages} pages scheduled")
-            else:
-                yield self.request(url, depth + 1, response.url)
+            yield from self.consider(url, depth, response.url)
+
+    def consider(self, url: str, depth: int, referer: str | None):
+        """Request ``url`` (found at ``depth`` + 1) if it is new, in scope, not excluded and within the limits;
+        otherwise record why not, once."""
+        if not url or self.already_seen(url):
+            return
+        self.mark_seen(url)
+        scheme = urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            yield self.skip(url, "not-http", referer, scheme)
+        elif not self.in_scope(url):
+            yield self.skip(url, "off-site", referer)
+        elif pattern := self.excluded_by(url):
+            yield self.skip(url, "excluded", referer, pattern)
+        elif depth + 1 > self.max_depth:
+            yield self.skip(url, "depth-limit", referer, f"depth {depth + 1} > {self.max_depth}")
+        elif self.scheduled >= self.max_pages:
+            yield self.skip(url, "page-limit", referer, f"{self.max_pages} pages scheduled")
+        else:
+            yield self.request(url, depth + 1, referer)
 
     def on_error(self, failure):
         """Turn a failed request into a skip (robots, HTTP status, timeout) or an error record."""
@@ -300,11 +361,29 @@ def _crawl_in_child(settings: dict, spider_kwargs: dict, feed_path: str, stats_p
     Path(stats_path).write_text(json.dumps(crawler.stats.get_stats(), default=str), encoding="utf-8")
 
 
-def crawl_site(start_url: str, crawl: dict[str, Any]) -> CrawlResult:
-    """Crawl from ``start_url`` in a spawned child process and collect its pages, skips and errors."""
+def allowed_prefixes(crawl: dict[str, Any]) -> list[str]:
+    """crawl.allowed_path_prefixes, or the older singular crawl.allowed_path_prefix (which wins when set)."""
+    if crawl.get("allowed_path_prefix"):
+        return [crawl["allowed_path_prefix"]]
+    prefixes = crawl.get("allowed_path_prefixes") or ["/"]
+    if isinstance(prefixes, str) or any(not str(p).startswith("/") for p in prefixes):
+        raise ValueError(f"params:ingestion.crawl.allowed_path_prefixes must be a list of paths starting with '/', "
+                         f"got {prefixes!r}")
+    return list(prefixes)
+
+
+def crawl_site(
+    start_url: str | list[str], crawl: dict[str, Any], sitemap_url: str | None = None,
+    canonical_origin: str | None = None,
+) -> CrawlResult:
+    """Crawl from the start URL(s) (and a sitemap) in a spawned child process; collect pages, skips and errors."""
+    start_urls = [start_url] if isinstance(start_url, str) else list(start_url)
     spider_kwargs = {
-        "start_url": start_url,
-        "allowed_path_prefix": crawl["allowed_path_prefix"],
+        "start_urls": start_urls,
+        "allowed_path_prefixes": allowed_prefixes(crawl),
+        "exclude_patterns": list(crawl.get("exclude_patterns") or []),
+        "sitemap_url": sitemap_url,
+        "canonical_origin": canonical_origin,
         "max_pages": crawl["max_pages"],
         "max_depth": crawl["max_depth"],
         "render_js": crawl["render_js"],
@@ -320,7 +399,7 @@ def crawl_site(start_url: str, crawl: dict[str, Any]) -> CrawlResult:
         with forward_termination(child):  # Ctrl-C / SIGTERM here stop the child too
             child.join()
         if child.exitcode != 0 or not stats.exists():
-            raise CrawlError(f"the crawl of {start_url} failed (child exit code {child.exitcode}); see the log above")
+            raise CrawlError(f"the crawl of {', '.join(start_urls)} failed (child exit code {child.exitcode}); see the log above")
         records = [json.loads(line) for line in feed.read_text(encoding="utf-8").splitlines() if line]
         result = CrawlResult(stats=json.loads(stats.read_text(encoding="utf-8")))
     for record in records:
