@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaggle_qa.domain import Domain
+
 
 @dataclass
 class AssistantInputs:
@@ -15,6 +17,7 @@ class AssistantInputs:
     retrieval_index: dict
     retrieval: dict
     assistant: dict
+    domain: Domain | None = None  # the `domain` parameters: the refusal and greeting name its docs
 
 
 def logs_to_stderr() -> None:
@@ -47,4 +50,5 @@ def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adap
             retrieval_index=catalog.load("retrieval_index"),
             retrieval=params["retrieval"],
             assistant=params["assistant"],
+            domain=Domain.from_params(params) if "domain" in params else None,
         )

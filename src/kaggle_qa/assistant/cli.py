@@ -12,6 +12,8 @@ import contextlib
 import json
 import sys
 
+from kaggle_qa.domain import chat_greeting
+
 from .catalog import load_inputs, logs_to_stderr
 from .core import Answer, Assistant
 
@@ -65,7 +67,7 @@ def _load(args: argparse.Namespace) -> tuple[Assistant, dict]:
         retrieval["method"] = args.method
     if args.max_new_tokens is not None:
         assistant["max_new_tokens"] = args.max_new_tokens
-    loaded = Assistant.load(inputs.base_model, inputs.adapter, inputs.retrieval_index, retrieval, assistant)
+    loaded = Assistant.load(inputs.base_model, inputs.adapter, inputs.retrieval_index, retrieval, assistant, inputs.domain)
     return loaded, assistant
 
 
@@ -84,7 +86,8 @@ def print_answer(answer: Answer, as_json: bool, out=None) -> None:
 def chat(assistant: Assistant, read=input, out=None) -> None:
     """Ask questions until an empty line or end of input."""
     out = out or sys.stdout
-    print("Ask about the Kaggle docs (empty line or Ctrl-D to quit).", file=out)
+    domain = getattr(assistant, "domain", None)
+    print(chat_greeting(domain) if domain else "Ask about the docs (empty line or Ctrl-D to quit).", file=out)
     while True:
         try:
             question = read("> ").strip()

@@ -20,13 +20,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
 from kaggle_qa.prompting import encode_prompt
 from kaggle_qa.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
 
-NOT_COVERED = "The Kaggle documentation does not cover this question, so I cannot answer it from the docs."
+# With a domain (the `domain` parameters), the refusal names its docs: kaggle_qa.domain.refusal_message.
+NOT_COVERED = "The documentation does not cover this question, so I cannot answer it from the docs."
 
 
 def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto"):
@@ -114,15 +116,20 @@ class Assistant:
         max_new_tokens: int = 128,
         max_length: int = 512,
         name: str = "kaggle-qa",
+        domain: Domain | None = None,
     ):
         if max_new_tokens >= max_length:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
         self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
         self.method, self.top_k, self.relevance_threshold = method, top_k, relevance_threshold
         self.max_new_tokens, self.max_length, self.name = max_new_tokens, max_length, name
+        self.domain = domain
+        self.not_covered = refusal_message(domain) if domain else NOT_COVERED
 
     @classmethod
-    def load(cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict) -> Assistant:
+    def load(
+        cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict, domain: Domain | None = None
+    ) -> Assistant:
         """Model, tokenizer and retriever from catalog values and the `retrieval` / `assistant` parameters."""
         max_length = assistant.get("max_length") or adapter_max_length(adapter, 512)
         return cls(
@@ -135,6 +142,7 @@ class Assistant:
             max_new_tokens=assistant["max_new_tokens"],
             max_length=max_length,
             name=assistant.get("model_name") or "kaggle-qa",
+            domain=domain,
         )
 
     def prompt_ids(self, question: str, hits: list[dict], max_new_tokens: int) -> list[int]:
@@ -166,8 +174,8 @@ class Assistant:
         if retrieval.relevance < self.relevance_threshold:
             logger.info("Not covered (relevance %.3f < %.3f): %s", retrieval.relevance, self.relevance_threshold, question)
             if on_text:
-                on_text(NOT_COVERED)
-            return Answer(question, NOT_COVERED, [], covered=False, relevance=retrieval.relevance)
+                on_text(self.not_covered)
+            return Answer(question, self.not_covered, [], covered=False, relevance=retrieval.relevance)
         max_new_tokens = max_new_tokens or self.max_new_tokens
         prompt = self.prompt_ids(question, retrieval.hits, max_new_tokens)
         new_tokens = self._generate(prompt, max_new_tokens, on_text, cancel)
