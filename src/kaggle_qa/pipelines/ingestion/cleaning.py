@@ -29,7 +29,7 @@ HEADINGS = {f"h{level}": level for level in range(1, 7)}
 BLOCKS = {
     "p", "div", "section", "article", "main", "body", "ul", "ol", "dl", "dt", "dd", "table",
     "thead", "tbody", "tfoot", "tr", "blockquote", "figure", "figcaption", "details", "summary",
-    "hr", "address", "center",
+    "hr", "address", "center", "header",
 }
 SKIPPED_NODES = {"-comment", "img", "picture", "video", "audio", "canvas", "map", "object", "embed"}
 MENTION = re.compile(r"(?<![\w@/.])@[A-Za-z0-9_](?:[\w.-]*\w)?")
@@ -46,6 +46,15 @@ def tidy(text: str) -> str:
     """Collapse runs of spaces, trim every line, drop empty lines."""
     lines = (SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
+
+
+def in_article(node: LexborNode) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.tag == "article":
+            return True
+        parent = parent.parent
+    return False
 
 
 class _Renderer:
@@ -82,6 +91,8 @@ class _Renderer:
             self.emit(text)
 
     def dropped(self, node: LexborNode) -> bool:
+        if node.tag == "header" and in_article(node):  # an article's own header holds its title (Docusaurus)
+            return False
         return node.tag in self.drop or node.attributes.get("role") == "navigation"
 
     def inline(self, node: LexborNode, in_code: bool = False) -> str:
@@ -101,8 +112,8 @@ class _Renderer:
         if tag in ("code", "kbd", "samp", "tt") and not in_code:
             code = SPACES.sub(" ", self.inline(node, in_code=True)).strip()
             return f"`{code}`" if code else ""
-        if tag == "a":
-            return self.link(node, in_code)
+        if tag == "a":  # inside code a link is only its text
+            return self.inline(node, in_code) if in_code else self.link(node, in_code)
         return self.inline(node, in_code)
 
     def link(self, node: LexborNode, in_code: bool) -> str:
@@ -133,7 +144,7 @@ class _Renderer:
 
     def signature(self, node: LexborNode) -> None:
         """An API signature: a heading named by its object (when it has an id), then the signature as code."""
-        full = SPACES.sub(" ", self.strip_glyphs(self.inline(node, in_code=True))).strip()
+        full = SPACES.sub(" ", self.strip_glyphs((node.text(deep=True) or "").replace("\n", " "))).strip()
         if node.attributes.get("id"):
             name = "".join(part.text(deep=True) for part in node.css(".sig-prename, .sig-name")).strip()
             self.emit(name or node.attributes["id"], heading_level=min(6, self.level + 1 + self.api_depth))
@@ -164,6 +175,11 @@ class _Renderer:
             elif child.mem_id in self.signatures:
                 self.flush()
                 self.signature(child)
+            elif tag == "dt" and "field-list" in (child.parent.attributes.get("class") or "").split():
+                self.flush()  # a Sphinx field name ("Parameters") introduces its list: a lead-in
+                name = tidy(self.inline(child)).replace("\n", " ").rstrip(":")
+                if name:
+                    self.emit(name + ":")
             elif tag == "dd" and self.describes_signature(child):
                 self.flush()
                 self.api_depth += 1
@@ -208,6 +224,8 @@ def html_to_text(
     for selector in selector_list(drop_selectors):
         for node in tree.css(selector):
             node.decompose()
+    for node in tree.css("pre br"):  # code lines as <span>…<br></span> (Docusaurus, Prism)
+        node.replace_with("\n")
     signatures = {node.mem_id for selector in signature_selectors for node in tree.css(selector)}
     root = None
     for selector in content_selectors:
