@@ -17,7 +17,7 @@ from .chunking import chunk_page, code_line_share, word_count
 from .cleaning import html_to_text, page_title
 from .report import chunk_length_figure, ingestion_markdown
 from .server import serve_site
-from .spider import SKIP_REASONS, CrawlError, CrawlResult, crawl_site
+from .spider import SKIP_REASONS, CrawlError, CrawlResult, allowed_prefixes, compile_patterns, crawl_site
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def crawl_docs(previous_raw_pages: list[dict[str, Any]], params: dict[str, Any])
     start_urls = start_urls_of(params)
     canonical = origin_of(start_urls[0])
     sitemap_url = crawl.get("sitemap_url")
+    compile_patterns(crawl.get("exclude_patterns"))  # a bad regex or prefix fails here, naming its key
+    allowed_prefixes(crawl)
     if crawl["max_pages"] < 1 or crawl["max_depth"] < 0:
         raise ValueError(f"params:ingestion.crawl needs max_pages >= 1 and max_depth >= 0, got "
                          f"{crawl['max_pages']} and {crawl['max_depth']}")
