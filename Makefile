@@ -7,7 +7,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast viz ask benchmark-train benchmark-eval
+.PHONY: install run test test-fast viz ask benchmark-train benchmark-eval results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | $(BIN)/pyt
 
 install: $(VENV)/.installed
 
-run: install
-	$(BIN)/kedro run
+run: install  # the log (data/08_reporting/kedro_run.log) gives `make results` each pipeline's wall time
+	set -o pipefail; COLUMNS=200 $(BIN)/kedro run 2>&1 | tee data/08_reporting/kedro_run.log
 
 test: install
 	HF_HUB_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
@@ -42,6 +42,17 @@ ask: install  # make ask Q="How do I submit to a competition?"  (also: kaggle-qa
 
 benchmark-train: install
 	$(BIN)/python benchmarks/bench_train.py
+
+# make results [RUN=1]: copy the latest reports into docs/results/<date>-<cpu>/ (RUN=1: run the
+# default job first, logging it so the manifest holds each pipeline's wall time), then rewrite
+# the results tables in README.md and docs/results.md from that folder (see docs/results.md).
+results: install
+ifdef RUN
+	set -o pipefail; COLUMNS=200 $(BIN)/kedro run 2>&1 | tee data/08_reporting/kedro_run.log
+	$(BIN)/python -m kaggle_qa.results --log data/08_reporting/kedro_run.log --update-readme
+else
+	$(BIN)/python -m kaggle_qa.results --log data/08_reporting/kedro_run.log --update-readme
+endif
 
 benchmark-eval: install
 	$(BIN)/python benchmarks/bench_eval.py
