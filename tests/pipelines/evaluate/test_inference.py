@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kaggle_qa.modeling import load_model, load_tokenizer, make_tiny_gemma
-from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_token_ids, packed_linears
+from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_continuations, candidate_token_ids, packed_linears
 from tests.pipelines.evaluate.rows import ROWS
 
 
@@ -122,12 +122,21 @@ def test_packed_linears_fall_back_to_plain_layers_when_onednn_fails(tiny, monkey
     assert "using plain ones" in caplog.text
 
 
-def test_loglikelihood_choice_is_the_most_probable_candidate_first_token(tiny):
-    """The choice, computed independently from a plain forward's logits, with exact log-probabilities."""
+def full_continuation_log_likelihood(model, prompt: list[int], candidate: list[int]) -> float:
+    """log p(candidate tokens | prompt) from one plain forward over prompt + candidate (the reference)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + candidate])).logits[0].float()
+    log_probs = torch.log_softmax(logits, -1)
+    return sum(log_probs[len(prompt) - 1 + k, token].item() for k, token in enumerate(candidate))
+
+
+def test_loglikelihood_choice_is_the_most_probable_whole_candidate(tiny):
+    """The choice, computed independently from plain forwards over prompt + each whole candidate."""
     model, tokenizer = tiny
     evaluator = Evaluator(model, tokenizer, batch_size=3, max_new_tokens=2, max_length=256)
     choices = {"true_false": ["True", "False"], "yes_no": ["Yes", "No"], "nli": ["Entailment", "Contradiction", "Neutral"]}
-    table = candidate_token_ids(tokenizer, choices)
+    table = candidate_continuations(tokenizer, choices)
+    assert len(table["nli"]["Entailment"]) == 3 and len(table["nli"]["Neutral"]) == 1  # "Ent" "ail" "ment"
     examples = evaluator.examples(ROWS)
     candidates = {i: table[row["task_type"]] for i, row in enumerate(ROWS) if row["task_type"] in table}
     results, _ = evaluator.run(examples, candidates, whole_sequence=False, label="choice")
@@ -135,15 +144,32 @@ def test_loglikelihood_choice_is_the_most_probable_candidate_first_token(tiny):
         if i not in candidates:
             assert "choice" not in results[i]
             continue
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([example.input_ids[: example.prompt_length]])).logits[0, -1].float()
-        expected = {word: torch.log_softmax(logits, -1)[token].item() for word, token in candidates[i].items()}
+        prompt = example.input_ids[: example.prompt_length]
+        expected = {word: full_continuation_log_likelihood(model, prompt, ids) for word, ids in candidates[i].items()}
         assert results[i]["choice_logprobs"] == pytest.approx(expected, abs=1e-4)
         assert results[i]["choice"] == max(expected, key=expected.get)
-        # the reference's first token is the candidate compared, and its log-probability is
-        # exactly the first term of the teacher-forced answer loss
-        reference_word = ROWS[i]["output"].rstrip(".")
-        assert results[i]["reference_first_token"] == candidates[i][reference_word]
+        assert results[i]["reference_candidate"] == ROWS[i]["output"].rstrip(".")  # the reference starts with it
+
+
+def test_candidates_that_share_a_first_token_are_told_apart_by_their_whole_continuation(tiny):
+    """"Contradiction", "Contradicts" and "Controversial" all start with the token "Cont": a first-token
+    choice would score them equal; the whole continuation's log-likelihood does not."""
+    model, tokenizer = tiny
+    words = ["Contradiction", "Contradicts", "Controversial", "Neutral"]
+    table = candidate_continuations(tokenizer, {"nli": words})
+    assert len({ids[0] for ids in table["nli"].values() if len(ids) > 1}) == 1  # the prefixes collide
+    evaluator = Evaluator(model, tokenizer, batch_size=2, max_new_tokens=1, max_length=256)
+    rows = [row for row in ROWS if row["task_type"] == "nli"] * 2
+    examples = evaluator.examples(rows)
+    results, _ = evaluator.run(examples, {i: table["nli"] for i in range(len(rows))}, whole_sequence=False, label="nli")
+    for example, result in zip(examples, results):
+        prompt = example.input_ids[: example.prompt_length]
+        expected = {word: full_continuation_log_likelihood(model, prompt, table["nli"][word]) for word in words}
+        assert result["choice_logprobs"] == pytest.approx(expected, abs=1e-4)
+        assert len({round(result["choice_logprobs"][w], 4) for w in words[:3]}) == 3  # not one shared prefix score
+        assert result["choice"] == max(expected, key=expected.get)
+    with pytest.raises(ValueError, match="tokenize to the same tokens"):
+        candidate_continuations(tokenizer, {"t": ["True", "True"]})
 
 
 @pytest.mark.parametrize(

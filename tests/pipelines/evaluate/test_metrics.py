@@ -74,16 +74,18 @@ def test_groundedness_support_and_invented_references(metrics):
         predictions=answers, contexts=[context] * 4 + [limits] * 3, questions=questions, support_threshold=0.8
     )
     per_item = result["per_item"]
-    # answer 2: {team, merg, submit, file, refer, competit, rule, section, 4.2}, 2 of 9 in the context;
+    # each answer sentence against its best supporting context sentence:
+    # answer 2: "Teams cannot merge after submitting files." {team, merg, submit, file}: 2 of 4 in the first
+    #   sentence (and "cannot" is not there); "Reference: Competition Rules (Section 4.2)": 0 of 5 → mean 0.25;
     # answer 4: {refer, discuss, forum, http, www, kaggl, com, doc, made}, 2 of 9;
     # answer 5: {tpu, session, limit, 20, hour, per, week}, 6 of 7, but 20 is not the context's 9.
-    assert per_item["support"] == pytest.approx([1.0, 2 / 9, None, 2 / 9, 6 / 7, 1.0, None])
-    assert per_item["grounded"] == [1.0, 0.0, None, 0.0, 0.0, 1.0, None]
-    assert per_item["label_only"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # "True." and "" are not counted
+    assert per_item["support"] == pytest.approx([1.0, 0.25, 0.0, 2 / 9, 6 / 7, 1.0, 0.0])
+    assert per_item["grounded"] == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert per_item["label_only"] == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # "True." and "" claim nothing
     assert per_item["unsupported_numbers"][1] == ["4.2"] and per_item["unsupported_numbers"][4] == ["20"]
-    assert per_item["copied_from_question"] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
-    assert result["grounded_rate"] == pytest.approx(2 / 5)
-    assert result["support"] == pytest.approx((1 + 2 / 9 + 2 / 9 + 6 / 7 + 1) / 5)
+    assert per_item["logic_mismatch"][1] == ["+not"]
+    assert per_item["copied_question"] == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert result["grounded_rate"] == pytest.approx(2 / 7)  # label-only and empty answers stay in the denominator
     assert result["label_only_count"] == 2 and result["label_only_rate"] == pytest.approx(2 / 7)
     assert per_item["invented_citations"][1] == ["Section 4.2", "Competition Rules (Section 4.2)"]
     assert per_item["invented_citations"][3] == ["https://www.kaggle.com/docs/made-up"]  # the forum title is in the context
@@ -185,3 +187,57 @@ def test_score_answers_scores_an_empty_answer_and_flags_it():
     assert scores[0]["bertscore_f1"] == 0.0 and scores[1]["rougeL"] == 0.0
     with pytest.raises(ValueError, match="1 answers for 2 rows"):
         score_answers(rows, ["x"], label="retrieval answers")
+
+
+PRIVATE = "Your dataset will be private by default. You can make your dataset public at any time from its settings."
+
+
+@pytest.mark.parametrize(
+    "answer, grounded, mismatch",
+    [
+        ("Your dataset will be private by default.", 1.0, []),
+        ("False. Your dataset will be private by default.", 1.0, []),  # the label word is not a claim
+        ("Your dataset will not be private by default.", 0.0, ["+not"]),  # a negation the source lacks
+        ("Your dataset won't be private by default.", 0.0, ["+not"]),
+        ("Your dataset will be public by default.", 0.0, []),  # antonym from another sentence of the chunk
+        ("Only your dataset will be private by default.", 0.0, ["+only"]),  # a quantifier the source lacks
+        ("Your dataset will be private for 30 days by default.", 0.0, []),  # a number the source lacks
+    ],
+)
+def test_groundedness_needs_the_supporting_sentence_to_carry_negations_quantifiers_and_numbers(metrics, answer, grounded, mismatch):
+    result = metrics["groundedness"].compute(predictions=[answer], contexts=[PRIVATE])
+    assert result["per_item"]["grounded"] == [grounded]
+    assert result["per_item"]["logic_mismatch"] == [mismatch]
+    assert result["grounded_rate"] == grounded
+
+
+def test_groundedness_an_answer_that_drops_the_sources_negation_is_unsupported(metrics):
+    context = "Kernels cannot access the internet during a competition. Kernels can use GPUs."
+    dropped = metrics["groundedness"].compute(predictions=["Kernels can access the internet during a competition."],
+                                              contexts=[context])
+    kept = metrics["groundedness"].compute(predictions=["Kernels can't access the internet during a competition."],
+                                           contexts=[context])
+    assert dropped["per_item"]["grounded"] == [0.0] and dropped["per_item"]["logic_mismatch"] == [["-not"]]
+    assert kept["per_item"]["grounded"] == [1.0]
+
+
+def test_groundedness_counts_empty_and_label_only_answers_as_not_grounded(metrics):
+    answers = ["Your dataset will be private by default.", "", "True.", "No"]
+    result = metrics["groundedness"].compute(predictions=answers, contexts=[PRIVATE] * 4)
+    assert result["per_item"]["grounded"] == [1.0, 0.0, 0.0, 0.0]
+    assert result["grounded_rate"] == 0.25  # answering less does not raise the rate
+    assert result["label_only_count"] == 3
+
+
+def test_groundedness_flags_a_copy_of_the_question_whether_or_not_it_is_grounded(metrics):
+    question = "True or False: Your dataset will be private by default."
+    answers = ["True. Your dataset will be private by default.",  # grounded and a copy
+               "Your dataset will be private by default?",  # grounded and a copy
+               "You can make your dataset public at any time."]  # grounded, not a copy
+    result = metrics["groundedness"].compute(predictions=answers, contexts=[PRIVATE] * 3, questions=[question] * 3)
+    assert result["per_item"]["grounded"] == [1.0, 1.0, 1.0]
+    assert result["per_item"]["copied_question"] == [1.0, 1.0, 0.0]
+    assert result["copied_question_rate"] == pytest.approx(2 / 3)
+    wrong = metrics["groundedness"].compute(predictions=["Is the dataset public by default?"], contexts=[PRIVATE],
+                                            questions=["Is the dataset public by default?"])
+    assert wrong["per_item"]["grounded"] == [0.0] and wrong["per_item"]["copied_question"] == [1.0]

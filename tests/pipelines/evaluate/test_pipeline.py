@@ -62,7 +62,8 @@ def catalog_in(folder: Path, project_root: Path, params: dict, base_model: str, 
     """The real evaluate catalog (conf/base/catalog_evaluate.yml) with its files under `folder`."""
     config = yaml.safe_load((project_root / "conf/base/catalog_evaluate.yml").read_text())
     for entry in config.values():
-        entry["filepath"] = str(folder / entry["filepath"])
+        if entry.get("filepath"):  # an entry with no file (e.g. user_questions: null) stays so
+            entry["filepath"] = str(folder / entry["filepath"])
     cross_teacher = Path(config["qa_cross_teacher"]["filepath"])
     cross_teacher.parent.mkdir(parents=True, exist_ok=True)
     cross_teacher.write_text(json.dumps(CROSS_TEACHER))

@@ -5,8 +5,11 @@ transformer body ONCE, unpadded, over the prompt followed by the reference answe
 its final token), exactly the teacher-forced pass of the loss; from that single forward it takes
 
 - the **log-likelihood choice** between candidate answers ("True"/"False", "Yes"/"No",
-  "Entailment"/"Contradiction"/"Neutral") from the next-token distribution after the
-  prompt, as lm-evaluation-harness scores BoolQ;
+  "Entailment"/"Contradiction"/"Neutral"): the full log-likelihood of each candidate's whole
+  token sequence after the prompt, as lm-evaluation-harness scores multiple choice (the first
+  token from the prompt's last position; the candidate's further tokens, if any, from one
+  small forward of all candidates over the prompt's KV cache), never a sub-word prefix
+  ("Cont" also starts "Context");
 - the **teacher-forced loss on the reference answer** from the answer positions' hidden
   states (the LM head runs over those positions only, all items of a batch together in
   chunks of ``head_chunk`` rows); optionally the paper's whole-sequence loss from the
@@ -47,6 +50,21 @@ from kaggle_qa.modeling import head_logits
 from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
+
+
+def candidate_continuations(tokenizer, choices: dict[str, list[str]]) -> dict[str, dict[str, list[int]]]:
+    """Every candidate answer's whole token sequence per task type (as the answer would start with it);
+    candidates may share a first token, never their whole sequence."""
+    table = {}
+    for task_type, words in choices.items():
+        ids = {word: list(tokenizer(word, add_special_tokens=False)["input_ids"]) for word in words}
+        empty = [word for word, tokens in ids.items() if not tokens]
+        if empty:
+            raise ValueError(f"choice candidates {empty} for {task_type} tokenize to nothing")
+        if len({tuple(tokens) for tokens in ids.values()}) != len(words):
+            raise ValueError(f"choice candidates {words} for {task_type} tokenize to the same tokens")
+        table[task_type] = ids
+    return table
 
 
 def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -185,9 +203,12 @@ class Evaluator:
     ) -> tuple[list[dict], float]:
         """Answer, losses and choice of every example (input order); returns them and seconds taken.
 
-        `candidates` maps an example index to {answer word: first token id} for the items
-        scored by log-likelihood choice. The seconds include packing the weights.
+        `candidates` maps an example index to {answer word: its token ids} (or its first token id
+        alone, an int) for the items scored by log-likelihood choice
+        (:func:`candidate_continuations`). The seconds include packing the weights.
         """
+        candidates = {i: {word: [ids] if isinstance(ids, int) else list(ids) for word, ids in table.items()}
+                      for i, table in candidates.items()}
         order = sorted(range(len(examples)), key=lambda i: examples[i].prompt_length)
         results: list[dict] = [{}] * len(examples)
         started = time.perf_counter()
@@ -253,9 +274,11 @@ class Evaluator:
                                                               example.input_ids[: lengths[row]])
                 item["sequence_tokens"] = len(example.input_ids) - 1
             if choice_ids:
-                scores = {word: first_lp[row, token].item() for word, token in choice_ids.items()}
+                scores = self._continuation_log_likelihoods(first_lp[row], prompt_kvs[row], lengths[row], choice_ids)
                 item["choice"] = max(scores, key=scores.get)
                 item["choice_logprobs"] = scores
+                item["reference_candidate"] = next(
+                    (word for word, ids in choice_ids.items() if answer[: len(ids)] == ids), None)
             items.append(item)
         del hiddens, states
         cache, mask = self._batch_cache(list(prompt_kvs), lengths)
@@ -270,6 +293,31 @@ class Evaluator:
                 hit_max_new_tokens=not stopped,
             )
         return items
+
+    def _continuation_log_likelihoods(self, first_lp: torch.Tensor, prompt_kv, length: int,
+                                      choice_ids: dict[str, list[int]]) -> dict[str, float]:
+        """log p(candidate's tokens | prompt) of every candidate: its first token from `first_lp` (the
+        prompt's last position), its later tokens from one forward of all multi-token candidates
+        together (right-padded) over a copy of the prompt's KV cache."""
+        scores = {word: first_lp[ids[0]].item() for word, ids in choice_ids.items()}
+        longer = [word for word, ids in choice_ids.items() if len(ids) > 1]
+        if not longer:
+            return scores
+        width = max(len(choice_ids[word]) for word in longer) - 1
+        inputs = torch.tensor([choice_ids[word][:-1] + [0] * (width + 1 - len(choice_ids[word])) for word in longer],
+                              device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in zip(cache.layers, prompt_kv):
+            layer.update(keys.expand(len(longer), -1, -1, -1).contiguous(),
+                         values.expand(len(longer), -1, -1, -1).contiguous())
+        positions = torch.arange(length, length + width, device=self.device).expand(len(longer), -1)
+        hidden = self.model.get_decoder()(input_ids=inputs, position_ids=positions, cache=cache,
+                                          use_cache=True).last_hidden_state
+        for k, word in enumerate(longer):
+            targets = choice_ids[word][1:]
+            log_probs = self._log_probs(hidden[k, : len(targets)])
+            scores[word] += log_probs.gather(-1, torch.tensor(targets, device=self.device)[:, None]).sum().item()
+        return scores
 
     def _prompt_nll(self, states: torch.Tensor, prompt: list[int]) -> float:
         """Negative log-likelihood of prompt tokens 2..P from the prompt's own hidden states (chunked head)."""

