@@ -11,7 +11,7 @@ retargets all of them by overriding the ``domain:`` block::
       audience: Click users              # {audience} / $audience
       user_noun: null                    # {user_noun}: a word for the users, or null
       docs_url: https://click.palletsprojects.com/
-      licence: "BSD-3-Clause (the docs' own licence)"
+      licence: "BSD-3-Clause (the docs' own licence)"  # {licence}
 
 Templates that need a field the domain leaves null (``{user_noun}``) are dropped by
 :func:`fill_templates` instead of rendering a hole.
@@ -33,7 +33,11 @@ PLACEHOLDERS = {
     "audience": "audience",
     "user_noun": "user_noun",
     "docs_url": "docs_url",
+    "licence": "licence",
 }
+# Words for a prompt rendered with no domain (a test, or a caller that has none): nothing named.
+UNNAMED = {"domain": "the product", "docs_title": "the documentation", "Docs_title": "The documentation",
+           "audience": "its users"}
 _BRACED = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
@@ -113,12 +117,14 @@ def fill_templates(templates: Iterable[str], domain: Domain) -> list[str]:
     return [fill(t, domain) for t in templates if needs(t) <= set(values)]
 
 
-def fill_prompt(template: str, domain: Domain, **fields: Any) -> str:
-    """A ``$placeholder`` (string.Template) prompt filled from the domain and `fields`.
+def fill_prompt(template: str, domain: Domain | None, **fields: Any) -> str:
+    """A ``$placeholder`` (string.Template) prompt filled from the domain and `fields`; with no
+    domain, the generic words of :data:`UNNAMED` ("the documentation", "its users").
 
     Unknown ``$names`` raise KeyError naming them, as string.Template does.
     """
-    return Template(template).substitute(domain.placeholders() | fields)
+    values = domain.placeholders() if domain is not None else UNNAMED
+    return Template(template).substitute(values | fields)
 
 
 def refusal_message(domain: Domain) -> str:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kaggle_qa.pipelines.ingestion.nodes import chunk_pages, clean_pages
-from kaggle_qa.pipelines.synthesis.audit import audit_markdown, shortcut_audit, statement_of
+from kaggle_qa.pipelines.synthesis.audit import audit_markdown, open_answer_phrases, shortcut_audit, statement_of
 from kaggle_qa.pipelines.synthesis.nodes import filter_candidates, generate_candidates, split_chunks
 
 from .conftest import PROJECT_ROOT
@@ -108,13 +108,17 @@ def snapshot_chunks() -> list[dict]:
 
 def test_default_synthesis_passes_its_own_shortcut_audit(snapshot_chunks, base_params):
     split = split_chunks(snapshot_chunks, base_params)
-    candidates, _ = generate_candidates(snapshot_chunks, split, {}, None, base_params)
+    domain = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters.yml").read_text())["domain"]
+    candidates, _ = generate_candidates(snapshot_chunks, split, {}, None, base_params, domain)
     qa_v1, qa_v2, qa_v3, _, _ = filter_candidates(candidates, snapshot_chunks, base_params)
-    record = shortcut_audit({"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, base_params["audit"], base_params["seed"])
+    record = shortcut_audit({"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}, base_params["audit"], base_params["seed"],
+                            open_answer_phrases(base_params))
     judged = [(v, t) for v, version in record["versions"].items() for t, r in version["tasks"].items() if r["judged"]]
     assert ("v3", "true_false") in judged
     for version, result in record["versions"].items():
         assert result["passes"], (version, result["failing"], result["tasks"])
+        # open answers: complete (none ends in ":"), none in a label's form; some carry a list
+        assert result["open_answers"]["ending_with_colon"] == result["open_answers"]["label_phrases"] == 0
     # v2's true/false rows (about 80 from this snapshot, under the judged minimum of 100) are held
     # to the same bound anyway
     v2 = record["versions"]["v2"]["tasks"]["true_false"]

@@ -349,7 +349,7 @@ def test_true_false_is_balanced_within_the_recipe_bounds(chunks, params):
          "What happens following the competition deadline?"),
         (
             "We recommend reviewing the example metric before you begin coding.",
-            "What does Kaggle recommend before I begin coding?",
+            "What do the docs recommend before I begin coding?",
         ),
     ],
 )
@@ -432,7 +432,7 @@ def test_sentences_that_point_elsewhere_are_not_answers(chunks, params):
 
 def test_templates_avoid_wordings_like_questions_already_asked(chunks, params):
     teacher = OfflineTeacher(chunks, params["offline"], 0)
-    templates = params["offline"]["subject_templates"]
+    templates = teacher.params["subject_templates"]  # filled from the domain
     for subject in ("the data tab", "the timeline", "the leaderboard", "the rules page"):
         question = teacher._pick(templates, random.Random(0), subject=subject)
         assert not teacher._asked.is_near_duplicate(question)[0]

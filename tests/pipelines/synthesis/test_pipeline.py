@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -27,6 +28,7 @@ def run_pipeline(chunks, params, project_root, tmp_path, api_key=None) -> dict:
             "teacher_prompts": MemoryDataset(prompts, copy_mode="assign"),
             "teacher_api_key": MemoryDataset(api_key, copy_mode="assign"),
             "params:synthesis": MemoryDataset(params),
+            "params:domain": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters.yml").read_text())["domain"]),
             **{
                 f"qa_{v}_published": PublishedQADataset(str(project_root / f"data/03_primary/published/kaggle_docs_QA_{v}.json"))
                 for v in ("v1", "v3")

@@ -57,6 +57,41 @@ _PREFIX = re.compile(
     re.I,
 )
 _SUFFIX = re.compile(r"\s*\((?:true/false|true or false)\)\s*$", re.I)
+# An answer that opens with a label ("True.", "Neutral.", or the label alone): a labelled task's form.
+_LABEL_START = re.compile(r"^\W*(?:true|false|yes|no|entailment|contradiction|neutral)\s*(?:[.!]|$)", re.I)
+
+
+def open_answer_phrases(synthesis: dict) -> list[str]:
+    """Phrases of the label templates that must never appear in an open answer: the offline
+    teacher's neutral explanation and the audit's ``label_phrases``."""
+    return [synthesis["offline"]["neutral_explanation"], *synthesis["audit"].get("label_phrases", [])]
+
+
+def label_phrase(answer: str, phrases: list[str] | tuple[str, ...]) -> str | None:
+    """The label form an open answer carries, or None: a leading label ("Neutral. …") or one of
+    the label templates' `phrases` (case-insensitive)."""
+    if match := _LABEL_START.match(answer):
+        return match.group(0).strip()
+    lowered = answer.lower()
+    return next((phrase for phrase in phrases if phrase.lower().rstrip(".") in lowered), None)
+
+
+def open_answer_audit(rows: list[dict], phrases: list[str] | tuple[str, ...]) -> dict:
+    """Open (extractive) answers that are no complete answer: ending in ":" (a lead-in without
+    what it introduces) or carrying a label template's phrase; both must be 0. Also their length."""
+    answers = [row["output"] for row in rows if infer_task_type(row) == "extractive_qa"]
+    words = np.array([len(a.split()) for a in answers]) if answers else np.zeros(1)
+    colon = [a for a in answers if a.rstrip().endswith(":")]
+    labelled = [a for a in answers if label_phrase(a, phrases)]
+    return {
+        "rows": len(answers),
+        "ending_with_colon": len(colon),
+        "label_phrases": len(labelled),
+        "multi_line": sum("\n" in a for a in answers),
+        "words_mean": round(float(words.mean()), 1),
+        "words_p95": round(float(np.percentile(words, 95)), 1),
+        "examples": [a[:200] for a in (colon + labelled)[:3]],
+    }
 
 
 def label_of(row: dict) -> str:
@@ -74,7 +109,7 @@ def statement_of(instruction: str) -> str:
     text = instruction.strip()
     while (match := _PREFIX.match(text)) and match.end() < len(text):
         text = text[match.end() :]
-    text = re.sub(r"^according to the kaggle docs,\s*", "", text, flags=re.I)
+    text = re.sub(r"^according to (?:the )?(?:[\w’'.-]+ ){0,4}(?:docs|documentation),\s*", "", text, flags=re.I)
     return _SUFFIX.sub("", text).strip().rstrip("?").strip()
 
 
@@ -161,22 +196,29 @@ def audit_task(rows: list[dict], task: str, audit: dict, seed: int) -> dict:
     return result
 
 
-def audit_version(rows: list[dict], audit: dict, seed: int) -> dict:
-    """The audit of every labelled task type of one dataset, and whether it passes."""
+def audit_version(rows: list[dict], audit: dict, seed: int, label_phrases: list[str] | tuple[str, ...] = ()) -> dict:
+    """The audit of every labelled task type of one dataset and of its open answers, and whether
+    it passes (no shortcut baseline above the bound, no open answer ending in ":" or carrying a
+    label phrase)."""
     by_task = {task: [r for r in rows if infer_task_type(r) == task] for task in LABELS}
     tasks = {task: audit_task(task_rows, task, audit, seed) for task, task_rows in by_task.items() if task_rows}
     failing = [f"{task}: {b}" for task, result in tasks.items() for b in result.get("failing", [])]
-    return {"tasks": tasks, "passes": not failing, "failing": failing}
+    open_answers = open_answer_audit(rows, label_phrases)
+    failing += [f"open answers: {n} {what}" for what, n in (("ending with ':'", open_answers["ending_with_colon"]),
+                                                            ("with a label phrase", open_answers["label_phrases"])) if n]
+    return {"tasks": tasks, "open_answers": open_answers, "passes": not failing, "failing": failing}
 
 
-def shortcut_audit(versions: dict[str, list[dict]], audit: dict, seed: int) -> dict:
+def shortcut_audit(
+    versions: dict[str, list[dict]], audit: dict, seed: int, label_phrases: list[str] | tuple[str, ...] = ()
+) -> dict:
     """The audit of every version (ours and the published ones, for comparison)."""
     return {
         "max_gain": audit["max_gain"],
         "min_rows": audit["min_rows"],
         "folds": audit["folds"],
         "repeats": audit["repeats"],
-        "versions": {name: audit_version(rows, audit, seed) for name, rows in versions.items()},
+        "versions": {name: audit_version(rows, audit, seed, label_phrases) for name, rows in versions.items()},
     }
 
 
@@ -206,6 +248,18 @@ def audit_markdown(record: dict) -> list[str]:
                 verdict = "FAILS" if result["failing"] else "passes"
             majority = f"{result['majority']:.2f}" if result["majority"] is not None else "–"
             lines.append(f"| {name} | {task} | {result['rows']} | {majority} | " + " | ".join(cells) + f" | {verdict} |")
+    lines += [
+        "",
+        "Open answers: a complete answer never ends in \":\" (a lead-in without the list, command or "
+        "table it introduces) and never carries a label template's phrase; both counts must be 0.",
+        "",
+        "| version | open answers | ending with \":\" | with a label phrase | multi-line | words mean | words p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, version in record["versions"].items():
+        if (o := version.get("open_answers")) is not None:
+            lines.append(f"| {name} | {o['rows']} | {o['ending_with_colon']} | {o['label_phrases']} | {o['multi_line']} | "
+                         f"{o['words_mean']} | {o['words_p95']} |")
     failing = [name for name, version in record["versions"].items() if not version["passes"]]
     lines += ["", f"Versions failing the audit: {', '.join(failing)}" if failing else "Every version passes.", ""]
     return lines

@@ -8,6 +8,7 @@ from statistics import mean
 
 from matplotlib.figure import Figure
 
+from kaggle_qa.domain import Domain, fill
 from kaggle_qa.qa_schema import TASK_TYPES, count_task_types
 
 from .audit import audit_markdown
@@ -68,11 +69,18 @@ def samples(rows: list[dict], per_task: int, seed: int) -> dict[str, list[dict]]
 
 
 def datasheet_record(
-    versions: dict, filter_report: dict, teacher_report: dict, chunk_split: dict, synthesis: dict
+    versions: dict,
+    filter_report: dict,
+    teacher_report: dict,
+    chunk_split: dict,
+    synthesis: dict,
+    domain: Domain | None = None,
 ) -> dict:
-    """Everything the datasheet says, as JSON."""
-    sheet = synthesis["datasheet"]
+    """Everything the datasheet says, as JSON; Table 5's texts filled from the domain
+    (``{docs_url}``, ``{licence}``, ``{docs_title}``, …)."""
+    sheet = {k: fill(v, domain) if domain and isinstance(v, str) else v for k, v in synthesis["datasheet"].items()}
     return {
+        "title": f"{domain.name} docs QA (synthesized)" if domain else "Docs QA (synthesized)",
         "table1": {
             v: table1(rows, synthesis["versions"][v]["input_mode"] == "optional") for v, rows in versions.items()
         },
@@ -137,7 +145,7 @@ def datasheet_markdown(record: dict) -> str:
         ("ave. output length (words)", lambda c: c["avg_output_words"]),
         *[(TASK_NAMES[t], lambda c, t=t: c[f"n_{t}"]) for t in TASK_TYPES],
     ]
-    lines = ["# Datasheet: Kaggle docs QA (synthesized)", "", "## Table 1: datasets", ""]
+    lines = [f"# Datasheet: {record.get('title', 'Docs QA (synthesized)')}", "", "## Table 1: datasets", ""]
     lines += ["| | " + " | ".join(f"qa_{v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(str(get(t1[v])) for v in versions) + " |" for name, get in rows]
     lines += ["| Used for | " + " | ".join(USED_FOR.get(v, "") for v in versions) + " |", ""]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from kaggle_qa.qa_schema import first_word
 from kaggle_qa.text import strip_label, support
 
+from .audit import label_phrase
 from .near_duplicates import RougeIndex
 
 _TRANSLATION = re.compile(
@@ -56,8 +57,10 @@ def answer_support(output: str, context: str) -> float | None:
     return support(strip_label(output)[1], context)
 
 
-def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str | None:
-    """The first quality problem of one row, or None when it may be kept."""
+def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str, label_phrases: tuple | list = ()) -> str | None:
+    """The first quality problem of one row, or None when it may be kept. An open answer that
+    ends in ":" (a lead-in without the list or command it introduces) or carries a label
+    template's phrase (`label_phrases`, "Neutral. …") is no answer, from any teacher."""
     instruction, output = row["instruction"].strip(), row["output"].strip()
     if not instruction:
         return "empty instruction"
@@ -73,6 +76,11 @@ def row_reason(row: dict, recipe: dict, filters: dict, chunk_text: str) -> str |
         reason = language_reason(text, filters)
         if reason:
             return f"{what}: {reason}"
+    if row["task_type"] == "extractive_qa":
+        if output.endswith(":"):
+            return "open answer is a lead-in (ends with ':')"
+        if phrase := label_phrase(output, label_phrases):
+            return f"label phrase in an open answer ({phrase!r})"
     bounds = recipe["output_words"][row["task_type"]]
     words = len(output.split())
     if words < bounds["min"]:
@@ -106,7 +114,13 @@ def quarantined(row: dict, version: str, reason: str, **detail) -> dict:
 
 
 def filter_rows(
-    rows: list[dict], version: str, recipe: dict, filters: dict, chunk_texts: dict, held_out: RougeIndex | None = None
+    rows: list[dict],
+    version: str,
+    recipe: dict,
+    filters: dict,
+    chunk_texts: dict,
+    held_out: RougeIndex | None = None,
+    label_phrases: tuple | list = (),
 ) -> tuple[list, list]:
     """(kept, quarantined) for one version: row checks, near-duplicates of kept questions with the
     same answer (see :func:`answer_key`) or of
@@ -114,7 +128,7 @@ def filter_rows(
     kept, dropped = [], []
     index = RougeIndex(filters["max_question_rouge_l"])
     for row in tqdm(rows, desc=f"filtering {version}", unit="row"):
-        reason = row_reason(row, recipe, filters, chunk_texts.get(row.get("chunk_id"), ""))
+        reason = row_reason(row, recipe, filters, chunk_texts.get(row.get("chunk_id"), ""), label_phrases)
         if reason is None and held_out is not None and (leak := test_set_leak(row, held_out, filters)):
             reason = "test-set question about the same text"
             dropped.append(quarantined(row, version, reason, rouge_l=round(leak[0], 3), of=leak[1]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kaggle_qa.text import split_sentences
 
@@ -70,9 +71,9 @@ CAPABILITY = re.compile(
     r"tracks?|consists? of|describes?|determines?|stores?|measures?|covers?|features?|controls?|defines?)\b "
     r"(?P<rest>.+)$"
 )
-# "`kaggle competitions download -c [COMPETITION]` downloads files …": a command and what it does.
+# "`tool competitions download -c [COMPETITION]` downloads files …": a command and what it does.
 COMMAND_DOES = re.compile(r"^`(?P<command>[^`]{3,80})` (?P<verb>[a-z]+s) (?P<rest>[^`]{5,90})\.$")
-# "The easiest way to interact with Kaggle's API is via our CLI."
+# "The easiest way to interact with the API is via our CLI."
 BEST_WAY = re.compile(
     r"^The (?P<adj>easiest|best|simplest|fastest|quickest|recommended|only) way to (?P<goal>[a-z][^,]{5,80}?) is\b"
 )
@@ -101,11 +102,18 @@ NEED_TO = re.compile(
     r"^(?:You|you) (?:must|need to|have to|should|will need to) (?P<act>.+?) "
     r"(?P<purpose>in order to|before|so that) (?P<goal>[^,]+)\.$"
 )
-WHO_CAN = re.compile(
-    r"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|Kagglers|"
-    r"[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|[Cc]ollaborators|[Aa]dmins?|[Oo]wners?)) "
-    r"(?P<modal>can|may) (?P<act>[^,]{5,90})\.$"
-)
+_WHO = (r"[Uu]sers|[Pp]articipants|[Hh]osts|[Tt]eams?|[Mm]embers|[Aa]nyone|[Ee]veryone|[Tt]eam [Ll]eaders?|"
+        r"[Cc]ollaborators|[Aa]dmins?|[Oo]wners?")
+
+
+@lru_cache(maxsize=8)
+def who_can_pattern(user_noun: str | None = None) -> re.Pattern:
+    """"Only team leaders can …" (and "<user_noun> can …", the domain's word for its users)."""
+    who = _WHO + (f"|{re.escape(user_noun)}" if user_noun else "")
+    return re.compile(rf"^(?:Only )?(?P<who>(?:[A-Z][a-z]+ )?(?:{who})) (?P<modal>can|may) (?P<act>[^,]{{5,90}})\.$")
+
+
+WHO_CAN = who_can_pattern(None)
 HOW_MANY = re.compile(
     r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) "
     r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
@@ -146,7 +154,7 @@ LEAD_IN = re.compile(
     r"^(Additionally|However|Currently|Alternatively|Also|Similarly|In addition(?=,)|In general|In most cases|"
     r"In normal situations|Typically|Generally|Finally|For now|Notice that|Note that|Remember that),? "
 )
-# "Open Data Spotlights: This series …" (not a title such as "Making Kaggle the Home of Open Data: …")
+# "Open Data Spotlights: This series …" (not a title such as "Making Python the Home of Open Data: …")
 NAMED_ITEM = re.compile(r"^(?![A-Z][a-z]+ing\b)(?P<name>[A-Z][\w’' &-]{2,40}): (?=[A-Z])")
 USE_TO = re.compile(r"^Use (?P<tool>.{3,90}?) to (?P<goal>[a-z][^,]{5,80})\.$")
 WHERE = re.compile(
@@ -156,12 +164,20 @@ WHERE = re.compile(
 RECOMMEND = re.compile(
     r"^We (?:strongly )?recommend (?P<what>.+?) (?P<when>before|when|if|for) (?P<cond>[^,]{5,80})\.$"
 )
-OBJECTS = {"you", "users", "participants", "hosts", "teams", "kagglers", "people", "anyone", "everyone", "us"}
+OBJECTS = {"you", "users", "participants", "hosts", "teams", "people", "anyone", "everyone", "us"}
 SUBJECT_BAN = re.compile(
     r"\b(that|which|who|whom|where|when|if|because|and|or|but|every|each|all|any|most|some|many|other|another|"
     r"must|may|might|should|would|could|need|needs|will|can|cannot|is|are|was|were|be|been|to|do|does|did|not)\b",
     re.I,
 )
+
+
+def imperative_start(text: str, domain_name: str | None = None) -> re.Match | None:
+    """IMPERATIVE_START, unless the text starts with the domain's name ("Click checks …" is about
+    Click, not an instruction to click)."""
+    if domain_name and re.match(rf"{re.escape(domain_name)}(?:[’']s)?\b(?! (?:on|the|a|an|it|this|that|to|and|here)\b)", text):
+        return None
+    return IMPERATIVE_START.match(text)
 
 
 def tidy(text: str) -> str:
@@ -171,8 +187,8 @@ def tidy(text: str) -> str:
 
 
 def as_sentence(line: str) -> str:
-    """A docs line as a plain sentence: link targets dropped ("Kaggle Learn (https://…)" →
-    "Kaggle Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
+    """A docs line as a plain sentence: link targets dropped ("Python Learn (https://…)" →
+    "Python Learn"), and a command list item "`cmd`: list things" → "`cmd` lists things."."""
     line = tidy(LINK_TARGET.sub("", line))
     match = COMMAND_ITEM.match(line)
     if match:
@@ -226,9 +242,10 @@ class Vocabulary:
     numbers: list[str]
     number_words: list[str]
     swap_groups: list[list[str]]
+    domain_name: str | None = None  # the docs' product ("… in <domain>." paraphrases), or None
 
     @classmethod
-    def from_chunks(cls, chunks: list[dict], swap_groups: list[list[str]]) -> Vocabulary:
+    def from_chunks(cls, chunks: list[dict], swap_groups: list[list[str]], domain_name: str | None = None) -> Vocabulary:
         lower, upper, numbers, words = Counter(), Counter(), set(), set()
         corpus = "\n".join(chunk["text"] for chunk in chunks)
         for sentence in split_sentences(corpus):
@@ -240,7 +257,7 @@ class Vocabulary:
             for match in NUMBER.finditer(sentence):
                 (numbers if match.group(1) else words).add(match.group(0))
         groups = [[term for term in group if re.search(rf"\b{re.escape(term)}\b", corpus)] for group in swap_groups]
-        return cls(lower, upper, sorted(numbers), sorted(words), [g for g in groups if len(g) > 1])
+        return cls(lower, upper, sorted(numbers), sorted(words), [g for g in groups if len(g) > 1], domain_name)
 
     def lower_first(self, text: str) -> str:
         """Lower-case the first word unless the docs write it capitalised (a name, an acronym)."""
@@ -311,12 +328,12 @@ _UNNAMED_COUNT = re.compile(
 )
 _SUBJECTLESS_CLAUSE = re.compile(r"^What happens ((?:when|if|once|after|before) \w+(?: \w+ly)?)\?$", re.I)
 _DO_QUESTION = re.compile(r"^What (?P<aux>do|does) (?P<subject>.+?) (?P<verb>[a-z]+)\??$")
-# "What are Kaggle provides two types of metrics?": a definition question whose "subject" is a clause
+# "What are Click provides two types of metrics?": a definition question whose "subject" is a clause
 _CLAUSE_AS_SUBJECT = re.compile(
     r"^What (?:is|are) (?P<subject>.+?\b(?:provides|offers|allows|lets|includes|supports|contains|gives|has|"
-    r"uses|requires|shows|displays|lists|makes|means)\b.*)\?$"
+    r"uses|requires|shows|displays|lists|makes|means)\b(?! of\b| for\b).*)\?$"  # "uses of X" is a noun
 )
-_PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants", "kagglers"}
+_PLURAL_SUBJECTS = {"i", "you", "we", "they", "people", "users", "teams", "hosts", "participants"}
 
 
 def question_problem(question: str) -> str | None:
@@ -339,3 +356,54 @@ def question_problem(question: str) -> str | None:
         if match["verb"].endswith("s") and not match["verb"].endswith("ss"):
             return f"agreement: {match['aux']!r} with the verb {match['verb']!r}"
     return None
+
+
+# Lead-ins (a sentence ending in ":", the colon dropped): questions whose answer is the list,
+# command or table that follows. "To dump into a JSON file" → "How do I dump into a JSON file?"
+LEAD_TO = re.compile(r"^To (?P<goal>[a-z][^,:]{5,90}?)(?:, (?:run|use|type|do|follow|call|add|write|enter)\b.*)?$")
+LEAD_IF_LIKE = re.compile(
+    r"^(?:If|When) you(?:[’']d| would)? (?:like|want|need) to (?P<goal>[a-z][^,]{5,90}), .*$"
+)
+LEAD_STEPS = re.compile(
+    r"^(?:Here are |These are |Follow )?(?:the |these )?(?:main |basic )?steps (?:that )?(?:you can follow |you need to "
+    r"(?:take|follow) |required |needed )?(?:to|for) (?P<goal>[a-z][^,]{5,90})$",
+    re.I,
+)
+LEAD_LIST = re.compile(
+    r"^(?P<what>(?:Some of the |Some |The |Typical |Common |Main |Possible |Example |Other |Several )?"
+    r"(?:[a-z]+ )?(?:uses|types|kinds|examples|options|commands|ways|reasons|benefits|features|limits|limitations|"
+    r"variations|parameters|arguments|settings|methods|advantages|values|requirements|rules|files|fields)\b"
+    r"(?: (?:of|for|to|in|on|that|you can use)\b[^:]{2,70}?)?) (?:include|includes|are|can be|could be)$"
+)
+LEAD_FIRST_STEP = re.compile(
+    r"^The first (?:thing|step) (?:you |to )?(?:typically |usually |need to |should |will )?(?:do|take)?"
+    r"(?P<scope> (?:with|in|when|for) [^,]{3,60}?)? is (?:to )?(?P<act>[a-z].{3,80})$"
+)
+LEAD_FOLLOWING = re.compile(r",?\s*\b(?:the following|as follows|following|below|like this)\b", re.I)
+CONSTANT_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
+
+
+def lead_in_question(lead: str) -> str | None:
+    """The question a lead-in (its colon dropped) announces the answer to, or None."""
+    if match := LEAD_TO.match(lead):
+        return f"How do I {to_first_person(match['goal'])}?"
+    if (match := LEAD_IF_LIKE.match(lead)) or (match := LEAD_STEPS.match(lead)):
+        return f"How do I {to_first_person(match['goal'])}?"
+    if match := LEAD_LIST.match(lead):
+        what = match["what"]
+        return f"What are {what[0].lower() + what[1:]}?"
+    if match := LEAD_FIRST_STEP.match(lead):
+        return f"What is the first thing to do{to_first_person(match['scope'] or '')}?"
+    return None
+
+
+def lead_in_as_statement(lead: str) -> str:
+    """A lead-in as a plain sentence to ask about ("X supports the following options" → "X
+    supports options."): what points at the list is dropped."""
+    return tidy(LEAD_FOLLOWING.sub("", lead).rstrip(" :,")) + "."
+
+
+def setting_questions(name: str) -> list[str]:
+    """What a user asks of a setting or parameter: what it does, and its default."""
+    label = f"the {name} setting" if CONSTANT_NAME.match(name) else f"`{name}`"
+    return [f"What does {label} do?", f"What is the default value of {label}?"]

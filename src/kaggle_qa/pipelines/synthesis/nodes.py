@@ -6,14 +6,14 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from string import Template
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from kaggle_qa.domain import Domain, fill_prompt
 from kaggle_qa.text import split_sentences
 
-from .audit import shortcut_audit
+from .audit import open_answer_phrases, shortcut_audit
 from .datasheet import datasheet_figure, datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
 from .near_duplicates import RougeIndex
@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 VERSIONS = ("v1", "v2", "v3")
 CHUNK_KEYS = {"chunk_id": str, "url": str, "title": str, "heading_path": list, "text": str}
+
+
+def as_domain(domain: dict | Domain | None) -> Domain | None:
+    """The ``domain`` parameters as a :class:`~kaggle_qa.domain.Domain` (None stays None)."""
+    return domain if domain is None or isinstance(domain, Domain) else Domain.from_params(domain)
 
 
 def check_chunks(doc_chunks: list[dict]) -> None:
@@ -98,12 +103,15 @@ def task_counts(recipe: dict) -> dict[str, int]:
     return counts
 
 
-def render_teacher_prompt(template: str, chunk: dict, recipe: dict) -> str:
-    """The teacher prompt for one chunk: the version's template filled from the chunk and recipe."""
+def render_teacher_prompt(template: str, chunk: dict, recipe: dict, domain: Domain | None = None) -> str:
+    """The teacher prompt for one chunk: the version's template filled from the chunk, the recipe
+    and the domain (``$docs_title``, ``$audience``, …; generic words when there is none)."""
     counts = task_counts(recipe)
     names = {"yes_no": "yes/no", "true_false": "true/false", "extractive_qa": "extractive QA", "nli": "NLI"}
     bounds = recipe["output_words"]
-    return Template(template).substitute(
+    return fill_prompt(
+        template,
+        domain,
         title=chunk["title"],
         heading=" > ".join(chunk["heading_path"]) or chunk["title"],
         context=chunk["text"],
@@ -135,13 +143,16 @@ def generate_candidates(
     teacher_prompts: dict[str, Callable[[], str]],
     teacher_api_key: str | None,
     synthesis: dict,
+    domain: dict | Domain | None = None,
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Candidate rows per version from the chosen teacher, plus malformed replies and usage."""
+    """Candidate rows per version from the chosen teacher, plus malformed replies and usage; every
+    question template and prompt names the `domain` (the ``domain`` parameters)."""
     check_chunks(doc_chunks)
+    domain = as_domain(domain)
     candidates: dict[str, list[dict]] = {"malformed": unusable_records(doc_chunks, chunk_split, synthesis)}
     report: dict[str, Any] = {"teacher": synthesis["teacher"]}
     if synthesis["teacher"] == "offline":
-        teacher = OfflineTeacher(doc_chunks, synthesis["offline"], synthesis["seed"])
+        teacher = OfflineTeacher(doc_chunks, synthesis["offline"], synthesis["seed"], domain)
         for version in VERSIONS:
             recipe = synthesis["versions"][version]
             chunks = _version_chunks(doc_chunks, chunk_split, recipe["chunks"])
@@ -171,7 +182,7 @@ def generate_candidates(
             )
         template = teacher_prompts[recipe["prompt"]]()
         jobs += [
-            (version, chunk, render_teacher_prompt(template, chunk, recipe))
+            (version, chunk, render_teacher_prompt(template, chunk, recipe, domain))
             for chunk in _version_chunks(doc_chunks, chunk_split, recipe["chunks"])
         ]
     replies = teacher.complete_all([prompt for _, _, prompt in jobs])
@@ -206,7 +217,9 @@ def filter_candidates(
             for test_version in (v for v in VERSIONS if synthesis["versions"][v]["chunks"] == "test"):
                 for row in kept[test_version]:
                     held_out.add(row["instruction"], payload=row["input"])
-        kept[version], dropped = filter_rows(rows, version, recipe, synthesis["filters"], chunk_texts, held_out)
+        kept[version], dropped = filter_rows(
+            rows, version, recipe, synthesis["filters"], chunk_texts, held_out, open_answer_phrases(synthesis)
+        )
         quarantine += dropped
         malformed = [r for r in candidates["malformed"] if r["version"] == version]
         reasons = dict(Counter(record["reason"].split(" (")[0] for record in dropped + malformed))
@@ -225,14 +238,17 @@ def build_datasheet(
     teacher_report: dict,
     chunk_split: dict,
     synthesis: dict,
+    domain: dict | Domain | None = None,
 ) -> tuple[str, dict, Figure]:
     """The datasheet (Tables 1 and 5, shortcut audit, filters, v2/v3 overlap, sample rows) as
     markdown, JSON, plot. The published versions are audited beside ours, for comparison."""
+    domain = as_domain(domain)
     versions = {"v1": qa_v1, "v2": qa_v2, "v3": qa_v3}
     published = {"v1_published": qa_v1_published, "v3_published": qa_v3_published}
-    audit = shortcut_audit(versions | published, synthesis["audit"], synthesis["seed"])
+    audit = shortcut_audit(versions | published, synthesis["audit"], synthesis["seed"], open_answer_phrases(synthesis))
     failing = [v for v in versions if not audit["versions"][v]["passes"]]
     if failing:
         logger.warning("Shortcut audit: %s fail(s): %s", ", ".join(failing), {v: audit["versions"][v]["failing"] for v in failing})
-    record = datasheet_record(versions, filter_report, teacher_report, chunk_split, synthesis) | {"shortcut_audit": audit}
+    record = datasheet_record(versions, filter_report, teacher_report, chunk_split, synthesis, domain)
+    record |= {"shortcut_audit": audit}
     return datasheet_markdown(record), record, datasheet_figure(versions)

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(split_chunks, ["doc_chunks", "params:synthesis"], "synthesis_chunk_split", name="split_chunks"),
             node(
                 generate_candidates,
-                ["doc_chunks", "synthesis_chunk_split", "teacher_prompts", "teacher_api_key", "params:synthesis"],
+                ["doc_chunks", "synthesis_chunk_split", "teacher_prompts", "teacher_api_key", "params:synthesis", "params:domain"],
                 ["synthesis_candidates", "synthesis_teacher_report"],
                 name="generate_candidates",
             ),
@@ -34,6 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "synthesis_teacher_report",
                     "synthesis_chunk_split",
                     "params:synthesis",
+                    "params:domain",
                 ],
                 ["datasheet", "datasheet_json", "datasheet_plot"],
                 name="build_datasheet",

@@ -5,7 +5,7 @@ operations, so that paraphrase marks, negation words, numbers and length occur o
 
 - true: paraphrases (clause reordering, a dropped lead-in, parenthesis, trailing example or
   "which" clause, a lexical substitution from the docs' own vocabulary, "You can X" → "It is
-  possible to X", "… on Kaggle"), two facts of the chunk combined, and a one-clause,
+  possible to X", "… in <domain>"), two facts of the chunk combined, and a one-clause,
   unquantified antonym edit negated (true again: "Your dataset will not be public by default");
 - false: a negation flipped, a number swapped, an entity swapped (to a term the chunk uses
   elsewhere when it can), of the sentence or of one of its paraphrases, and a true fact
@@ -103,9 +103,10 @@ SYNONYMS = (
     ("allow", "permit"),
     ("runs", "executes"),
 )
-# "… on Kaggle.": a paraphrase that brings in a word the chunk may not use, as other teachers'
-# paraphrases do (the sentence must end in a plain word, not a quote, code or a parenthesis).
-_ON_KAGGLE = re.compile(r"^(?!.*\bKaggle\b)(?P<body>[A-Z][^`\"“”()]{20,}[a-z])\.$")
+# "… in <domain>." (the `domain` parameters' name): a paraphrase that brings in a word the chunk
+# may not use, as other teachers' paraphrases do (the sentence must end in a plain word, not a
+# quote, code or a parenthesis, and not name the domain already).
+_PLAIN_END = re.compile(r"^(?P<body>[A-Z][^`\"“”()]{20,}[a-z])\.$")
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,9 @@ def paraphrases(sentence: str, vocab: Vocabulary) -> list[tuple[str, str]]:
         found.append((_IN_ORDER_TO.sub("to", sentence, count=1), "rephrase"))
     if _IS_ABLE_TO.search(sentence):
         found.append((_IS_ABLE_TO.sub("can", sentence, count=1), "rephrase"))
-    if match := _ON_KAGGLE.match(sentence):
-        found.append((f"{match['body']} on Kaggle.", "on_kaggle"))
+    name = vocab.domain_name
+    if name and (match := _PLAIN_END.match(sentence)) and not re.search(rf"\b{re.escape(name)}\b", sentence):
+        found.append((f"{match['body']} in {name}.", "on_domain"))
     for old, new in SYNONYMS:
         match = re.search(rf"(?<!\ba )(?<!\bthe )\b{old}\b", sentence)
         if match and vocab.lower_counts[new.split()[0]] > 0:
@@ -314,7 +316,7 @@ def chunk_claims(
                 double = negate(edited) if negatable else None
                 if double and double != base and _negation_scopes_over(base, edited, double, exclusive):
                     claims.append(Claim(double, True, f"negated_{edit}{suffix}", sentence))
-    # Adjacent sentences first (they share a subject more often); no list items ("Kaggle Datasets
+    # Adjacent sentences first (they share a subject more often); no list items ("Datasets
     # Twitter: The new account …"), which read as junk when joined.
     n = len(statements)
     pairs = [
@@ -350,10 +352,10 @@ def excluded_kind(kind: str, excluded: list[str] | None) -> bool:
     return bool(excluded) and any(part in excluded for part in _operations(kind))
 
 
-# Rewrites that bring in the same words every time ("… on Kaggle.", "Users can …", "It is
+# Rewrites that bring in the same words every time ("… in <domain>.", "Users can …", "It is
 # possible to …"): which of them a claim went through is part of its cue cell, so those words
-# occur as often in true as in false claims (a bag-of-words model cannot learn "on Kaggle" = true).
-WORDED_OPERATIONS = ("on_kaggle", "rephrase")
+# occur as often in true as in false claims (a bag-of-words model cannot learn "in <domain>" = true).
+WORDED_OPERATIONS = ("on_domain", "rephrase")
 
 
 def worded_operation(kind: str) -> str | None:

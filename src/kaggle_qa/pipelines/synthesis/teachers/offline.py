@@ -20,6 +20,8 @@ from collections import defaultdict
 
 from tqdm.auto import tqdm
 
+from kaggle_qa.domain import Domain, fill_templates, needs
+
 from ..grammar import (
     ASIDE,
     AUX_QUESTION,
@@ -32,7 +34,7 @@ from ..grammar import (
     HOW_MANY,
     IF_COND,
     IMPERATIVE,
-    IMPERATIVE_START,
+    imperative_start,
     LEADING_CLAUSE,
     LEAD_IN,
     LEANS_ON_PREVIOUS,
@@ -51,22 +53,25 @@ from ..grammar import (
     USE_TO,
     WAY_TO,
     WHERE,
-    WHO_CAN,
+    who_can_pattern,
     WORD,
     YOU_CAN,
     Vocabulary,
     as_sentence,
     balanced_parentheses,
+    lead_in_as_statement,
+    lead_in_question,
+    setting_questions,
     base_form,
     n_words,
     question_problem,
-    split_sentences,
     tidy,
     to_first_person,
 )
 from ..audit import LABELS
 from ..near_duplicates import RougeIndex
 from .claims import Claim, balanced, chunk_claims, cue_cell, excluded_kind, similar_sentences, worded_operation
+from .units import CONTINUES, incomplete_answer, lead_in_units, prose_sentences, setting_units
 
 logger = logging.getLogger(__name__)
 
@@ -74,23 +79,50 @@ logger = logging.getLogger(__name__)
 class OfflineTeacher:
     """Builds QA rows for one version's recipe from chunks; no network, seeded."""
 
-    def __init__(self, all_chunks: list[dict], offline_params: dict, seed: int):
-        self.params = offline_params
+    def __init__(self, all_chunks: list[dict], offline_params: dict, seed: int, domain: Domain | None = None):
+        """`domain` fills the templates' ``{domain}``, ``{docs_title}``, … (templates that need a
+        field it leaves null, or any field when there is no domain, are left out)."""
+        self.domain = domain
+        self.params = self._filled(offline_params, domain)
         self.seed = seed
-        self.vocab = Vocabulary.from_chunks(all_chunks, offline_params["swap_groups"])
+        self.vocab = Vocabulary.from_chunks(all_chunks, offline_params["swap_groups"], domain.name if domain else None)
+        self.who_can = who_can_pattern(domain.user_noun if domain else None)
+        self.objects = OBJECTS | ({domain.user_noun.lower()} if domain and domain.user_noun else set())
         self.exclusive_antonyms = frozenset(offline_params["exclusive_antonyms"])
         self.distractors = [
             (chunk["url"], sentence)
             for chunk in all_chunks
-            for sentence in map(as_sentence, split_sentences(chunk["text"]))
+            for sentence in map(as_sentence, prose_sentences(chunk["text"]))
             if self._is_statement(sentence)
         ]
         self._asked = RougeIndex(offline_params["avoid_similar_questions_rouge_l"])
+
+    def _names_domain(self, text: str) -> int:
+        """How often the text names the domain."""
+        return len(re.findall(rf"\b{re.escape(self.domain.name)}\b", text)) if self.domain else 0
+
+    def _imperative(self, text: str):
+        """An instruction to the reader ("Click the button …"), not a sentence about the domain."""
+        return imperative_start(text, self.domain.name if self.domain else None)
+
+    @staticmethod
+    def _filled(offline_params: dict, domain: Domain | None) -> dict:
+        """The offline parameters with every template list filled from the domain."""
+        params = dict(offline_params)
+        for key, value in offline_params.items():
+            if key.endswith("_templates"):
+                params[key] = fill_templates(value, domain) if domain else [t for t in value if not needs(t)]
+                if not params[key]:
+                    raise ValueError(f"synthesis.offline.{key}: no template left for this domain")
+        return params
 
     def _pick(self, templates: list[str], rng: random.Random, **fields: str) -> str:
         """A template filled in, preferring a wording unlike the questions asked so far (a varied
         dataset, and fewer rows lost to the near-duplicate filter)."""
         options = [template.format(**fields) for template in rng.sample(templates, len(templates))]
+        if self.domain and any(self._names_domain(value) for value in fields.values()):
+            # not "Can you explain how to use Click in Click?": the topic names the domain already
+            options = [option for option in options if self._names_domain(option) < 2] or options
         return next((option for option in options if not self._asked.is_near_duplicate(option)[0]), options[0])
 
     # ---------------------------------------------------------------- sentences and edits
@@ -111,10 +143,10 @@ class OfflineTeacher:
         example that only makes sense next to what it illustrates)."""
         return (
             self._is_statement(sentence)
-            and not IMPERATIVE_START.match(LEADING_CLAUSE.sub("", sentence, count=1))  # the main clause
+            and not self._imperative(LEADING_CLAUSE.sub("", sentence, count=1))  # the main clause
             and not LEANS_ON_PREVIOUS.search(sentence)
             and not re.match(r"(For example|For instance|E\.g\.)", sentence)
-            and not NAMED_ITEM.match(sentence)  # an entry of a list ("Kaggle Grandmaster Panel: A panel Q&A …")
+            and not NAMED_ITEM.match(sentence)  # an entry of a list ("Grandmaster Panel: A panel Q&A …")
         )
 
     # ---------------------------------------------------------------- question forms
@@ -122,12 +154,14 @@ class OfflineTeacher:
         subject = TRAILING_ADVERB.sub("", subject)
         if SUBJECT_BAN.search(subject):
             return None
-        if any(p.match(subject) for p in (PRONOUN_START, CLAUSE_START, IMPERATIVE_START)):
+        if any(p.match(subject) for p in (PRONOUN_START, CLAUSE_START)) or self._imperative(subject):
             return None
         if n_words(subject) > self.params["max_subject_words"]:
             return None
+        if re.search(r"\b(?:you|I|we|they)$", subject):
+            return None  # "the first thing you" (of "The first thing you do is …"): a clause, no subject
         if re.match(r"(any|every|some|no)(one|body|thing)\b", subject, re.I):
-            return None  # "How do Kaggle's docs describe anyone in the team?"
+            return None  # "How does the documentation describe anyone in the team?"
         if subject in ("You", "Your"):
             return {"You": "I", "Your": "my"}[subject]
         return self.vocab.lower_first(to_first_person(subject))
@@ -181,13 +215,14 @@ class OfflineTeacher:
         if match := SCOPED_WHAT.match(sentence):
             return f"What {match['be']} the {match['what']} {match['prep'].lower()} {match['scope']}?"
         if (match := NAMED_ITEM.match(sentence)) and ": " not in sentence[match.end():]:
-            # not of a listing's entry ("Marios Michailidis: How to become a Kaggle #1: …", a talk)
+            # not of a listing's entry ("Marios Michailidis: How to become a #1: …", a talk)
             name = match["name"]
             return f"What {'are' if name.endswith('s') else 'is'} {name}?"
         if (match := WHERE.match(sentence)) and (subject := self._subject(match["subj"])):
             return f"Where can I find {subject}?"
         if match := RECOMMEND.match(sentence):
-            return f"What does Kaggle recommend {match['when']} {to_first_person(match['cond'])}?"
+            who = f"does {self.domain.docs_title}" if self.domain else "do the docs"
+            return f"What {who} recommend {match['when']} {to_first_person(match['cond'])}?"
         if match := IF_COND.match(sentence):
             lead = "What should I do if" if IMPERATIVE.match(match["rest"]) else "What happens if"
             return f"{lead} {to_first_person(match['cond'])}?"
@@ -203,7 +238,7 @@ class OfflineTeacher:
             place_of_object = lead == "Where can I" and act.startswith("use ")
             if not re.match(r"(navigate|go|head|click|scroll)\b", act) and not place_of_object:
                 return f"{lead} {to_first_person(TRAILING_ADVERB.sub('', act))}?"
-        if match := WHO_CAN.match(sentence):
+        if match := self.who_can.match(sentence):
             return f"Who {match['modal']} {to_first_person(match['act'])}?"
         if match := HOW_MANY.match(sentence):
             return f"How many {match['what']} are there?"
@@ -238,7 +273,7 @@ class OfflineTeacher:
                 do = "does" if verb.endswith("s") and subject not in ("I",) else "do"
                 lemma = base_form(verb) if verb.endswith("s") else verb
                 first = match["rest"].split()[0].lower()
-                if lemma in ("allow", "let", "enable", "help") and first in OBJECTS:
+                if lemma in ("allow", "let", "enable", "help") and first in self.objects:
                     who = "me" if first == "you" else first
                     to = " to" if lemma in ("allow", "enable") else ""
                     return f"What {do} {subject} {lemma} {who}{to} do?"
@@ -254,16 +289,16 @@ class OfflineTeacher:
         if heading.endswith("?"):
             return heading
         if re.search(r"\b(?:FAQs?|Overview|Introduction)$", heading):
-            return None  # not "Can you explain code competition FAQ on Kaggle?" (an FAQ's own questions are asked)
+            return None  # not "Can you explain code competition FAQ in <domain>?" (an FAQ's own questions are asked)
         topic = self.vocab.lower_title(heading)
         if n_words(topic) < 2:
             return None
-        if IMPERATIVE_START.match(heading) or re.match(r"^[A-Z][a-z]+ (?:your|a|an|the)\b", heading) and not topic.split()[0].endswith(("ing", "s")):
+        if self._imperative(heading) or re.match(r"^[A-Z][a-z]+ (?:your|a|an|the)\b", heading) and not topic.split()[0].endswith(("ing", "s")):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
             return self._pick(self.params["activity_templates"], rng, topic=topic)
         if re.match(r"(?:types|kinds|ways|steps|parts) (?:of|to)\b", topic):
-            topic = f"the {topic}"  # "Can you explain the types of team memberships on Kaggle?", not "explain types of …"
+            topic = f"the {topic}"  # "Can you explain the types of team memberships in <domain>?", not "explain types of …"
         return self._pick(self.params["topic_templates"], rng, topic=topic)
 
     @staticmethod
@@ -291,7 +326,7 @@ class OfflineTeacher:
         extractive, pool = [], []
         for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
-            sentences = [as_sentence(s) for s in split_sentences(chunk["text"])]
+            sentences = [as_sentence(s) for s in prose_sentences(chunk["text"])]
             if "extractive_qa" in mix:
                 extractive += self._extractive_rows(chunk, sentences, recipe, rng)
             statements = [s for s in sentences if self._is_claim(s)]
@@ -384,39 +419,79 @@ class OfflineTeacher:
         return self._row(chunk, recipe, task, instruction, claim.evidence, rng, {"label": label, "edit": claim.kind})
 
     def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random) -> list[dict]:
-        """Every natural question of one chunk whose answer it holds: an FAQ's own question, the
-        section's topic, and questions about single sentences (answered with the sentence and the
-        sentences after it that lean on it: "It …", "This …")."""
+        """Every natural question of one chunk whose answer it holds, each answered completely
+        (see :mod:`.units`): an FAQ's own question, the section's topic, a lead-in's question
+        answered with its list / code block / table, a setting's "what does it do" and default,
+        and questions about single sentences (answered with the sentence, the ones after it that
+        lean on it or continue it, and the block it introduces)."""
         rows: list[dict] = []
         asked: set[str] = set()
+        bounds = self.params["answer_max_words"], self.params["answer_max_lines"]
+        heading = chunk["heading_path"][-1] if chunk.get("heading_path") else None
+        lead_ins = {as_sentence(u.anchor): u for u in lead_in_units(chunk["text"], *bounds)}
+        # a lead-in whose block is too long for an answer: no question of it, nor of its bare lead-in
+        cut = {as_sentence(s) for s in prose_sentences(chunk["text"]) if s.endswith(":")} - set(lead_ins)
 
         def emit(question: str, answer: str) -> None:
             if question in asked or question_problem(question) or self._asked.is_near_duplicate(question)[0]:
                 return
+            if incomplete_answer(answer, *bounds):
+                return  # never a bare lead-in, never a cut answer
             asked.add(question)
             self._asked.add(question)
             rows.append(self._row(chunk, recipe, "extractive_qa", question, answer, rng, {}))
 
         for question, answer in zip(sentences, sentences[1:]):
-            if question.endswith("?") and n_words(question) >= 4 and self._is_statement(answer):
-                emit(question, answer)
+            if question.endswith("?") and n_words(question) >= 4:
+                if answer in lead_ins:
+                    emit(question, lead_ins[answer].text)
+                elif self._is_statement(answer):
+                    emit(question, self._with_followers(answer, sentences, lead_ins))
+        for unit in setting_units(chunk["text"], heading, *bounds):
+            for question in setting_questions(unit.name)[: recipe["rows_per_sentence"]]:
+                emit(question, unit.text)
         statements = [s for s in sentences if self._is_statement(s)]
-        topic_answer = self.topic_answer(chunk, statements)
+        topic_answer = self.topic_answer(chunk, statements + list(lead_ins))
         if topic_answer and (question := self.topic_question(chunk, rng)):
-            emit(question, self._with_followers(topic_answer, sentences))
+            emit(question, self._with_followers(topic_answer, sentences, lead_ins))
+        for lead, unit in lead_ins.items():
+            questions = [lead_in_question(lead.rstrip(":"))]
+            questions += self.extractive_questions(lead_in_as_statement(lead), rng)
+            for question in [q for q in dict.fromkeys(questions) if q][: recipe["rows_per_sentence"]]:
+                emit(question, unit.text)
         for sentence in rng.sample(statements, len(statements)):
+            if sentence in lead_ins or sentence in cut:
+                continue  # asked above, with its block
             for question in self.extractive_questions(sentence, rng)[: recipe["rows_per_sentence"]]:
-                emit(question, self._with_followers(sentence, sentences))
+                emit(question, self._with_followers(sentence, sentences, lead_ins))
         return rows
 
-    def _with_followers(self, sentence: str, sentences: list[str]) -> str:
-        """The sentence and the ones right after it that only make sense with it ("It …")."""
+    def _with_followers(self, sentence: str, sentences: list[str], lead_ins: dict | None = None) -> str:
+        """The sentence and the ones right after it that only make sense with it ("It …") or
+        continue it ("Then …", the next step of a how-to), within the answer bounds; a lead-in
+        brings the block it introduces."""
+        lead_ins = lead_ins or {}
+        if sentence in lead_ins:
+            return lead_ins[sentence].text
+        max_words = self.params["answer_max_words"]
         answer = [sentence]
+        how_to = bool(TO_GOAL.match(sentence) or TO_GOAL_BARE.match(sentence) or self._imperative(sentence))
         for following in sentences[sentences.index(sentence) + 1 :]:
-            if not (PRONOUN_START.match(following) and self._is_statement(following)) or n_words(" ".join(answer)) > 45:
+            if following in lead_ins:
+                if CONTINUES.match(following) or how_to or PRONOUN_START.match(following):
+                    extended = [*answer, lead_ins[following].text]
+                    if n_words(" ".join(extended)) <= max_words:
+                        answer = extended
+                break
+            leans = PRONOUN_START.match(following) and self._is_statement(following)
+            step = (CONTINUES.match(following) or (how_to and self._imperative(following))) and following.endswith(".")
+            if not (leans or step) or n_words(" ".join([*answer, following])) > max_words:
                 break
             answer.append(following)
-        return " ".join(answer)
+        text = answer[0]
+        for part in answer[1:]:
+            text += ("\n" if "\n" in part else " ") + part  # a block starts on its own line
+        return text
 
     def _row(self, chunk, recipe, task, instruction, answer, rng, extra) -> dict:
         output = self._output(recipe, task, extra.get("label"), answer)
