@@ -3,6 +3,8 @@ settings, and the crawl options a user's own site needs (start URLs, sitemap, pr
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,7 @@ def test_click_chunks_are_clean_bounded_and_keep_lead_ins_with_their_code(click_
     for page in click_run["clean_pages"]:
         assert "¶" not in page["text"] and "Permalink to this" not in page["text"], page["url"]
         assert "Quick search" not in page["text"] and "Created using" not in page["text"], page["url"]
+        assert "/usr/share/doc/" not in page["text"], page["url"]  # cleaning.text_only_links: link text kept, target not
     chunks = click_run["doc_chunks"]
     assert not [c for c in chunks if "_modules" in c["url"] or "genindex" in c["url"]]
     too_long = [c["text"] for c in chunks if c["n_words"] > max_words and not one_unit(c["text"])]
@@ -123,3 +126,18 @@ def test_bad_crawl_options_fail_naming_the_key(ingestion_params):
         "start_urls": ["https://a.example/docs", "https://b.example/docs"]}}
     with pytest.raises(ValueError, match="crawl.start_urls"):
         crawl_docs([], params)
+
+
+def test_click_question_files_point_at_crawled_pages_and_quote_them(click_run):
+    """data/01_raw/click_questions.json: 20 answers written from the pages the crawl records."""
+    questions = json.loads((PROJECT_ROOT / "data/01_raw/click_questions.json").read_text())
+    clean = {page["url"]: page["text"] for page in click_run["clean_pages"]}
+    assert len(questions) == 20 and all(q.keys() == {"question", "expected_answer", "url"} for q in questions)
+    assert len({q["question"] for q in questions}) == 20
+    for q in questions:
+        assert q["url"] in clean, q["url"]
+        quoted = [s for s in re.findall(r"`([^`]+)`", q["expected_answer"]) if "..." not in s]
+        assert all(s in clean[q["url"]] for s in quoted), (q["question"], quoted)
+    off_topic = json.loads((PROJECT_ROOT / "data/01_raw/click_off_topic_questions.json").read_text())
+    kinds = [q["kind"] for q in off_topic]
+    assert kinds.count("near") >= 20 and kinds.count("far") >= 20 and set(kinds) == {"near", "far"}

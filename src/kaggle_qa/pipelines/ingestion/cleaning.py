@@ -15,7 +15,9 @@ heading's trailing `` #``) are stripped from prose and headings (never from code
 that matches one of ``cleaning.drop_blocks`` whole ("Edit this page", "Back to top") is dropped.
 API signatures (Sphinx ``<dt class="sig" id="click.option">``, ``cleaning.signature_selectors``)
 become headings named by their object (``click.option``), one level below the section they sit
-in, followed by the full signature as inline code.
+in, followed by the full signature as inline code. Links whose target matches one of
+``cleaning.text_only_links`` keep only their text (e.g. a local build's links to a copy of the
+Python docs).
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ class _Renderer:
     """Walks the DOM once, emitting blocks (headings, paragraphs, list items, code)."""
 
     def __init__(self, base_url: str, drop_tags: set[str], glyphs: list[str] = (), drop_blocks: list[str] = (),
-                 signatures: set[int] = frozenset()):
+                 signatures: set[int] = frozenset(), text_only_links: list[str] = ()):
         self.base_url = base_url
         self.drop = drop_tags | SKIPPED_NODES
         self.glyphs = re.compile("|".join(map(re.escape, glyphs))) if glyphs else None
         self.drop_blocks = [re.compile(pattern) for pattern in drop_blocks]
         self.signatures = signatures  # mem_ids of the API signature nodes
+        self.text_only_links = [re.compile(pattern) for pattern in text_only_links]
         self.level = 1  # level of the last <hN> emitted (API signatures go one below)
         self.api_depth = 0  # how deep inside signature descriptions (methods of a class) we are
         self.blocks: list[str] = []
@@ -125,6 +128,8 @@ class _Renderer:
         if not href or href.startswith("#") or href.lower().startswith("javascript:"):
             return text
         target = urljoin(self.base_url, href)
+        if text and any(pattern.search(target) for pattern in self.text_only_links):
+            return text
         return f"{text} ({target})" if text and text != target else target
 
     def list_item(self, node: LexborNode) -> None:
@@ -217,7 +222,7 @@ def selector_list(selectors: list[str] | dict[str, list[str]] | None) -> list[st
 def html_to_text(
     html: str, base_url: str, drop_tags: list[str], content_selectors: list[str],
     drop_selectors: list[str] | dict[str, list[str]] | None = None, glyphs: list[str] = (),
-    drop_blocks: list[str] = (), signature_selectors: list[str] = (),
+    drop_blocks: list[str] = (), signature_selectors: list[str] = (), text_only_links: list[str] = (),
 ) -> str:
     """Clean one HTML page into markdown-like text (see the module docstring)."""
     tree = LexborHTMLParser(html)
@@ -236,7 +241,7 @@ def html_to_text(
         root = tree.body or tree.root
     if root is None:
         return ""
-    renderer = _Renderer(base_url, set(drop_tags), list(glyphs), list(drop_blocks), signatures)
+    renderer = _Renderer(base_url, set(drop_tags), list(glyphs), list(drop_blocks), signatures, list(text_only_links))
     renderer.walk(root)
     renderer.flush()
     return "\n\n".join(renderer.blocks)

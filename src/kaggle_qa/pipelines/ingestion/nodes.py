@@ -161,7 +161,8 @@ def clean_pages(raw_pages: list[dict[str, Any]], params: dict[str, Any]) -> list
     for page in tqdm(raw_pages, desc="clean pages", unit="page"):
         text = html_to_text(page["html"], page["final_url"], cleaning["drop_tags"], cleaning["content_selectors"],
                             cleaning.get("drop_selectors"), cleaning.get("glyphs") or [],
-                            cleaning.get("drop_blocks") or [], cleaning.get("signature_selectors") or [])
+                            cleaning.get("drop_blocks") or [], cleaning.get("signature_selectors") or [],
+                            cleaning.get("text_only_links") or [])
         if not text.strip():
             empty.append(page["url"])
             continue
