@@ -31,7 +31,17 @@ from kaggle_qa.pipelines.train.nodes import (
 )
 from kaggle_qa.pipelines.train.pipeline import create_pipeline, create_sweep_pipeline
 from kaggle_qa.modeling import resolve_dtype
-from kaggle_qa.pipelines.train.recipe import CHECKPOINT_FILE, chunk_grouped_batches, length_grouped_batches
+from kaggle_qa.pipelines.train.budget import BudgetPlanner
+from kaggle_qa.pipelines.train.checkpoint import CHECKPOINT_FILE
+from kaggle_qa.pipelines.train.config import SelectionConfig, TrainConfig
+from kaggle_qa.pipelines.train.data import chunk_grouped_batches, length_grouped_batches
+from kaggle_qa.pipelines.train.recipe import make_scheduler
+from kaggle_qa.pipelines.train.selection import (
+    Selector,
+    initial_selection_state,
+    label_summary,
+    paired_accuracy_z,
+)
 from kaggle_qa.prompting import IGNORE_INDEX, PROMPT_TEMPLATE_VERSION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -62,10 +72,14 @@ def tiny_params(tmp_path: Path, **overrides) -> dict:
         "max_grad_norm": 1.0, "weight_decay": 0.01, "batch_size": 2, "gradient_accumulation_steps": 2,
         "length_group_size": 2, "epochs": 3, "max_steps": None, "eval_every_steps": 1, "eval_batch_size": 4,
         "evaluations_per_run": 4, "time_budget_s": None, "budget_calibration_steps": 2, "budget_hard_stop": 1.15,
-        "label_token_weight": 1.0, "selection": {"use_label_accuracy": False, "loss_weight": 1.0},
+        "label_token_weight": 1.0,
+        "selection": {"use_label_accuracy": False, "loss_weight": 1.0, "balanced": True, "noise_z": 2.0},
         "train_fit_examples": 8,
         "early_stopping_patience": 100, "early_stopping_min_delta": 0.0, "checkpoint_every_steps": 1,
         "checkpoint_dir": str(tmp_path / "checkpoints"), "head_chunk_tokens": 1024,
+        # what the recipe's code defaulted to before its typed config took conf/base's values
+        "pad_to_multiple_of": 1, "batch_grouping": "length", "max_validation_share": 1.0,
+        "budget_replan_tolerance": 0.03,
     }
     return merge_params(params, overrides)
 
@@ -174,7 +188,7 @@ def test_label_position_loss_equals_the_full_logits_loss(tiny_gemma_path, tmp_pa
 def test_label_choice_is_the_candidate_with_the_highest_logit(tiny_gemma_path, tmp_path):
     """The validation label decision compares exactly the first tokens of "True"/"False" (or "Yes"/"No")."""
     from kaggle_qa.modeling import load_model
-    from kaggle_qa.pipelines.train.recipe import body_hidden, collate, label_choices, label_summary
+    from kaggle_qa.pipelines.train.recipe import body_hidden, collate, label_choices
 
     tokenizer = load_tokenizer(tiny_gemma_path)
     examples, _, _ = build_examples(ROWS[:4], ROWS[:4], tiny_gemma_path, tiny_params(tmp_path))
@@ -205,17 +219,14 @@ def test_label_choice_is_the_candidate_with_the_highest_logit(tiny_gemma_path, t
 def test_selection_prefers_a_balanced_checkpoint_over_one_that_always_answers_false(tmp_path):
     """7 false + 3 true validation items: always "False" is 0.70 accurate, but balanced 0.50; a
     checkpoint that reads (0.60 accurate, both labels) must win at equal loss."""
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, label_summary
-
     FALSE, TRUE = 5, 6
     always_false = label_summary([(FALSE, FALSE)] * 7 + [(FALSE, TRUE)] * 3)
     reads = label_summary([(FALSE, FALSE)] * 4 + [(TRUE, FALSE)] * 3 + [(TRUE, TRUE)] * 2 + [(FALSE, TRUE)])
     assert always_false["label_accuracy"] > reads["label_accuracy"]
-    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True}}
-    assert recipe.selection_score({"loss": 0.5, **reads}) > recipe.selection_score({"loss": 0.5, **always_false})
-    recipe.params["selection"]["balanced"] = False  # plain accuracy picks the one-label checkpoint
-    assert recipe.selection_score({"loss": 0.5, **reads}) < recipe.selection_score({"loss": 0.5, **always_false})
+    selector = Selector(SelectionConfig(use_label_accuracy=True, loss_weight=0.25, balanced=True))
+    assert selector.score({"loss": 0.5, **reads}) > selector.score({"loss": 0.5, **always_false})
+    plain = Selector(SelectionConfig(use_label_accuracy=True, loss_weight=0.25, balanced=False))
+    assert plain.score({"loss": 0.5, **reads}) < plain.score({"loss": 0.5, **always_false})  # picks the one-label one
 
 
 def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
@@ -224,39 +235,27 @@ def test_selection_lets_the_loss_decide_within_chance_and_accuracy_beyond_it():
     of it, nor stop training early; a real jump in accuracy still wins over a lower loss."""
     import math
 
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
-
-    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 2.0},
-                     "early_stopping_min_delta": 0.0, "early_stopping_patience": 4}
-    recipe.state = {"best_score": -math.inf, "evals_without_improvement": 0, "step": 0}
-    recipe._lora_state = lambda: None
+    selector = Selector(SelectionConfig(use_label_accuracy=True, loss_weight=0.25, balanced=True, noise_z=2.0))
+    state = {**initial_selection_state(), "step": 0}
     history = [(0, 0.599, 0.290), (23, 0.084, 0.555), (46, 0.068, 0.339), (69, 0.057, 0.417),
                (92, 0.063, 0.502), (115, 0.042, 0.534), (138, 0.040, 0.540)]
     kept = []
     for step, loss, accuracy in history:
         result = {"loss": loss, "label_balanced_accuracy": accuracy, "label_accuracy": accuracy,
                   "label_examples": 27, "top_label_share": 0.5}
-        result["score"] = recipe.selection_score(result)
-        recipe.state["step"] = step
-        if step == 0 or recipe.improves(result):
-            recipe._keep_best(result)
+        result["score"] = selector.score(result)
+        state["step"] = step
+        if step == 0 or selector.improves(result, state):
+            selector.keep(result, state)
             kept.append(step)
         else:
-            recipe.state["evals_without_improvement"] += 1
-        recipe._note_accuracy(result)
-    # 92: within chance of 0.555 (margin 0.27 at z = 2) but a higher loss than step 69's
+            state["evals_without_improvement"] += 1
+        selector.note_accuracy(result, state)
+    # without per-item choices nothing is beyond chance: the loss decides (92: higher loss than 69's)
     assert kept == [0, 23, 46, 69, 115, 138]
-    assert recipe.state["evals_without_improvement"] == 0
-    # the old score would have kept step 23 (0.555 - 0.25 x 0.084 beats 0.540 - 0.25 x 0.040)
+    assert state["evals_without_improvement"] == 0
+    # the old plain score would have kept step 23 (0.555 - 0.25 x 0.084 beats 0.540 - 0.25 x 0.040)
     assert 0.555 - 0.25 * 0.084 > 0.540 - 0.25 * 0.040
-    # beyond chance, accuracy wins even at a higher loss; a chance-level dip with lower loss does not
-    better = {"loss": 0.2, "label_balanced_accuracy": 0.85, "label_examples": 27}
-    assert recipe.improves(better | {"score": 0.0})
-    worse = {"loss": 0.01, "label_balanced_accuracy": 0.25, "label_examples": 27}
-    assert not recipe.improves(worse | {"score": 0.0})
-    # the margin shrinks with more labelled rows: 0.14 at 96 (z = 2)
-    assert abs(recipe.noise_margin(96) - 0.1443) < 1e-3
 
 
 def test_paired_selection_sees_a_real_gain_that_the_unpaired_margin_calls_chance():
@@ -267,8 +266,6 @@ def test_paired_selection_sees_a_real_gain_that_the_unpaired_margin_calls_chance
     chance. The same 41/44 reached by disagreeing on more items (10 gained, 3 lost: z = 1.94) stays
     within chance, and the loss decides."""
     import math
-
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe, label_summary, paired_accuracy_z
 
     TRUE, FALSE = 6, 5
     golds = [TRUE] * 22 + [FALSE] * 22
@@ -294,41 +291,41 @@ def test_paired_selection_sees_a_real_gain_that_the_unpaired_margin_calls_chance
     assert paired_accuracy_z(reads, always_false, balanced=True) == pytest.approx(2 / math.sqrt(10))
     assert paired_accuracy_z(reads, always_false, balanced=False) == 0.0
 
-    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = {"selection": {"use_label_accuracy": True, "loss_weight": 0.25, "balanced": True, "noise_z": 2.0},
-                     "early_stopping_min_delta": 0.0}
+    selector = Selector(SelectionConfig(use_label_accuracy=True, loss_weight=0.25, balanced=True, noise_z=2.0))
     kept = {"loss": 1.22, "choices": reference, **label_summary(reference)}
-    recipe.state = {"best_val_loss": kept["loss"], "best_score": 0.0}
-    recipe._note_accuracy(kept)
-    assert recipe.state["top_val_choices"] == reference
+    state = {"best_val_loss": kept["loss"], "best_score": 0.0}
+    selector.note_accuracy(kept, state)
+    assert state["top_val_choices"] == reference
     for choices, wins in ((gained_8_lost_1, True), (gained_10_lost_3, False)):
         candidate = {"loss": 1.31, "choices": choices, "score": 0.0, **label_summary(choices)}
-        assert recipe.improves(candidate) is wins
+        assert selector.improves(candidate, state) is wins
         assert candidate["paired_z"] == pytest.approx(paired_accuracy_z(choices, reference))  # logged, in the history
-        assert not recipe.improves({k: v for k, v in candidate.items() if k != "choices"})  # unpaired: chance
-    assert recipe.improves({"loss": 1.10, "choices": gained_10_lost_3, "score": 0.0, **label_summary(gained_10_lost_3)})
+        # without per-item choices there is no test of chance (no unpaired fallback): the higher loss loses
+        assert not selector.improves({k: v for k, v in candidate.items() if k != "choices"}, state)
+    assert selector.improves({"loss": 1.10, "choices": gained_10_lost_3, "score": 0.0, **label_summary(gained_10_lost_3)},
+                             state)
     # beyond chance the other way: worse, whatever the loss
     half_lost = answers(set(range(5, 22)))  # 17 of the 34 items the reference got right, nothing gained
-    assert not recipe.improves({"loss": 0.5, "choices": half_lost, "score": 0.0, **label_summary(half_lost)})
+    assert not selector.improves({"loss": 0.5, "choices": half_lost, "score": 0.0, **label_summary(half_lost)}, state)
 
 
-def _recipe_mid_run(tmp_path, total_steps, step, seconds_per_step, eval_every, eval_s, validations):
-    """A recipe with an 840 s budget, 198 steps allowed by its epochs, planned for `total_steps`
-    and `step` steps into its run at `seconds_per_step` (no model: only the budget logic and a
-    real optimizer and LR schedule)."""
-    from kaggle_qa.pipelines.train.recipe import LoRAFinetuneRecipe
+class MidRun:
+    """A run with an 840 s budget, 198 steps allowed by its epochs, planned for `total_steps` and
+    `step` steps into its run at `seconds_per_step`: the budget planner, a real optimizer and the
+    recipe's LR schedule (no model)."""
 
-    recipe = LoRAFinetuneRecipe.__new__(LoRAFinetuneRecipe)
-    recipe.params = tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0)
-    recipe.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=recipe.params["learning_rate"])
-    recipe.planned_steps = 198  # what the epochs allow
-    recipe._make_scheduler(total_steps)
-    recipe.state = {"step": step, "total_steps": total_steps, "eval_every": eval_every, "budget_planned": True,
-                    "train_s": step * seconds_per_step, "eval_s": eval_s, "history": [{}] * validations,
-                    "elapsed_s": step * seconds_per_step + eval_s}
-    for _ in range(step):
-        recipe.scheduler.step()
-    return recipe
+    def __init__(self, tmp_path, total_steps, step, seconds_per_step, eval_every, eval_s, validations):
+        self.config = TrainConfig.from_dict(tiny_params(tmp_path, time_budget_s=840, warmup_ratio=0.0))
+        self.planner = BudgetPlanner(self.config, planned_steps=198, tokens_per_step=100.0)
+        self.optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=self.config.learning_rate)
+        self.scheduler = make_scheduler(self.optimizer, self.config, total_steps, completed_steps=step)
+        self.state = {"step": step, "total_steps": total_steps, "eval_every": eval_every, "budget_planned": True,
+                      "train_s": step * seconds_per_step, "eval_s": eval_s, "history": [{}] * validations,
+                      "elapsed_s": step * seconds_per_step + eval_s}
+
+    def replan(self) -> None:
+        if self.planner.replan(self.state):
+            self.scheduler = make_scheduler(self.optimizer, self.config, self.state["total_steps"], self.state["step"])
 
 
 def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
@@ -336,9 +333,9 @@ def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
     fit: at the next validation the run is shortened to what the rest of the budget holds, and the
     cosine schedule is re-planned to reach 0 there (a hard stop would leave it half-way)."""
     steps, eval_s = 51, 2 * 8.5
-    recipe = _recipe_mid_run(tmp_path, total_steps=198, step=steps, seconds_per_step=5.5, eval_every=25,
+    recipe = MidRun(tmp_path, total_steps=198, step=steps, seconds_per_step=5.5, eval_every=25,
                              eval_s=eval_s, validations=3)
-    recipe._replan_for_budget()
+    recipe.replan()
     total = recipe.state["total_steps"]
     # what the rest of the budget holds at 5.5 s per step, after the validations still to come
     assert 140 <= total <= 148, total
@@ -351,7 +348,7 @@ def test_a_run_that_slows_down_is_replanned_to_end_within_its_budget(tmp_path):
     # on pace (the plan holds): nothing changes
     recipe.state |= {"train_s": steps * 3.8, "elapsed_s": steps * 3.8 + eval_s, "total_steps": 198}
     recipe.state.pop("budget_replans")
-    recipe._replan_for_budget()
+    recipe.replan()
     assert recipe.state["total_steps"] == 198 and "budget_replans" not in recipe.state
 
 
@@ -361,9 +358,9 @@ def test_a_run_ahead_of_its_first_plan_is_lengthened_up_to_its_epochs(tmp_path):
     validation the run is re-planned to what the rest of the budget holds (the validations a
     longer run adds counted), never beyond the steps its epochs allow."""
     steps, eval_s = 48, 5 * 10.7
-    recipe = _recipe_mid_run(tmp_path, total_steps=96, step=steps, seconds_per_step=6.6, eval_every=12,
+    recipe = MidRun(tmp_path, total_steps=96, step=steps, seconds_per_step=6.6, eval_every=12,
                              eval_s=eval_s, validations=5)
-    recipe._replan_for_budget()
+    recipe.replan()
     total = recipe.state["total_steps"]
     # (840 - 370 s) at 6.6 s per step with a validation of 10.7 s every 12 steps: ~61 more steps
     assert 105 <= total <= 112, total
@@ -375,7 +372,7 @@ def test_a_run_ahead_of_its_first_plan_is_lengthened_up_to_its_epochs(tmp_path):
     assert recipe.scheduler.get_last_lr()[0] < 1e-6  # the schedule ends at the new last step
     # much faster than planned: never more steps than the epochs allow
     recipe.state |= {"total_steps": 96, "train_s": steps * 0.5, "elapsed_s": steps * 0.5 + eval_s}
-    recipe._replan_for_budget()
+    recipe.replan()
     assert recipe.state["total_steps"] == 198
 
 
