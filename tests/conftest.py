@@ -9,7 +9,10 @@ Also two project-wide rules:
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,12 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# kedro-mlflow opens MLflow in every Kedro session (conf/base/mlflow.yml reads MLFLOW_TRACKING_URI):
+# tests and the processes they start use a throwaway store, never the project's mlflow.db
+_MLFLOW_DIR = tempfile.mkdtemp(prefix="kaggle_qa_test_mlflow_")
+atexit.register(shutil.rmtree, _MLFLOW_DIR, ignore_errors=True)
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_MLFLOW_DIR}/mlflow.db"
+os.environ.pop("MLFLOW_RUN_ID", None)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_MODEL_FIXTURE = "embedded_gemma_path"
