@@ -7,7 +7,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast viz ask benchmark-train benchmark-eval results
+.PHONY: install run test test-fast viz mlflow ask benchmark-train benchmark-eval results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-fast: install
 
 viz: install
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
+
+# The MLflow UI over the runs `kedro run` logged: store, host and port from conf/base/mlflow.yml
+# (sqlite:///mlflow.db, 127.0.0.1:5000; MLFLOW_TRACKING_URI overrides the store). docs/tracking.md
+mlflow: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_WORKERS=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/kedro mlflow ui
 
 ask: install  # make ask Q="How do I submit to a competition?"  (also: kaggle-qa chat | serve)
 	$(BIN)/kaggle-qa ask "$(Q)"
