@@ -31,7 +31,7 @@ def huge_page() -> bytes:
 
 
 INDEX_LINKS = ["ok", "alias", "moved", "away", "elsewhere", "loop-a", "refresh", "binary", "latin1",
-               "meta-charset", "huge"]
+               "meta-charset", "huge", "source"]
 
 
 class HostileSiteHandler(BaseHTTPRequestHandler):
@@ -52,6 +52,7 @@ class HostileSiteHandler(BaseHTTPRequestHandler):
             "/docs/alias": (301, {"Location": "/docs/ok"}, b""),
             "/docs/moved": (301, {"Location": "/docs/new-home"}, b""),
             "/docs/away": (302, {"Location": "/outside/admin"}, b""),
+            "/docs/source": (302, {"Location": "/docs/_modules/core.html"}, b""),  # excluded by crawl.exclude_patterns
             "/docs/elsewhere": (302, {"Location": f"{self.other_origin}/docs/ok-elsewhere"}, b""),
             "/docs/loop-a": (302, {"Location": "/docs/loop-b"}, b""),
             "/docs/loop-b": (302, {"Location": "/docs/loop-a"}, b""),

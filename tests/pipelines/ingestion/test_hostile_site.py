@@ -32,6 +32,8 @@ def test_redirects_out_of_scope_are_refused_before_the_outside_is_requested(host
     assert away["reason"] == "redirect-off-site" and away["final_url"] == f"{origin}/outside/admin"
     assert elsewhere["reason"] == "redirect-off-site" and elsewhere["final_url"].startswith("http://localhost:")
     assert "/outside/admin" not in requested and "/docs/ok-elsewhere" not in requested  # never fetched
+    source = skipped["/docs/source"]  # a redirect into an excluded path is refused like a link to it
+    assert source["reason"] == "excluded" and source["detail"] == "/_modules/" and "/docs/_modules/core.html" not in requested
     assert not any("Secret admin" in page["html"] for page in pages)
     moved = by_path(pages, origin)["/docs/moved"]  # an in-scope redirect is followed, and said so
     assert moved["final_url"] == f"{origin}/docs/new-home" and "moved here" in moved["html"]

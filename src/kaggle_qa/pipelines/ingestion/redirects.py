@@ -5,8 +5,9 @@ anywhere, and a redirect back to an already-requested URL is dropped silently by
 duplicate filter. These subclasses check each redirect target first and refuse it with a
 :class:`SkipRequest` (which reaches the spider's errback with its reason):
 
-- ``redirect-off-site``: the target is on another host or outside ``allowed_path_prefix``
+- ``redirect-off-site``: the target is on another host or outside the allowed path prefixes
   (the outside page is never requested, so it cannot be stored under the in-scope URL);
+- ``excluded``: the target's path matches one of ``crawl.exclude_patterns`` (detail: the pattern);
 - ``redirect-loop``: the target is already in this request's redirect chain (a page that
   refreshes to itself included), or the chain is longer than ``REDIRECT_MAX_TIMES``;
 - ``duplicate-of``: the target is a page the crawl already requested (detail: its URL).
@@ -47,6 +48,8 @@ class ScopedRedirectMixin:
             raise SkipRequest("redirect-loop", f"{how}: {' -> '.join([*chain, target])}", target)
         if not spider.in_scope(target):
             raise SkipRequest("redirect-off-site", f"{how} to {target}", target)
+        if pattern := spider.excluded_by(target):
+            raise SkipRequest("excluded", pattern, target)
         if spider.already_seen(target):
             raise SkipRequest("duplicate-of", target, target)
         try:
