@@ -16,7 +16,10 @@ from kaggle_qa.datasets import FolderDataset, QAJSONDataset
 from kaggle_qa.modeling import load_model, make_tiny_gemma, model_identity
 from kaggle_qa.pipelines.evaluate import create_pipeline
 from kaggle_qa.pipelines.evaluate.judge import judge_answers, parse_score
-from kaggle_qa.pipelines.evaluate.nodes import check_adapter_base, prepare_test_set, read_adapter_settings, score_predictions
+from kaggle_qa.pipelines.evaluate.nodes import (
+    _checked, check_adapter_base, first_sentence, load_base_model, load_fine_tuned_model, prepare_test_set,
+    read_adapter_settings, score_predictions,
+)
 from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import QARowError
 from tests.pipelines.evaluate.rows import ROWS
@@ -131,6 +134,16 @@ def test_pipeline_writes_answers_predictions_metrics_and_report(tmp_path, projec
     change = metrics["changes"]["base→fine_tuned"]["overall"]["answer_loss"]
     assert change["delta"] != 0 and 0 < change["p_value"] <= 1
 
+    # the headline as data: three models, the best constant beside label accuracy, Holm-adjusted stars
+    head = {(row["group"], row["metric"]): row for row in metrics["headline"]["rows"]}
+    assert set(head[("overall", "rougeL")]["values"]) == {"base", "base_first_sentence", "fine_tuned"}
+    assert "p_holm" in head[("overall", "rougeL")]["changes"]["base→fine_tuned"]
+    assert "base_first_sentence→fine_tuned" not in head[("overall", "answer_loss")]["changes"]  # same as base's
+    assert head[("true_false+yes_no", "balanced_accuracy")]["best_constant"]["value"] == 0.5
+    assert metrics["headline"]["family_size"] == sum(len(row["changes"]) for row in metrics["headline"]["rows"])
+    assert metrics["run"]["dtype"] == "float32" and "both models in float32 on cpu" in metrics["run"]["numerics"]
+    assert all(len(p["base_first_sentence_answer"]) <= len(p["base_answer"]) for p in predictions)
+
     cross = catalog.load("cross_teacher_metrics")
     assert cross["metrics"]["base"]["overall"]["n"] == 4 and not cross["skipped"]
     assert cross["metrics"]["fine_tuned"]["overall"]["judge_score"] == 4.0
@@ -140,7 +153,8 @@ def test_pipeline_writes_answers_predictions_metrics_and_report(tmp_path, projec
         assert not saved.is_file() or b"sk-judge-secret-42" not in saved.read_bytes()  # the key is never saved
     for section in ("side by side", "## Our test set (qa_v2)", "## Cross-teacher set", "Predicted labels (log-lik.)",
                     "Whole-sequence loss (the paper's, an LM head over every prompt position): **off**",
-                    "Base results: computed", "data:image/png;base64,"):
+                    "Base results: computed", "data:image/png;base64,", "## Headline", "Base, first sentence",
+                    "Numerics: **both models in float32 on cpu", "Best constant answer"):
         assert section in report, section
     assert "What is the main objective of Playground competitions on Kaggle?" in report  # paper question first
     assert "| 1* |" in report
@@ -326,3 +340,21 @@ def test_the_registered_evaluate_pipeline_puts_the_assistant_tables_in_eval_repo
                                 "## Retrieval: is the gold chunk found?\n\n| method | hit@1 |", "## Three context modes\n\nx")
     assert figure is None
     assert "## Retrieval: is the gold chunk found?" in text and "## Three context modes" in text
+
+
+def test_base_and_fine_tuned_are_loaded_at_the_same_numerics(tiny_gemma_path, tiny_adapter, params, monkeypatch):
+    """Asked for bfloat16 on CPU, both models are float32 (the fine-tuned model's numerics there)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, {**params, "dtype": "bfloat16"})
+    assert settings["dtype"] == "float32" and settings["requested_dtype"] == "bfloat16"
+    base = load_base_model(tiny_gemma_path, settings)
+    tuned = load_fine_tuned_model(tiny_gemma_path, tiny_adapter, settings)
+    assert {p.dtype for p in base.parameters()} == {p.dtype for p in tuned.parameters()} == {torch.float32}
+    with pytest.raises(RuntimeError, match="same numerics"):  # a model in another dtype is refused
+        _checked(base, {**settings, "dtype": "bfloat16"}, "base")
+
+
+def test_first_sentence_keeps_a_bare_label_with_its_sentence():
+    assert first_sentence("Kaggle hosts competitions. It also hosts datasets.") == "Kaggle hosts competitions."
+    assert first_sentence("True. Teams can merge. Later they cannot.") == "True. Teams can merge."
+    assert first_sentence("No.") == "No." and first_sentence("") == ""
