@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,55 @@ def test_relative_sqlite_uri_is_made_absolute_for_child_processes(tmp_path):
     assert absolute_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
     assert absolute_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert os.environ.get("MLFLOW_RUN_ID") is None and log_metrics({"x": 1.0}) == 0  # no run: nothing logged
+
+
+@pytest.mark.slow
+def test_mlflow_ui_on_127_0_0_1_lists_the_runs_in_headless_chromium(tracked, tmp_path):
+    """What `make mlflow` starts (`kedro mlflow ui`, settings from conf/base/mlflow.yml) shows the runs."""
+    from tests.conftest import skip_unless_ci_has
+    from tests.test_viz_e2e import CHROMIUM_FLAGS, free_port, process_group
+
+    chromium = shutil.which("chromium")
+    skip_unless_ci_has(chromium is not None,
+                       "Debian `chromium` is not installed (.ci/run installs it: apt-get install -y chromium)")
+    client = tracked["client"]
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    top = {run.info.run_name: run.info.run_id for run in _runs(client) if run.info.run_name in ("train", "sweep")}
+    assert len(top) == 2
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracked["uri"], "KEDRO_DISABLE_TELEMETRY": "1", "MLFLOW_WORKERS": "1",
+                        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    log = tmp_path / "ui.log"
+    with process_group([str(bin_dir / "kedro"), "mlflow", "ui", "--port", str(port)], log, cwd=PROJECT_ROOT,
+                       env=env) as ui:
+        deadline = time.monotonic() + 180
+        while True:
+            if ui.poll() is not None:
+                pytest.fail(f"kedro mlflow ui exited with {ui.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the MLflow UI did not answer within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                   "--window-size=1400,1000", "--virtual-time-budget=30000", "--dump-dom", page]
+        with process_group(command, tmp_path / "chromium.log") as browser:
+            try:
+                browser.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail("headless Chromium did not finish rendering the MLflow UI in 120 s")
+        dom = (tmp_path / "chromium.log").read_text(errors="replace")
+        # the learning curves of the train run, served by the same UI
+        curves_url = f"http://127.0.0.1:{port}/get-artifact?path=train/learning_curves.png&run_uuid={top['train']}"
+        with urllib.request.urlopen(curves_url, timeout=30) as response:
+            assert response.read().startswith(b"\x89PNG")
+    assert "127.0.0.1" in log.read_text()
+    for name, run_id in top.items():  # each run's row: a link to its page, labelled with its name
+        link = rf'href="#/experiments/{experiment.experiment_id}/runs/{run_id}"[^>]*>\s*<span[^>]*>{name}</span>'
+        assert re.search(link, dom), f"run {name} ({run_id}) not listed"
