@@ -187,3 +187,19 @@ def _check_method(method: str) -> None:
 def search(index: dict, question: str, k: int = 3, method: str = "hybrid") -> list[dict]:
     """The k best chunks for one question (builds a :class:`Retriever`; reuse one for many)."""
     return Retriever(index).retrieve(question, k, method).hits
+
+
+def relevance_threshold(retrieval: dict, retrieval_metrics: dict | None) -> float:
+    """The refusal threshold in use: ``retrieval.relevance_threshold`` when set (an explicit override),
+    else the one the evaluation chose on this site's own questions and recorded in ``retrieval_metrics``
+    (``relevance.chosen.threshold``; see :mod:`kaggle_qa.pipelines.evaluate.retrieval_eval`)."""
+    if retrieval.get("relevance_threshold") is not None:
+        return float(retrieval["relevance_threshold"])
+    chosen = ((retrieval_metrics or {}).get("relevance") or {}).get("chosen") or {}
+    if "threshold" not in chosen:
+        raise ValueError(
+            "no refusal threshold: retrieval_metrics records none (run `kedro run --pipeline assistant_eval "
+            "--nodes evaluate_retrieval`, which calibrates it on this site's questions in seconds) and "
+            "retrieval.relevance_threshold is null (set a number to override)"
+        )
+    return float(chosen["threshold"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaggle_qa.domain import Domain
+from kaggle_qa.modeling import read_training_params
 
 
 @dataclass
@@ -18,6 +19,8 @@ class AssistantInputs:
     retrieval: dict
     assistant: dict
     domain: Domain | None = None  # the `domain` parameters: the refusal and greeting name its docs
+    retrieval_metrics: dict | None = None  # the evaluation's latest: the refusal threshold calibrated on this site
+    training_params: dict | None = None  # the latest adapter's (also with --base-only): max_length, answer lengths
 
 
 def logs_to_stderr() -> None:
@@ -44,6 +47,7 @@ def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adap
     with KedroSession.create(project_path=project_path, env=env) as session:
         context = session.load_context()
         catalog, params = context.catalog, context.params
+        latest_adapter = catalog.load("adapter") if catalog.exists("adapter") else None
         return AssistantInputs(
             base_model=catalog.load("base_model"),
             adapter=catalog.load("adapter") if use_adapter else None,
@@ -51,4 +55,6 @@ def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adap
             retrieval=params["retrieval"],
             assistant=params["assistant"],
             domain=Domain.from_params(params) if "domain" in params else None,
+            retrieval_metrics=catalog.load("retrieval_metrics") if catalog.exists("retrieval_metrics") else None,
+            training_params=read_training_params(latest_adapter) if latest_adapter else None,
         )

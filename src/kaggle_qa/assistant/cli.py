@@ -67,7 +67,8 @@ def _load(args: argparse.Namespace) -> tuple[Assistant, dict]:
         retrieval["method"] = args.method
     if args.max_new_tokens is not None:
         assistant["max_new_tokens"] = args.max_new_tokens
-    loaded = Assistant.load(inputs.base_model, inputs.adapter, inputs.retrieval_index, retrieval, assistant, inputs.domain)
+    loaded = Assistant.load(inputs.base_model, inputs.adapter, inputs.retrieval_index, retrieval, assistant, inputs.domain,
+                            retrieval_metrics=inputs.retrieval_metrics, training_params=inputs.training_params)
     return loaded, assistant
 
 

@@ -23,7 +23,8 @@ import torch
 from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
 from kaggle_qa.prompting import encode_prompt
-from kaggle_qa.retrieval import Retriever
+from kaggle_qa import answer_length
+from kaggle_qa.retrieval import Retriever, relevance_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +129,27 @@ class Assistant:
 
     @classmethod
     def load(
-        cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict, domain: Domain | None = None
+        cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict, domain: Domain | None = None,
+        *, retrieval_metrics: dict | None = None, training_params: dict | None = None,
     ) -> Assistant:
-        """Model, tokenizer and retriever from catalog values and the `retrieval` / `assistant` parameters."""
-        max_length = assistant.get("max_length") or adapter_max_length(adapter, 512)
+        """Model, tokenizer and retriever from catalog values and the `retrieval` / `assistant` parameters.
+
+        The refusal threshold is `retrieval.relevance_threshold` when set, else the one the evaluation
+        calibrated on this site (`retrieval_metrics`); max_length and max_new_tokens come from what
+        training recorded (`training_params`, else the adapter's training_params.json: its answer
+        lengths, :mod:`kaggle_qa.answer_length`) unless `assistant.max_length` / `max_new_tokens` are set."""
+        trained = training_params if training_params is not None else (read_training_params(adapter) if adapter else {})
+        max_length = assistant.get("max_length") or int(trained.get("max_length", 512))
         return cls(
             load_answer_model(base_model, adapter, assistant.get("dtype", "auto")),
             load_tokenizer(base_model),
             Retriever(index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"]),
             method=retrieval["method"],
             top_k=retrieval["top_k"],
-            relevance_threshold=retrieval["relevance_threshold"],
-            max_new_tokens=assistant["max_new_tokens"],
+            relevance_threshold=relevance_threshold(retrieval, retrieval_metrics),
+            max_new_tokens=answer_length.max_new_tokens(
+                trained, assistant.get("max_new_tokens"), max_length,
+                f"adapter {adapter}" if adapter else "the base model alone (no adapter recorded answer lengths)"),
             max_length=max_length,
             name=assistant.get("model_name") or "kaggle-qa",
             domain=domain,

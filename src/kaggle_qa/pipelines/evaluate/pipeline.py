@@ -11,9 +11,11 @@ rows, 0 to skip). Per test set: ``read_adapter_settings`` → ``answer_base`` (r
 
 :func:`create_assistant_evaluation_pipeline` (run within ``evaluate`` and alone as
 ``assistant_eval``) writes ``retrieval_metrics``/``retrieval_table`` (is the gold chunk
-retrieved, per method; the relevance threshold) and ``context_modes_metrics``/
-``context_modes_table`` (gold / retrieved / no context, base vs fine-tuned; the base model's
-results per mode reused from ``context_modes_base_answers_cache`` like ``answer_base``'s).
+retrieved, per method; the refusal threshold calibrated on one part of this site's questions and
+reported on the other), ``context_modes_metrics``/``context_modes_table`` (gold / retrieved / no
+context over the whole test set, base vs fine-tuned; gold is the main evaluation's answers) and
+``user_questions_metrics``/``user_questions_predictions``/``user_questions_table`` (the reported
+part of the user's own question file in retrieved mode, base vs fine-tuned).
 """
 
 from kedro.pipeline import Pipeline, node
@@ -29,6 +31,7 @@ from .nodes import (
 from .modes import evaluate_context_modes
 from .report import build_report
 from .retrieval_eval import evaluate_retrieval
+from .user_eval import evaluate_user_questions
 
 # dataset names per test set: (test set, its parameters, prefix of every output)
 TEST_SETS = {
@@ -62,11 +65,11 @@ def _test_set_nodes(name: str) -> list:
 
 def create_pipeline(assistant_sections: bool = False, **kwargs) -> Pipeline:
     """Base vs fine-tuned on both test sets and the report; with `assistant_sections`, the report
-    also holds the retrieval table and the three context modes (outputs of
+    also holds the retrieval table, the three context modes and the user questions (outputs of
     :func:`create_assistant_evaluation_pipeline`, which must then run too)."""
     report_inputs = ["metrics", "predictions", "cross_teacher_metrics", "cross_teacher_predictions", "params:evaluate"]
     if assistant_sections:
-        report_inputs += ["retrieval_table", "context_modes_table"]
+        report_inputs += ["retrieval_table", "context_modes_table", "user_questions_table"]
     return Pipeline(
         [
             node(read_adapter_settings, ["base_model", "adapter", "params:evaluate"], "eval_settings",
@@ -79,25 +82,39 @@ def create_pipeline(assistant_sections: bool = False, **kwargs) -> Pipeline:
 
 
 def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
-    """The assistant's evaluation: retrieval hit rate + relevance threshold, three context modes.
+    """The assistant's evaluation: retrieval hit rate + refusal calibration, three context modes, the
+    user's questions in retrieved mode.
 
     Kept apart from :func:`create_pipeline` (whose inputs are a tested contract); the project
-    registry runs both as the ``evaluate`` pipeline, and this one alone as ``assistant_eval``.
+    registry runs both as the ``evaluate`` pipeline, and this one alone as ``assistant_eval``. It
+    includes the nodes of our test set that its gold mode reuses (the same node objects as
+    :func:`create_pipeline`'s, so the two pipelines add up without running anything twice).
     """
-    return Pipeline(
+    upstream = create_pipeline().only_nodes("read_adapter_settings", "prepare_test_set", "answer_base",
+                                            "answer_fine_tuned")
+    return upstream + Pipeline(
         [
             node(
                 evaluate_retrieval,
-                ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate"],
+                ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate",
+                 "user_questions", "params:user_questions", "params:refusal_calibration"],
                 ["retrieval_metrics", "retrieval_table"],
                 name="evaluate_retrieval",
             ),
             node(
                 evaluate_context_modes,
-                ["base_model", "adapter", "qa_v2", "retrieval_index", "params:retrieval", "params:evaluate",
-                 "params:context_modes", "context_modes_base_answers_cache"],
+                ["base_model", "adapter", "eval_test_set", "raw_answers", "retrieval_index", "params:retrieval",
+                 "params:evaluate", "params:context_modes", "context_modes_base_answers_cache"],
                 ["context_modes_metrics", "context_modes_table", "context_modes_base_answers"],
                 name="evaluate_context_modes",
+            ),
+            node(
+                evaluate_user_questions,
+                ["base_model", "adapter", "user_questions", "retrieval_index", "params:retrieval", "retrieval_metrics",
+                 "params:evaluate", "params:user_questions", "params:domain", "user_questions_base_answers_cache"],
+                ["user_questions_metrics", "user_questions_predictions", "user_questions_table",
+                 "user_questions_base_answers"],
+                name="evaluate_user_questions",
             ),
         ]
     )

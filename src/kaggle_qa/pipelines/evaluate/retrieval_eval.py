@@ -3,9 +3,18 @@
 For every test question the gold chunk is the chunk it was written from (``row["chunk_id"]``).
 :func:`evaluate_retrieval` ranks every chunk for every question with each method (dense,
 BM25, hybrid; :mod:`kaggle_qa.retrieval`) and reports hit rate at 1/3/5 and mean reciprocal
-rank. It also compares the relevance score (the best dense cosine, which the assistant
-thresholds) of the in-domain test questions with that of off-topic questions
-(``off_topic_questions``) and recommends the threshold that separates them best.
+rank.
+
+It also calibrates the **refusal threshold** on the site's own questions, honestly: the relevance
+score (the best dense cosine, which the assistant thresholds) of in-domain questions (the test set
+plus the selection part of ``user_questions``) and of off-topic ones (``off_topic_questions``:
+``{"question", "kind": "near" | "far"}`` rows, or plain strings, which count as ``far``) is split by
+a hash of each question into a **calibration** part, where the threshold with the best balanced
+accuracy is chosen, and a disjoint **reported** part, where its answered / refused rates are
+measured, near-domain and far off-topic separately. The chosen threshold is recorded in
+``retrieval_metrics`` (``relevance.chosen.threshold``), which the assistant reads back
+(:func:`kaggle_qa.retrieval.relevance_threshold`); ``retrieval.relevance_threshold`` set to a
+number overrides it.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ import numpy as np
 from tabulate import tabulate
 
 from kaggle_qa.retrieval import METHODS, Retriever
+from kaggle_qa.user_questions import hash_fraction, normalise_question, selection_rows
 
 logger = logging.getLogger(__name__)
 
 CUTOFFS = (1, 3, 5)
+OFF_TOPIC_KINDS = ("near", "far")
+CALIBRATION_SALT = "refusal-calibration"
 
 
 def gold_ranks(rankings: list[np.ndarray], gold: list[int]) -> np.ndarray:
@@ -54,19 +66,105 @@ def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray) -> dict:
 
 
 def _quantiles(values: np.ndarray) -> dict:
+    if not len(values):
+        return {}
     return {name: float(np.quantile(values, q)) for name, q in
             (("min", 0.0), ("p05", 0.05), ("p25", 0.25), ("median", 0.5), ("p75", 0.75), ("max", 1.0))}
 
 
+def off_topic_rows(questions: list, source: str = "off_topic_questions") -> list[dict]:
+    """``{"question", "kind"}`` rows from a list of such objects or of plain strings (kind ``far``);
+    a bad entry fails naming `source` and the row."""
+    if not isinstance(questions, list):
+        raise ValueError(f"{source}: expected a JSON list, got {type(questions).__name__}")
+    rows = []
+    for index, entry in enumerate(questions):
+        if isinstance(entry, str):
+            entry = {"question": entry, "kind": "far"}
+        if not isinstance(entry, dict) or not isinstance(entry.get("question"), str) or not entry["question"].strip():
+            raise ValueError(f"{source}: row {index} is neither a question string nor an object with a non-empty "
+                             f"'question' string: {entry!r}")
+        kind = entry.get("kind", "far")
+        if kind not in OFF_TOPIC_KINDS:
+            raise ValueError(f"{source}: row {index} kind {kind!r} is not one of {list(OFF_TOPIC_KINDS)}")
+        rows.append({"question": entry["question"], "kind": kind})
+    return rows
+
+
+def calibration_side(question: str, fraction: float) -> bool:
+    """Whether a question falls in the calibration part (share `fraction`) rather than the reported one."""
+    return hash_fraction(normalise_question(question), CALIBRATION_SALT) < fraction
+
+
+def _rates(threshold: float, in_domain: np.ndarray, off_topic: dict[str, np.ndarray]) -> dict:
+    rates = {"in_domain_answered": float(np.mean(in_domain >= threshold)) if len(in_domain) else None,
+             "in_domain_questions": int(len(in_domain))}
+    for kind, scores in off_topic.items():
+        rates[f"{kind}_refused"] = float(np.mean(scores < threshold)) if len(scores) else None
+        rates[f"{kind}_questions"] = int(len(scores))
+    return rates
+
+
+def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[str, str, float]],
+                      fraction: float) -> dict:
+    """Choose the threshold on the calibration part, report it on the disjoint reported part.
+
+    `in_domain`: (question, relevance); `off_topic`: (question, kind, relevance). Each question goes
+    to one part by :func:`calibration_side`; the two parts share no question.
+    """
+    parts = {}
+    for part, wanted in (("calibration", True), ("reported", False)):
+        inside = np.array([score for question, score in in_domain if calibration_side(question, fraction) == wanted])
+        outside = {kind: np.array([score for question, k, score in off_topic
+                                   if k == kind and calibration_side(question, fraction) == wanted])
+                   for kind in OFF_TOPIC_KINDS}
+        parts[part] = (inside, outside)
+    inside, outside = parts["calibration"]
+    pooled = np.concatenate(list(outside.values()))
+    if not len(inside) or not len(pooled):
+        raise ValueError(
+            f"refusal calibration: the calibration part holds {len(inside)} in-domain and {len(pooled)} off-topic "
+            f"questions (fraction {fraction}); it needs at least one of each: add questions or change "
+            "refusal_calibration.calibration_fraction"
+        )
+    chosen = calibrate_threshold(inside, pooled)
+    return {
+        "threshold": chosen["threshold"],
+        "calibration_fraction": fraction,
+        "calibration": {**_rates(chosen["threshold"], inside, outside),
+                        "balanced_accuracy": chosen["balanced_accuracy"]},
+        "reported": _rates(chosen["threshold"], *parts["reported"]),
+        "calibration_questions": sorted(
+            [q for q, _ in in_domain if calibration_side(q, fraction)]
+            + [q for q, _, _ in off_topic if calibration_side(q, fraction)]),
+    }
+
+
 def evaluate_retrieval(
-    retrieval_index: dict, test_set: list[dict], off_topic_questions: list[str], retrieval: dict, evaluate: dict
+    retrieval_index: dict, test_set: list[dict], off_topic_questions: list, retrieval: dict, evaluate: dict,
+    user_questions: list[dict] | None = None, user_params: dict | None = None, calibration: dict | None = None,
 ) -> tuple[dict, str]:
-    """Hit rate / MRR per method on every test question, and the relevance-threshold calibration."""
+    """Hit rate / MRR per method on every test question, and the refusal-threshold calibration
+    (chosen on one part of the questions, reported on the other; see the module docstring)."""
     name = evaluate.get("test_set_name", "test set")
-    if not off_topic_questions:
+    off_topic = off_topic_rows(off_topic_questions)
+    if not off_topic:
         raise ValueError("off_topic_questions is empty: the relevance threshold cannot be calibrated")
+    fraction = (calibration or {}).get("calibration_fraction", 0.5)
     retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
     position = {chunk["chunk_id"]: i for i, chunk in enumerate(retriever.chunks)}
+    missing = [(i, row["chunk_id"]) for i, row in enumerate(test_set)
+               if row.get("chunk_id") and row["chunk_id"] not in position]
+    if missing:
+        i, chunk_id = missing[0]
+        raise ValueError(
+            f"{name} row {i}: chunk_id {chunk_id!r} is not in retrieval_index ({len(missing)} rows like it);"
+            " build the index and the test set from the same ingestion run"
+        )
+    in_domain_questions = [row["instruction"] for row in test_set]
+    selected = selection_rows(user_questions, user_params) if user_questions and user_params else []
+    in_domain_questions += [row["question"] for row in selected]
+    relevance = _relevance_section(retriever, in_domain_questions, off_topic, fraction, retrieval, len(selected))
     without = sum(not row.get("chunk_id") for row in test_set)
     test_set = [row for row in test_set if row.get("chunk_id")]
     if without:
@@ -74,14 +172,9 @@ def evaluate_retrieval(
                        "for retrieval", name, without)
     if not test_set:
         reason = f"{name} has no row with a chunk_id: there is no gold chunk to find"
-        return {"skipped": reason}, f"## Retrieval: is the gold chunk found?\n\nSkipped: {reason}.\n"
-    missing = [(i, row.get("chunk_id")) for i, row in enumerate(test_set) if row.get("chunk_id") not in position]
-    if missing:
-        i, chunk_id = missing[0]
-        raise ValueError(
-            f"{name} row {i}: chunk_id {chunk_id!r} is not in retrieval_index ({len(missing)} rows like it);"
-            " build the index and the test set from the same ingestion run"
-        )
+        result = {"skipped": reason, "relevance": relevance}
+        return result, "\n".join([f"## Retrieval: is the gold chunk found?\n\nSkipped: {reason}.\n",
+                                   *refusal_markdown(relevance)])
     questions = [row["instruction"] for row in test_set]
     gold = [position[row["chunk_id"]] for row in test_set]
     scores = retriever.scores(questions)
@@ -92,10 +185,6 @@ def evaluate_retrieval(
         ranks = gold_ranks(rankings, gold)
         per_method[method] = rank_metrics(ranks)
         per_task[method] = {t: rank_metrics(ranks[task_types == t]) for t in sorted(set(task_types))}
-    in_domain = np.array([s["dense"].max() for s in scores])
-    off_topic = np.array([s["dense"].max() for s in retriever.scores(list(off_topic_questions))])
-    calibration = calibrate_threshold(in_domain, off_topic)
-    configured = retrieval["relevance_threshold"]
     result = {
         "test_set": name,
         "questions": len(test_set),
@@ -107,18 +196,88 @@ def evaluate_retrieval(
         "task_type_counts": {t: int(np.sum(task_types == t)) for t in sorted(set(task_types))},
         "best_method": max(METHODS, key=lambda m: (per_method[m]["mrr"], per_method[m]["hit@1"])),
         "configured_method": retrieval["method"],
-        "relevance": {
-            "in_domain": _quantiles(in_domain),
-            "off_topic": _quantiles(off_topic),
-            "off_topic_questions": len(off_topic),
-            "recommended": calibration,
-            "configured_threshold": configured,
-            "configured_in_domain_answered": float(np.mean(in_domain >= configured)),
-            "configured_off_topic_refused": float(np.mean(off_topic < configured)),
-        },
+        "relevance": relevance,
     }
     logger.info("Retrieval on %d %s questions: %s", len(test_set), name, per_method)
     return result, retrieval_markdown(result)
+
+
+def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off_topic: list[dict], fraction: float,
+                       retrieval: dict, user_selection: int) -> dict:
+    """Relevance distributions, the calibrated threshold and the configured override's rates."""
+    in_scores = [float(s["dense"].max()) for s in retriever.scores(in_domain_questions)]
+    off_scores = [float(s["dense"].max()) for s in retriever.scores([row["question"] for row in off_topic])]
+    chosen = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
+                               [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
+                               fraction)
+    by_kind = {kind: np.array([s for row, s in zip(off_topic, off_scores) if row["kind"] == kind])
+               for kind in OFF_TOPIC_KINDS}
+    configured = retrieval.get("relevance_threshold")
+    relevance = {
+        "in_domain": _quantiles(np.array(in_scores)),
+        **{f"off_topic_{kind}": _quantiles(scores) for kind, scores in by_kind.items()},
+        "in_domain_questions": len(in_scores),
+        "in_domain_from_user_questions": user_selection,
+        "off_topic_questions": {kind: int(len(scores)) for kind, scores in by_kind.items()},
+        "chosen": chosen,
+        "configured_threshold": configured,
+    }
+    if configured is not None:
+        in_domain = np.array([s for q, s in zip(in_domain_questions, in_scores) if not calibration_side(q, fraction)])
+        outside = {kind: np.array([s for row, s in zip(off_topic, off_scores)
+                                   if row["kind"] == kind and not calibration_side(row["question"], fraction)])
+                   for kind in OFF_TOPIC_KINDS}
+        relevance["configured_reported"] = _rates(float(configured), in_domain, outside)
+    logger.info("Refusal threshold %.3f chosen on %d calibration questions; reported part: %s", chosen["threshold"],
+                len(chosen["calibration_questions"]), chosen["reported"])
+    return relevance
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def refusal_markdown(relevance: dict) -> list[str]:
+    """The refusal calibration as markdown lines: distributions, chosen threshold, reported rates."""
+    groups = [("in_domain", "in-domain"), ("off_topic_near", "off-topic, near"), ("off_topic_far", "off-topic, far")]
+    dist_rows = [[label, *(f"{relevance[key][q]:.3f}" for q in ("min", "p05", "p25", "median", "p75", "max"))]
+                 for key, label in groups if relevance.get(key)]
+    dist = tabulate(dist_rows, headers=["questions", "min", "p05", "p25", "median", "p75", "max"], tablefmt="github")
+    chosen = relevance["chosen"]
+    rows = []
+    for label, part in (("calibration (chosen here)", chosen["calibration"]), ("reported (disjoint)", chosen["reported"])):
+        rows.append([label, f"{chosen['threshold']:.3f}",
+                     f"{_percent(part['in_domain_answered'])} of {part['in_domain_questions']}",
+                     *(f"{_percent(part[f'{kind}_refused'])} of {part[f'{kind}_questions']}" for kind in OFF_TOPIC_KINDS)])
+    if relevance.get("configured_reported"):
+        part = relevance["configured_reported"]
+        rows.append(["reported, configured override", f"{relevance['configured_threshold']:.3f}",
+                     f"{_percent(part['in_domain_answered'])} of {part['in_domain_questions']}",
+                     *(f"{_percent(part[f'{kind}_refused'])} of {part[f'{kind}_questions']}" for kind in OFF_TOPIC_KINDS)])
+    table = tabulate(rows, headers=["part", "threshold", "in-domain answered", "near off-topic refused",
+                                    "far off-topic refused"], tablefmt="github")
+    in_use = (f"The assistant uses the configured `retrieval.relevance_threshold` {relevance['configured_threshold']:.3f}"
+              " (an override)." if relevance.get("configured_threshold") is not None else
+              f"The assistant reads the chosen threshold {chosen['threshold']:.3f} back from `retrieval_metrics`"
+              " (`retrieval.relevance_threshold: null`).")
+    users = relevance.get("in_domain_from_user_questions", 0)
+    return [
+        "### Refusal threshold (best dense cosine of any chunk), calibrated on this site",
+        "",
+        f"In-domain: {relevance['in_domain_questions']} questions (the test set"
+        + (f" and {users} from the selection part of `user_questions`" if users else "") + "); off-topic: "
+        + ", ".join(f"{n} {kind}" for kind, n in relevance["off_topic_questions"].items())
+        + f". A hash of each question puts {chosen['calibration_fraction']:.0%} of them in the calibration part, where"
+        " the threshold with the best balanced accuracy (answered in-domain, refused off-topic) is chosen; the rates"
+        " below the line are measured on the other, disjoint part.",
+        "",
+        dist,
+        "",
+        table,
+        "",
+        in_use,
+        "",
+    ]
 
 
 def retrieval_markdown(result: dict) -> str:
@@ -129,11 +288,6 @@ def retrieval_markdown(result: dict) -> str:
     tasks = result["task_type_counts"]
     task_rows = [[t, n, *(f"{result['per_task_type'][m][t]['hit@1']:.3f}" for m in METHODS)] for t, n in tasks.items()]
     task_table = tabulate(task_rows, headers=["task type", "n", *(f"{m} hit@1" for m in METHODS)], tablefmt="github")
-    rel = result["relevance"]
-    dist_rows = [[group, *(f"{rel[group][q]:.3f}" for q in ("min", "p05", "p25", "median", "p75", "max"))]
-                 for group in ("in_domain", "off_topic")]
-    dist = tabulate(dist_rows, headers=["questions", "min", "p05", "p25", "median", "p75", "max"], tablefmt="github")
-    rec = rel["recommended"]
     return "\n".join([
         "## Retrieval: is the gold chunk found?",
         "",
@@ -146,13 +300,5 @@ def retrieval_markdown(result: dict) -> str:
         "",
         task_table,
         "",
-        "### Relevance threshold (best dense cosine of any chunk)",
-        "",
-        dist,
-        "",
-        f"Recommended threshold {rec['threshold']:.3f}: answers {rec['in_domain_answered']:.1%} of in-domain"
-        f" questions, refuses {rec['off_topic_refused']:.1%} of {rel['off_topic_questions']} off-topic questions."
-        f" Configured `retrieval.relevance_threshold` {rel['configured_threshold']:.3f}: answers"
-        f" {rel['configured_in_domain_answered']:.1%}, refuses {rel['configured_off_topic_refused']:.1%}.",
-        "",
+        *refusal_markdown(result["relevance"]),
     ])
