@@ -26,6 +26,8 @@ from kaggle_qa.prompting import (  # noqa: E402
 )
 from kaggle_qa.qa_schema import LABEL_CHOICES, group_key, infer_task_type  # noqa: E402
 
+from .config import TrainConfig  # noqa: E402
+from .launch import run_distributed  # noqa: E402
 from .recipe import LoRAFinetuneRecipe  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -236,16 +238,26 @@ def train_adapter(
     train_examples: list[dict], validation_examples: list[dict], data_report: dict, split_report: dict,
     base_model: str, params: dict,
 ) -> tuple[TrainedAdapter, dict]:
-    """Fine-tune the base model (QLoRA or LoRA, by `params`); return the best adapter and the run's metrics."""
-    recipe = LoRAFinetuneRecipe(base_model, params, train_examples, validation_examples)
-    recipe.setup()
-    result = recipe.train()
+    """Fine-tune the base model (QLoRA or LoRA, by `params`); return the best adapter and the run's metrics.
+
+    `train.distributed.num_processes` > 1: the ranks run under torchrun in a child process
+    (launch.run_distributed) and this returns what rank 0 wrote."""
+    if TrainConfig.from_dict(params).distributed.num_processes > 1:
+        model, run_metrics, history, compute_dtype = run_distributed(train_examples, validation_examples, base_model,
+                                                                     params)
+        recipe = None
+    else:
+        recipe = LoRAFinetuneRecipe(base_model, params, train_examples, validation_examples)
+        recipe.setup()
+        result = recipe.train()
+        model, run_metrics, history, compute_dtype = result.model, result.metrics, result.history, recipe.compute_dtype
     split_counts = {k: v for k, v in split_report.items() if not k.endswith("_groups")}
-    metrics = {**result.metrics, "data": data_report, "split": split_counts, "history": result.history}
-    recorded = {**params, "resolved_compute_dtype": recipe.compute_dtype, "answer_tokens": data_report["answer_tokens"],
+    metrics = {**run_metrics, "data": data_report, "split": split_counts, "history": history}
+    recorded = {**params, "resolved_compute_dtype": compute_dtype, "answer_tokens": data_report.get("answer_tokens"),
                 "prompt_template_version": PROMPT_TEMPLATE_VERSION}
-    adapter = TrainedAdapter(result.model, recorded, model_identity(base_model), split_report)
-    recipe.cleanup()
+    adapter = TrainedAdapter(model, recorded, model_identity(base_model), split_report)
+    if recipe is not None:
+        recipe.cleanup()
     logger.info(
         "Validation loss %.4f → %.4f, label accuracy %s → %s (best at step %d) in %.0f s, %.1f tokens/s; "
         "label accuracy on training rows %s (last weights: %s)",

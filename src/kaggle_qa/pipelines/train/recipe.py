@@ -49,6 +49,7 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointStore, rng_state, run_fingerp
 from .config import TrainConfig
 from .data import Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
 from .distributed import Comm
+from .fsdp import full_tensor, load_into, shard_with_fsdp2
 from .loss import answer_loss_sum, body_hidden, label_choices, supervised_tokens
 from .report import history_entry, log_validation, run_metrics
 from .selection import Selector, initial_selection_state, label_summary, label_weights, paired_accuracy_z
@@ -109,8 +110,10 @@ class LoRAFinetuneRecipe:
         torch.manual_seed(c.seed)
         random.seed(c.seed)
         self._setup_model()
-        self._setup_optimizer()
         comm.broadcast_parameters(self._trainable)  # every rank starts from rank 0's LoRA init
+        if self.fsdp:
+            shard_with_fsdp2(self.model, self.compute_dtype)
+        self._setup_optimizer()
         if comm.rank:
             torch.manual_seed(c.seed + comm.rank)  # its own dropout masks
         self.batches_per_epoch = math.ceil(len(self.train_examples) / (c.batch_size * comm.world_size))
@@ -139,6 +142,12 @@ class LoRAFinetuneRecipe:
         self._resume_if_possible()
 
     @property
+    def fsdp(self) -> bool:
+        """FSDP2 (`train.distributed.strategy: fsdp`): the model is sharded over the ranks, so every
+        forward (validation too) runs on all of them; gradients are reduced by FSDP."""
+        return self.comm.distributed and self.config.distributed.strategy == "fsdp"
+
+    @property
     def params(self) -> dict:
         """The settings as a plain dict (what the adapter records)."""
         return self.config.to_dict()
@@ -164,7 +173,8 @@ class LoRAFinetuneRecipe:
         # An unquantized base keeps fp32 weights and computes under bf16 autocast where bf16 is native:
         # measured 2.4x faster per training step on an AMX CPU than a bf16-weight model under autocast.
         weights_dtype = self.compute_dtype if quantization or self.device.type == "cuda" else "float32"
-        model = load_model(self.base_model, dtype=weights_dtype, quantization=quantization)
+        device_map = {"": self.device} if quantization and self.device.type == "cuda" else None  # this rank's GPU
+        model = load_model(self.base_model, dtype=weights_dtype, quantization=quantization, device_map=device_map)
         if not c.quantization:
             model.to(self.device)
         # bitsandbytes must never repack the 4-bit weights for CPU inference during training:
@@ -210,23 +220,23 @@ class LoRAFinetuneRecipe:
     # ------------------------------------------------------------ checkpoints
     @functools.cached_property
     def _fingerprint(self) -> str:
-        settings = {k: v for k, v in self.params.items() if k != "distributed"}
-        return run_fingerprint(settings, model_identity(self.base_model),
+        return run_fingerprint(self.params, model_identity(self.base_model),
                                [self.train_examples, self.validation_examples], self.comm.world_size)
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
-        return {name: param.detach().to("cpu", copy=True)
+        """The whole LoRA weights on CPU (under FSDP a collective: every rank calls it)."""
+        return {name: full_tensor(param.detach()).to("cpu", copy=True)
                 for name, param in self.model.named_parameters() if param.requires_grad}
 
     def _load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in state.items():
-                params[name].copy_(value)
+                load_into(params[name], value)
 
     def save_checkpoint(self) -> None:
         """Everything needed to continue exactly where we are, written atomically (rank 0 only)."""
-        if not self.comm.is_main:
+        if not self.comm.is_main or self.fsdp:  # FSDP optimizer state is sharded: no resume (docs/train.md)
             return
         self.checkpoints.save({
             "state": self.state, "lora": self._lora_state(), "best_lora": self.best_lora_state,
@@ -333,14 +343,16 @@ class LoRAFinetuneRecipe:
                     f"lower learning_rate (now {c.learning_rate}) or check the data; "
                     f"the last good checkpoint is in {self.checkpoint_dir}"
                 )
-            (loss_sum / n_supervised).backward()
+            # FSDP averages gradients over ranks, the DDP path sums them: the same global mean either way
+            (loss_sum * (comm.world_size if self.fsdp else 1) / n_supervised).backward()
             step_loss += loss_sum.item()
             tokens += int(batch["attention_mask"].sum())
             rows += int(batch["input_ids"].shape[0])
-        comm.sum_gradients(self._trainable)
+        if not self.fsdp:
+            comm.sum_gradients(self._trainable)
         if comm.distributed:
             step_loss, tokens, rows = comm.sum([step_loss, tokens, rows])
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable, c.max_grad_norm)
+        grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(self._trainable, c.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -363,7 +375,7 @@ class LoRAFinetuneRecipe:
         accumulation = c.gradient_accumulation_steps
         run_started = time.perf_counter() - self.state["elapsed_s"]
         if self.state["step"] == 0 and not self.state["history"]:
-            if comm.is_main:
+            if comm.is_main or self.fsdp:
                 self._validate_base()
             self._share_decisions()
         keep_4bit_weights_trainable(self.model)
@@ -395,11 +407,8 @@ class LoRAFinetuneRecipe:
                 window_loss, window_tokens = window_loss + step_loss, window_tokens + n_supervised
                 s["last_train_loss"] = step_loss / n_supervised
                 s["elapsed_s"] = time.perf_counter() - run_started
-                if comm.is_main:
-                    self._after_step(bar, grad_norm, run_started, window_loss, window_tokens)
-                    if s.pop("window_reset", False):
-                        window_loss, window_tokens = 0.0, 0
-                self._share_decisions()
+                if self._after_step(bar, grad_norm, run_started, window_loss, window_tokens):
+                    window_loss, window_tokens = 0.0, 0
                 s = self.state
                 if s["step"] >= self.total_steps or s.get("stopped_early"):
                     stop = True
@@ -410,7 +419,7 @@ class LoRAFinetuneRecipe:
             else:
                 s["epoch"], s["batch_in_epoch"] = s["epoch"] + 1, 0
         bar.close()
-        if not comm.is_main:
+        if not comm.is_main and not self.fsdp:
             return TrainResult(self.model, {}, [])
         fit_rows = self._training_fit_sample()
         if s["best_step"] != s["step"]:  # the last weights too: underfitting vs. an early pick by selection
@@ -418,30 +427,43 @@ class LoRAFinetuneRecipe:
         self._load_lora_state(self.best_lora_state)
         self._measure_training_fit("train_fit", fit_rows)
         self.model.eval()
+        if not comm.is_main:
+            return TrainResult(self.model, {}, [])
         return TrainResult(self.model, self._metrics(), s["history"])
 
-    def _after_step(self, bar, grad_norm: float, run_started: float, window_loss: float, window_tokens: int) -> None:
-        """Rank 0's decisions after an optimizer step: the budget plan, the hard stop, validation,
-        selection, early stopping and the budget's re-plan."""
-        c, s = self.config, self.state
-        if self.planner.first_plan(s):
-            self._make_scheduler(s["total_steps"], completed_steps=s["step"])
-        bar.total = self.total_steps
-        bar.update(1)
-        bar.set_postfix(loss=f"{s['last_train_loss']:.3f}", grad=f"{grad_norm:.2f}")
-        if self.planner.budget and self.planner.over_budget(s) and s["step"] < self.total_steps:
-            logger.warning("Time budget exceeded at step %d of %d: stopping here", s["step"], self.total_steps)
-            s["budget_cut_at_step"] = s["step"]
-            s["total_steps"] = s["step"]
-        if s["step"] % s["eval_every"] == 0 or s["step"] >= self.total_steps:
-            s["window_train_loss"] = window_loss / window_tokens
-            s["window_reset"] = True
+    def _after_step(self, bar, grad_norm: float, run_started: float, window_loss: float, window_tokens: int) -> bool:
+        """The decisions after an optimizer step, taken on rank 0 and broadcast: the budget plan,
+        the hard stop, then (when due) validation, selection, early stopping and the budget's
+        re-plan. Under FSDP every rank runs the validation (the model is sharded); rank 0's state
+        still decides. True when a validation closed the train-loss window."""
+        c, comm = self.config, self.comm
+        s = self.state
+        if comm.is_main:
+            if self.planner.first_plan(s):
+                self._make_scheduler(s["total_steps"], completed_steps=s["step"])
+            bar.total = self.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{s['last_train_loss']:.3f}", grad=f"{grad_norm:.2f}")
+            if self.planner.budget and self.planner.over_budget(s) and s["step"] < self.total_steps:
+                logger.warning("Time budget exceeded at step %d of %d: stopping here", s["step"], self.total_steps)
+                s["budget_cut_at_step"] = s["step"]
+                s["total_steps"] = s["step"]
+        self._share_decisions()
+        s = self.state
+        if not (s["step"] % s["eval_every"] == 0 or s["step"] >= self.total_steps):
+            return False
+        s["window_train_loss"] = window_loss / window_tokens
+        if comm.is_main or self.fsdp:
             if self._record_eval(s["window_train_loss"]):
                 s["stopped_early"] = True
-                logger.info("Early stopping at step %d: best step %d", s["step"], s["best_step"])
+                if comm.is_main:
+                    logger.info("Early stopping at step %d: best step %d", s["step"], s["best_step"])
+        if comm.is_main:
             s["elapsed_s"] = time.perf_counter() - run_started
             if self.planner.replan(s):
                 self._make_scheduler(s["total_steps"], completed_steps=s["step"])
+        self._share_decisions()
+        return True
 
     def _training_fit_sample(self) -> list[dict]:
         """A seeded sample of the training rows (`train_fit_examples` labelled ones, a quarter as many
