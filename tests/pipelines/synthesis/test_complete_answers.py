@@ -175,3 +175,12 @@ def test_recommend_questions_name_the_docs(params, chunks):
     teacher = OfflineTeacher(chunks, params["offline"], 0, CLICK)
     asked = teacher.extractive_questions("We recommend reviewing the example metric before you begin coding.", random.Random(1))
     assert "What does the Click documentation recommend before I begin coding?" in asked
+
+
+def test_a_count_question_keeps_its_whole_noun(params, chunks):
+    """ "There are two ways to invoke a command:" asks how many ways to invoke a command, not
+    "How many ways to are there?" (" in" of " invoke" once ended the noun)."""
+    teacher = OfflineTeacher(chunks, params["offline"], 0, CLICK)
+    assert teacher.extractive_questions("There are two ways to invoke a command.", random.Random(0)) == [
+        "How many ways to invoke a command are there?"
+    ]

@@ -116,7 +116,7 @@ def who_can_pattern(user_noun: str | None = None) -> re.Pattern:
 WHO_CAN = who_can_pattern(None)
 HOW_MANY = re.compile(
     r"^There (?:are|is) (?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten) "
-    r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| that| which| for| of| on| in| you| available)"
+    r"(?P<what>[a-z][a-z \-]{2,50}?)(?=[:.,]| (?:that|which|for|of|on|in|you|available)\b)"  # not " in" of " invoke"
 )
 BECAUSE = re.compile(r"^(?P<main>[A-Z][^,]{10,120}?),? (?:because|since) (?P<reason>.{8,})\.$")
 TRAILING_ADVERB = re.compile(
