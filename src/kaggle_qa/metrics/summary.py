@@ -142,11 +142,12 @@ def _statistics(rows: list[dict], records: list[dict], choices: dict[str, list[s
         # A None per-item value is not counted (e.g. the support of an answer with no content word).
         stats[name] = Ratio([w * float(r[field] or 0.0) for w, r in zip(weight, records)],
                             [w * float(r[field] is not None) for w, r in zip(weight, records)])
-    stats["bleu"] = Pooled(
-        [[w * x for x in vector] for w, vector in zip(content, _BLEU._extract_corpus_statistics(
-            [r["answer"] for r in records], [[row["output"] for row in rows]]))],
-        lambda summed: _BLEU._compute_score_from_stats(list(summed)).score,
-    )
+    if any(content):  # no item with content: BLEU is undefined, not 0
+        stats["bleu"] = Pooled(
+            [[w * x for x in vector] for w, vector in zip(content, _BLEU._extract_corpus_statistics(
+                [r["answer"] for r in records], [[row["output"] for row in rows]]))],
+            lambda summed: _BLEU._compute_score_from_stats(list(summed)).score,
+        )
     if all("answer_nll" in r for r in records):
         stats["answer_loss"] = Ratio([w * r["answer_nll"] for w, r in zip(content, records)],
                                      [w * r["answer_tokens"] for w, r in zip(content, records)])

@@ -77,6 +77,9 @@ def test_summary_has_an_interval_for_every_metric_and_marks_significance():
     assert summary["metrics"]["fine_tuned"]["true_false"]["first_word_share_true"] == 0.5
     # bare-label references ("True.") are scored on their label: ROUGE and loss count the 12 content items only
     assert overall["content_items"] == 12
+    true_false = summary["metrics"]["base"]["true_false"]  # only bare labels: no text metric, label accuracy only
+    assert true_false["rougeL"] is None and "bleu" not in true_false and true_false["answer_loss"] is None
+    assert true_false["first_word_accuracy"] == 0.5
     assert overall["answer_loss"] == 2.0 and summary["metrics"]["fine_tuned"]["overall"]["answer_loss"] == 0.5
     assert overall["bleu"] >= 0 and "bleu" in summary["intervals"]["base"]["overall"]
     for name, value in overall.items():
