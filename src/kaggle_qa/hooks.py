@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from kedro.framework.hooks import hook_impl
 from kaggle_qa.tracking import active_run_id, flatten_numbers, log_metric_points, metric_name, step_series
 
 logger = logging.getLogger(__name__)
+# kedro-mlflow imports MLflow's pyfunc model class, whose import warns about a `predict` we never use
+# (silenced where the project's settings load first, e.g. `kaggle-qa ask`; the kedro CLI imports it earlier)
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 
 
@@ -101,11 +105,15 @@ class TrackingHook:
         if run_id is None:
             return
         spec = (self._config.get("metrics") or {}).get(dataset_name)
-        if spec is not None and isinstance(data, Mapping):
-            self._log_dict(run_id, dataset_name, data, spec)
         folder = (self._config.get("artifacts") or {}).get(dataset_name)
-        if folder is not None:
-            self._log_saved_files(run_id, dataset_name, str(folder))
+        try:  # the catalog has saved the data: a tracking failure is reported, it does not fail the run
+            if spec is not None and isinstance(data, Mapping):
+                self._log_dict(run_id, dataset_name, data, spec)
+            if folder is not None:
+                self._log_saved_files(run_id, dataset_name, str(folder))
+        except Exception as error:  # noqa: BLE001 (a locked SQLite store, an unreachable server, ...)
+            logger.warning("MLflow: %s not logged into run %s: %s: %s", dataset_name, run_id,
+                           type(error).__name__, error)
 
     def _log_dict(self, run_id: str, name: str, data: Mapping, spec: Mapping) -> None:
         prefix = spec.get("prefix", name)
