@@ -160,6 +160,8 @@ def quantization_config(quantization: dict | None):
         bnb_4bit_quant_type=quantization.get("quant_type", "nf4"),
         bnb_4bit_use_double_quant=quantization.get("double_quant", True),
         bnb_4bit_compute_dtype=torch_dtype(quantization.get("compute_dtype", "bfloat16")),
+        # QLoRA + FSDP: the 4-bit weights stored in the model dtype (conf/gpu-multi); default uint8
+        **({"bnb_4bit_quant_storage": torch_dtype(quantization["quant_storage"])} if "quant_storage" in quantization else {}),
     )
 
 
