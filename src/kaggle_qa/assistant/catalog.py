@@ -37,14 +37,16 @@ def logs_to_stderr() -> None:
             handler.setStream(sys.stderr)
 
 
-def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adapter: bool = True) -> AssistantInputs:
-    """Read ``base_model``, the latest ``adapter``, ``retrieval_index`` and the parameters via the catalog."""
+def load_inputs(project_path: str | Path = ".", env: str | None = None, use_adapter: bool = True,
+                conf_source: str | None = None) -> AssistantInputs:
+    """Read ``base_model``, the latest ``adapter``, ``retrieval_index`` and the parameters via the catalog
+    (``conf_source``: a configuration folder other than the project's ``conf/``, as ``kedro run --conf-source``)."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     project_path = Path(project_path).resolve()
     bootstrap_project(project_path)
-    with KedroSession.create(project_path=project_path, env=env) as session:
+    with KedroSession.create(project_path=project_path, env=env, conf_source=conf_source) as session:
         context = session.load_context()
         catalog, params = context.catalog, context.params
         latest_adapter = catalog.load("adapter") if catalog.exists("adapter") else None

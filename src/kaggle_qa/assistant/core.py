@@ -7,8 +7,13 @@ loaded once. For a question it
 2. if even the most similar chunk is below ``relevance_threshold`` (best dense cosine), answers
    :data:`NOT_COVERED` without calling the model, instead of guessing;
 3. otherwise renders the one training prompt (:func:`kaggle_qa.prompting.encode_prompt`) with
-   the chunks as context, generates greedily, and returns the answer with a citation (url +
-   heading path) for each chunk it was given.
+   the chunks as context, generates (greedily unless a request asks for sampling), and returns
+   the answer with a citation (url + heading path) for each chunk it was given.
+
+Generation runs on this process's model, or, with a ``backend``
+(:class:`kaggle_qa.assistant.backend.OpenAIBackend`), on any OpenAI-compatible server
+(vLLM, SGLang, llama.cpp, another ``kaggle-qa serve``): retrieval, the refusal and the
+citations stay here either way.
 """
 
 from __future__ import annotations
@@ -43,6 +48,68 @@ def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto")
 def adapter_max_length(adapter: str | None, default: int) -> int:
     """The max_length the adapter was trained with (its training_params.json), else `default`."""
     return int(read_training_params(adapter).get("max_length", default)) if adapter else default
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens: greedy (temperature 0 or None, the default), or sampled; `stop` strings
+    end the answer early (not included in it), as OpenAI's API defines them."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return not self.temperature
+
+
+GREEDY = Sampling()
+
+
+@dataclass
+class Generation:
+    """What an engine returns for one prompt."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class StopAtStrings:
+    """Cuts a stream of text pieces at the first stop string, holding back a possible prefix of one.
+
+    `feed` returns the text that is safe to show; `stopped` tells whether a stop string was seen.
+    """
+
+    def __init__(self, stop: tuple[str, ...], emit: Callable[[str], None] | None):
+        self.stop, self.emit = tuple(s for s in stop if s), emit
+        self.text, self.shown, self.stopped = "", 0, False
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+
+    def feed(self, piece: str) -> None:
+        if self.stopped:
+            return
+        self.text += piece
+        cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self.text = True, self.text[:cut]
+            self._show(len(self.text))
+        else:
+            self._show(max(self.shown, len(self.text) - self.hold))
+
+    def finish(self) -> str:
+        """The whole text up to (not including) a stop string; the held-back tail is shown now."""
+        self._show(len(self.text))
+        return self.text
+
+    def _show(self, upto: int) -> None:
+        if upto > self.shown:
+            if self.emit:
+                self.emit(self.text[self.shown : upto])
+            self.shown = upto
 
 
 @dataclass
@@ -102,6 +169,18 @@ class _Cancelled:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _StopText:
+    """A stopping criterion that ends generation once the answer's text contains a stop string."""
+
+    def __init__(self, tokenizer, prompt_length: int, stop: tuple[str, ...]):
+        self.tokenizer, self.prompt_length, self.stop = tokenizer, prompt_length, stop
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        text = self.tokenizer.decode(input_ids[0, self.prompt_length :], skip_special_tokens=True)
+        hit = any(s in text for s in self.stop)
+        return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
+
+
 class Assistant:
     """A causal LM answering from retrieved documentation chunks (see module docstring)."""
 
@@ -118,6 +197,7 @@ class Assistant:
         max_length: int = 512,
         name: str = "kaggle-qa",
         domain: Domain | None = None,
+        backend=None,
     ):
         if max_new_tokens >= max_length:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
@@ -126,11 +206,12 @@ class Assistant:
         self.max_new_tokens, self.max_length, self.name = max_new_tokens, max_length, name
         self.domain = domain
         self.not_covered = refusal_message(domain) if domain else NOT_COVERED
+        self.backend = backend  # an OpenAI-compatible server generating for us; None: `model` here
 
     @classmethod
     def load(
         cls, base_model: str, adapter: str | None, index: dict, retrieval: dict, assistant: dict, domain: Domain | None = None,
-        *, retrieval_metrics: dict | None = None, training_params: dict | None = None,
+        *, retrieval_metrics: dict | None = None, training_params: dict | None = None, backend=None,
     ) -> Assistant:
         """Model, tokenizer and retriever from catalog values and the `retrieval` / `assistant` parameters.
 
@@ -141,7 +222,7 @@ class Assistant:
         trained = training_params if training_params is not None else (read_training_params(adapter) if adapter else {})
         max_length = assistant.get("max_length") or int(trained.get("max_length", 512))
         return cls(
-            load_answer_model(base_model, adapter, assistant.get("dtype", "auto")),
+            None if backend is not None else load_answer_model(base_model, adapter, assistant.get("dtype", "auto")),
             load_tokenizer(base_model),
             Retriever(index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"]),
             method=retrieval["method"],
@@ -153,6 +234,7 @@ class Assistant:
             max_length=max_length,
             name=assistant.get("model_name") or "kaggle-qa",
             domain=domain,
+            backend=backend,
         )
 
     def prompt_ids(self, question: str, hits: list[dict], max_new_tokens: int) -> list[int]:
@@ -172,6 +254,7 @@ class Assistant:
         max_new_tokens: int | None = None,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        sampling: Sampling = GREEDY,
     ) -> Answer:
         """Answer one question; `on_text` receives the answer piece by piece as it is generated.
 
@@ -188,24 +271,56 @@ class Assistant:
             return Answer(question, self.not_covered, [], covered=False, relevance=retrieval.relevance)
         max_new_tokens = max_new_tokens or self.max_new_tokens
         prompt = self.prompt_ids(question, retrieval.hits, max_new_tokens)
-        new_tokens = self._generate(prompt, max_new_tokens, on_text, cancel)
-        stopped = self.tokenizer.eos_token_id in new_tokens
-        if stopped:
-            new_tokens = new_tokens[: new_tokens.index(self.tokenizer.eos_token_id)]
+        generated = self.generate(prompt, max_new_tokens, on_text=on_text, cancel=cancel, sampling=sampling)
         return Answer(
             question,
-            self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+            generated.text.strip(),
             citations(retrieval.hits),
             covered=True,
             relevance=retrieval.relevance,
-            finish_reason="stop" if stopped or len(new_tokens) < max_new_tokens else "length",
-            prompt_tokens=len(prompt),
-            completion_tokens=len(new_tokens),
+            finish_reason=generated.finish_reason,
+            prompt_tokens=generated.prompt_tokens,
+            completion_tokens=generated.completion_tokens,
         )
 
+    def generate(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+        sampling: Sampling = GREEDY,
+    ) -> Generation:
+        """The engine: continue `prompt` (token ids, BOS first) on the backend server if there is
+        one, else on this process's model. No retrieval here: `/v1/completions` serves this."""
+        stops = StopAtStrings(sampling.stop, on_text)
+        streamed = stops.feed if on_text else None
+        if self.backend is not None:
+            body = prompt[1:] if prompt and prompt[0] == self.tokenizer.bos_token_id else prompt
+            generated = self.backend.complete(self.tokenizer.decode(body), max_new_tokens, sampling,
+                                              on_text=streamed, cancel=cancel)
+            if generated.completion_tokens == 0 and generated.text:  # the server gave no usage
+                generated.completion_tokens = len(self.tokenizer(generated.text, add_special_tokens=False)["input_ids"])
+            generated.prompt_tokens = generated.prompt_tokens or len(prompt)
+        else:
+            new_tokens = self._generate(prompt, max_new_tokens, streamed, cancel, sampling)
+            stopped = self.tokenizer.eos_token_id in new_tokens
+            if stopped:
+                new_tokens = new_tokens[: new_tokens.index(self.tokenizer.eos_token_id)]
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            reason = "stop" if stopped or len(new_tokens) < max_new_tokens else "length"
+            generated = Generation(text, reason, len(prompt), len(new_tokens))
+        if not on_text:
+            stops.feed(generated.text)
+        generated.text = stops.finish()
+        if stops.stopped:
+            generated.finish_reason = "stop"
+        return generated
+
     @torch.inference_mode()
-    def _generate(self, prompt: list[int], max_new_tokens: int, on_text, cancel) -> list[int]:
-        """Greedy new token ids (EOS included when reached), streamed to `on_text` as text."""
+    def _generate(self, prompt: list[int], max_new_tokens: int, on_text, cancel, sampling: Sampling) -> list[int]:
+        """New token ids (EOS included when reached), streamed to `on_text` as text."""
         from transformers import StoppingCriteriaList, TextStreamer
 
         class _Streamer(TextStreamer):
@@ -215,14 +330,22 @@ class Assistant:
 
         device = next(self.model.parameters()).device
         ids = torch.tensor([prompt], device=device)
+        how: dict = {"do_sample": False}
+        if not sampling.greedy:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            how = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p or 1.0, "top_k": 0}
+        criteria = [_Cancelled(cancel)] if cancel is not None else []
+        if sampling.stop:  # cheaper than generate(stop_strings=...), which indexes the whole vocabulary per request
+            criteria.append(_StopText(self.tokenizer, ids.shape[1], sampling.stop))
         output = self.model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
-            stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]) if cancel is not None else None,
+            stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+            **how,
         )
         return output[0, ids.shape[1] :].tolist()
