@@ -147,3 +147,16 @@ Root Cause (first observed failure):
 """
     assert failed_rank(report) == (1, "-9")
     assert failed_rank("nothing useful") == (None, None)
+
+
+def test_the_ranks_get_the_parents_mlflow_run(tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as run:
+            env = child_environment(2, base={}, cuda=False, cpu_count=2)
+        assert env["MLFLOW_RUN_ID"] == run.info.run_id and env["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
+        assert "MLFLOW_RUN_ID" not in child_environment(2, base={}, cuda=False, cpu_count=2)
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -44,7 +44,8 @@ def child_environment(num_processes: int, base: dict | None = None, cuda: bool |
     the rendezvous is local and the host name may resolve to an interface the ranks cannot reach)
     and the cores shared out (OMP_NUM_THREADS = cores // ranks, 1 on 2 cores with 2 ranks: each
     rank otherwise starts a thread per core and they fight over them). A value already set wins.
-    MLFLOW_RUN_ID: the parent's active MLflow run, so that the ranks log into it."""
+    MLFLOW_RUN_ID and MLFLOW_TRACKING_URI: the parent's active MLflow run (kaggle_qa.tracking.child_env),
+    so that the ranks log into it (rank 0 only, with kaggle_qa.tracking.log_metrics)."""
     env = dict(os.environ if base is None else base)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     cpu_count = cpu_count or os.cpu_count() or 1
@@ -52,16 +53,11 @@ def child_environment(num_processes: int, base: dict | None = None, cuda: bool |
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count // num_processes)))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_id = _active_mlflow_run_id()
-    if run_id:
-        env.setdefault("MLFLOW_RUN_ID", run_id)
+    from kaggle_qa.tracking import child_env
+
+    for key, value in child_env().items():  # MLFLOW_RUN_ID / MLFLOW_TRACKING_URI of the parent's run, if any
+        env.setdefault(key, value)
     return env
-
-
-def _active_mlflow_run_id() -> str | None:
-    mlflow = sys.modules.get("mlflow")  # only when the parent already uses MLflow
-    run = mlflow.active_run() if mlflow is not None else None
-    return run.info.run_id if run is not None else None
 
 
 def failed_rank(output: str) -> tuple[int | None, str | None]:
