@@ -7,7 +7,7 @@ The file (catalog entry ``user_questions``, :class:`UserQuestionsDataset`) is a 
     {"question": "How do I ...?", "expected_answer": "Run ... .", "url": "https://docs.example.org/page.html"}
 
 Every row is validated on load; a bad row fails naming the file and the row. ``filepath: null``
-(the default Kaggle environment ships no such file) loads as ``None`` and the report says so.
+(the default environment ships no such file) loads as ``None`` and the report says so.
 
 A deterministic split by a hash of the (normalised) question puts each question in the
 **selection** part (:func:`selection_rows`: model selection may look at it, e.g. its answer loss

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def origin_of(url: str) -> str:
-    """'https://www.kaggle.com/docs' -> 'https://www.kaggle.com'."""
+    """'https://docs.example.org/en/latest/' -> 'https://docs.example.org'."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 

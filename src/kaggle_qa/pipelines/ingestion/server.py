@@ -1,6 +1,6 @@
 """Serve a static site folder over HTTP on a local port, with clean URLs (``/docs`` → ``docs.html``).
 
-Any folder of static HTML works: the bundled Kaggle snapshot (clean URLs), or a vendored docs
+Any folder of static HTML works: the bundled default snapshot (clean URLs), or a vendored docs
 manual built by Sphinx, MkDocs or Docusaurus (``index.html``, ``api.html``, ``_modules/…``).
 ``mount_path`` serves the folder under a URL path (``/en/8.1.x/`` → the folder's root), so
 the local copy has the same paths as the site it mirrors; other paths answer 404.
@@ -69,7 +69,7 @@ def serve_site(folder: str | Path, host: str = "127.0.0.1", port: int = 0, mount
     root = Path(folder).resolve()
     if not root.is_dir() or not any(root.iterdir()):
         raise FileNotFoundError(
-            f"site folder {root} (params:ingestion.snapshot.path) is missing or empty; the bundled Kaggle "
+            f"site folder {root} (params:ingestion.snapshot.path) is missing or empty; the bundled default "
             "snapshot is rebuilt with `python -m kaggle_qa.pipelines.ingestion.snapshot`"
         )
     mount = normalise_mount(mount_path)
