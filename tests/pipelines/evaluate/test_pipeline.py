@@ -66,7 +66,7 @@ def catalog_in(folder: Path, project_root: Path, params: dict, base_model: str, 
     config = yaml.safe_load((project_root / "conf/base/catalog_evaluate.yml").read_text())
     for entry in config.values():
         if entry.get("filepath"):  # an entry with no file (e.g. user_questions: null) stays so
-            entry["filepath"] = str(folder / entry["filepath"])
+            entry["filepath"] = str(folder / entry["filepath"].replace("${globals:data_root}", "data"))
     cross_teacher = Path(config["qa_cross_teacher"]["filepath"])
     cross_teacher.parent.mkdir(parents=True, exist_ok=True)
     cross_teacher.write_text(json.dumps(CROSS_TEACHER))

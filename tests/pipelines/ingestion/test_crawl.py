@@ -27,7 +27,7 @@ def catalog_in(folder: Path, params: dict) -> DataCatalog:
     """The real ingestion catalog (conf/base/catalog_ingestion.yml), with its files under ``folder``."""
     config = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog_ingestion.yml").read_text())
     for entry in config.values():
-        entry["filepath"] = str(folder / entry["filepath"])
+        entry["filepath"] = entry["filepath"].replace("${globals:data_root}", str(folder / "data"))
     catalog = DataCatalog.from_config(config, save_version=generate_timestamp())
     catalog["params:ingestion"] = params
     parameters = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_ingestion.yml").read_text())

@@ -18,7 +18,7 @@ def catalog(folder, save_version=None, load_versions=None) -> DataCatalog:
     for name in ("ingestion", "synthesis"):
         config |= yaml.safe_load((PROJECT_ROOT / f"conf/base/catalog_{name}.yml").read_text())
     wanted = ("clean_pages", "doc_chunks", "doc_chunks_versions", "qa_provenance")
-    config = {name: config[name] | {"filepath": str(folder / config[name]["filepath"])} for name in wanted}
+    config = {name: config[name] | {"filepath": config[name]["filepath"].replace("${globals:data_root}", str(folder / "data"))} for name in wanted}
     return DataCatalog.from_config(config, save_version=save_version, load_versions=load_versions)
 
 
