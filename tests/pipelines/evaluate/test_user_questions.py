@@ -18,7 +18,9 @@ from kaggle_qa.answer_length import HEADROOM, answer_token_stats
 from kaggle_qa.pipelines.evaluate import modes as modes_module
 from kaggle_qa.pipelines.evaluate import nodes as eval_nodes
 from kaggle_qa.pipelines.evaluate.modes import MODES, evaluate_context_modes
-from kaggle_qa.pipelines.evaluate.nodes import answer_base, answer_fine_tuned, prepare_test_set, read_adapter_settings
+from kaggle_qa.pipelines.evaluate.nodes import (
+    answer_base, answer_fine_tuned, prepare_test_set, read_adapter_settings, score_predictions,
+)
 from kaggle_qa.pipelines.evaluate.retrieval_eval import (
     calibrate_refusal, calibrate_threshold, calibration_side, evaluate_retrieval, off_topic_rows,
 )
@@ -304,6 +306,7 @@ def test_three_modes_cover_the_whole_test_set_and_reuse_the_main_evaluation(tiny
     settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
     base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
     raw = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
+    predictions = score_predictions(test_set, raw, evaluate)
     counted = {"base": 0, "fine_tuned": 0, "rows": []}
     real_infer = eval_nodes._infer
 
@@ -313,23 +316,28 @@ def test_three_modes_cover_the_whole_test_set_and_reuse_the_main_evaluation(tiny
         return real_infer(model, base_model, rows, settings, params, label)
 
     monkeypatch.setattr(eval_nodes, "_infer", counting_infer)
+    scored = []
+    real_score = modes_module.score_answers
+    monkeypatch.setattr(modes_module, "score_answers",
+                        lambda rows, answers, **kw: scored.append(kw["label"]) or real_score(rows, answers, **kw))
     context_modes = params["context_modes"]
     assert context_modes["limit"] is None  # the default: every question
-    summary, markdown, mode_base = evaluate_context_modes(tiny_gemma_path, tiny_adapter, test_set, raw, index,
-                                                         params["retrieval"], evaluate, context_modes, {})
+    summary, markdown, mode_base = evaluate_context_modes(
+        tiny_gemma_path, tiny_adapter, test_set, raw, predictions, index, params["retrieval"], evaluate, context_modes, {})
     assert summary["questions"] == len(test_set) == 6 and list(summary["modes"]) == list(MODES)
     # one pass per model over the two other modes; gold is never recomputed
     assert counted == {"base": 1, "fine_tuned": 1, "rows": [12, 12]}
+    assert not any("gold" in label for label in scored) and len(scored) == 4  # gold: the main evaluation's scores
     for label in ("base", "fine_tuned"):
         assert summary["answers"]["gold"][label] == [r["answer"] for r in raw["models"][label]["rows"]]
         losses = [summary["modes"][mode]["metrics"][label]["overall"]["answer_loss"] for mode in MODES]
         assert all(np.isfinite(losses)) and len(set(losses)) == 3
     assert summary["retrieval"]["gold_chunk_retrieved"] == 1.0
     assert f"All {len(test_set)} evaluated test questions" in markdown
-    # another adapter: the base model's retrieved/none results come from the cache
+    # a second run: the base model's retrieved/none results come from the cache
     cache = {mode_base["key"]: {**mode_base, "saved_version": "v1"}}
-    again, again_markdown, _ = evaluate_context_modes(tiny_gemma_path, tiny_adapter, test_set, raw, index,
-                                                      params["retrieval"], evaluate, context_modes, cache)
+    again, again_markdown, _ = evaluate_context_modes(
+        tiny_gemma_path, tiny_adapter, test_set, raw, predictions, index, params["retrieval"], evaluate, context_modes, cache)
     assert counted["base"] == 1 and counted["fine_tuned"] == 2
     assert again["answers"]["none"]["base"] == summary["answers"]["none"]["base"]
     assert "**reused** from `context_modes_base_answers` version v1" in again_markdown

@@ -7,8 +7,8 @@
 - ``none``: no context at all (closed book, as the paper's chatbot ran).
 
 Over the **whole** evaluated test set (``eval_test_set``; ``context_modes.limit`` keeps the
-first N, null: all). The ``gold`` mode is the main evaluation itself: its answers are taken from
-``raw_answers`` (same rows, same settings), never computed twice. The other modes' rows (the
+first N, null: all). The ``gold`` mode is the main evaluation itself: its answers and scores are taken
+from ``raw_answers`` and ``predictions`` (same rows, same settings), never computed twice. The other modes' rows (the
 test rows with the mode's context) run through the evaluate pipeline's own functions,
 :func:`~.nodes.answer_base` and :func:`~.nodes.answer_fine_tuned`, with the main evaluation's
 settings (``raw_answers["settings"]``: max_length and max_new_tokens as the adapter recorded
@@ -81,6 +81,7 @@ def evaluate_context_modes(
     adapter: str,
     test_set: list[dict],
     raw_answers: dict,
+    predictions: list[dict],
     retrieval_index: dict,
     retrieval: dict,
     evaluate: dict,
@@ -89,8 +90,8 @@ def evaluate_context_modes(
 ) -> tuple[dict, str, dict]:
     """Gold / retrieved / no context × base / fine-tuned over the evaluated test set.
 
-    `test_set` is ``eval_test_set`` and `raw_answers` the main evaluation's answers on it (the
-    gold mode). Returns the summary, its markdown table and the base model's results of the
+    `test_set` is ``eval_test_set``, `raw_answers` and `predictions` the main evaluation's answers and
+    scores on it: the gold mode, neither recomputed nor rescored. Returns the summary, its markdown table and the base model's results of the
     non-gold modes (saved as ``context_modes_base_answers``, the cache's source).
     """
     limit = context_modes.get("limit")
@@ -120,9 +121,14 @@ def evaluate_context_modes(
         position += len(rows)
     summary_rows = [{"task_type": r["task_type"], "output": r["output"], "chunk": r["chunk"]} for r in rows]
     per_mode = {}
+    if "gold" in modes and [p["id"] for p in predictions[: len(rows)]] != [r["id"] for r in rows]:
+        raise ValueError("context modes: predictions and eval_test_set are not the same rows in the same order")
     for mode in modes:
         records = {}
         for label in MODELS:
+            if mode == "gold":  # scored by the main evaluation already
+                records[label] = [{**p["scores"][label], "answer": p[f"{label}_answer"]} for p in predictions[: len(rows)]]
+                continue
             answers = results[mode][label]
             scores = score_answers(
                 rows, [r["answer"] for r in answers], semantic_similarity=evaluate["semantic_similarity"],

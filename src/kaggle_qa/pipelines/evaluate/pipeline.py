@@ -91,7 +91,7 @@ def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
     :func:`create_pipeline`'s, so the two pipelines add up without running anything twice).
     """
     upstream = create_pipeline().only_nodes("read_adapter_settings", "prepare_test_set", "answer_base",
-                                            "answer_fine_tuned")
+                                            "answer_fine_tuned", "score_predictions")
     return upstream + Pipeline(
         [
             node(
@@ -103,7 +103,8 @@ def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 evaluate_context_modes,
-                ["base_model", "adapter", "eval_test_set", "raw_answers", "retrieval_index", "params:retrieval",
+                ["base_model", "adapter", "eval_test_set", "raw_answers", "predictions", "retrieval_index",
+                 "params:retrieval",
                  "params:evaluate", "params:context_modes", "context_modes_base_answers_cache"],
                 ["context_modes_metrics", "context_modes_table", "context_modes_base_answers"],
                 name="evaluate_context_modes",

@@ -27,7 +27,8 @@ answer loss is teacher-forced on the expected answer given the retrieved context
 - ``refused``: the assistant answered "not covered" (the same for both models: retrieval decides).
 
 Rates have 95 % bootstrap intervals resampling the expected pages (questions about one page are
-not independent), and the change of ``correct`` base → fine-tuned a paired p-value.
+not independent), and each change base → fine-tuned a paired p-value over the same pages (shown
+raw, unstarred: the report stars only its headline family).
 """
 
 from __future__ import annotations
@@ -203,8 +204,7 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
     for field, name in RATES:
         change = rates["change"].get(field)
         rows.append([name, *(_value(rates[label][field], n) for label in MODELS),
-                     "–" if not change else f"{change['delta']:+.3f}{' *' if change['significant'] else ''} "
-                                            f"(p={change['p_value']:.3f})"])
+                     "–" if not change else f"{change['delta']:+.3f} (p={change['p_value']:.3f})"])
     for key, name in SUMMARY_ROWS:
         values = [metrics["metrics"][label]["overall"].get(key) for label in MODELS]
         if all(v is None for v in values):
@@ -236,7 +236,8 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
         f" {metrics['retrieval']['top_k']} chunks by `{metrics['retrieval']['method']}`, refused below relevance"
         f" {metrics['relevance_threshold']:.3f}, answers up to {metrics['max_new_tokens']} tokens."
         f" **Correct**: not refused and ROUGE-L recall of the expected answer ≥ {metrics['correct_recall']}."
-        f" [95 % bootstrap interval over the expected pages]; * = paired p < alpha. Base results: {reuse}.",
+        f" [95 % bootstrap interval over the expected pages]; p: paired, over the same pages, raw (exploratory,"
+        f" unstarred). Base results: {reuse}.",
         "",
         table,
         "",
