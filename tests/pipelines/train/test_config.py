@@ -21,7 +21,7 @@ def test_the_code_defaults_are_the_confs_values():
     assert (defaults.label_token_weight, defaults.pad_to_multiple_of, defaults.max_validation_share) == (4.0, 32, 0.2)
 
 
-@pytest.mark.parametrize("env", ["gpu", "fit", "published", "gpu-multi"])
+@pytest.mark.parametrize("env", ["gpu", "fit", "published", "gpu-multi", "click"])
 def test_every_conf_environment_builds_a_config(env):
     from kaggle_qa.pipelines.train.nodes import merge_params
 
