@@ -73,16 +73,18 @@ def cpu_info(cpuinfo: str | None = None, env: dict | None = None) -> dict:
 
 
 _RICH_TIME = re.compile(r"^\[(\d\d/\d\d/\d\d \d\d:\d\d:\d\d)\]")
-_NODE_DONE = re.compile(r"Completed node: (\S+)")
-_NODE_START = re.compile(r"Running node: ([\w.\-]+)")
+_NODE_DONE = re.compile(r"Completed node:[ \t]*(\S*)")
+_NODE_START = re.compile(r"Running node:")
 
 
 def node_times(log_text: str) -> list[dict]:
     """Wall seconds of each node of a sequential ``kedro run`` log (Kedro's rich log prints a
     timestamp whenever the second changes): from one node's completion to the next one's, the
-    first from its start, so dataset loads and saves count to the node that needs them."""
+    first from its start, so dataset loads and saves count to the node that needs them. A node
+    name wrapped onto the next line (a narrow terminal) is read from there."""
     now, previous, out = None, None, []
-    for line in log_text.splitlines():
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
         stamp = _RICH_TIME.match(line)
         if stamp:
             now = datetime.strptime(stamp.group(1), "%m/%d/%y %H:%M:%S")
@@ -90,7 +92,10 @@ def node_times(log_text: str) -> list[dict]:
             previous = now
         done = _NODE_DONE.search(line)
         if done and now and previous:
-            out.append({"node": done.group(1), "seconds": (now - previous).total_seconds()})
+            name = done.group(1)
+            if (not name or re.fullmatch(r"\S+\.py:\d+", name)) and i + 1 < len(lines):  # rich's source column
+                name = (lines[i + 1].split() or [""])[0]
+            out.append({"node": name, "seconds": (now - previous).total_seconds()})
             if len(out) == 1:
                 out[0]["start"] = previous
             previous = now
@@ -161,21 +166,21 @@ def latest_files(project: Path, env: str | None = None) -> dict[str, dict]:
     return found
 
 
-def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path | None = None,
+def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path | list[Path] | None = None,
             command: str | None = None, cpu: dict | None = None, commit: str | None = None,
-            node_pipeline: dict[str, str] | None = None) -> Path:
+            node_pipeline: dict[str, str] | None = None, allow_missing: bool = False) -> Path:
     """Copy the latest reports into ``out_root/<date>-<cpu>/`` with a manifest; returns that folder.
 
     The date is the evaluation report's version (when the run finished), not today's.
     """
     files = latest_files(project, env)
     missing = [name for name in ("metrics", "eval_report", "train_metrics") if name not in files]
-    if missing:
+    if missing and (not allow_missing or "train_metrics" not in files):
         raise FileNotFoundError(
             f"no saved version of {', '.join(missing)} under {project / 'data'}: run the default job first "
             "(`make run`, or `make results RUN=1`)")
     cpu = cpu or cpu_info()
-    version = files["metrics"]["version"] or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H.%M.%S.000Z")
+    version = (files.get("metrics") or files["train_metrics"])["version"] or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H.%M.%S.000Z")
     folder = out_root / f"{version[:10]}-{cpu['tag']}"
     folder.mkdir(parents=True, exist_ok=True)
     copied = {}
@@ -184,12 +189,17 @@ def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path 
         shutil.copyfile(info["path"], target)
         copied[name] = {"file": target.name, "version": info["version"],
                         "source": str(info["path"].relative_to(project))}
-    stages, nodes = None, None
-    if log and Path(log).is_file():
-        nodes = node_times(Path(log).read_text(encoding="utf-8", errors="replace"))
-        if not _log_matches(nodes, version):
-            print(f"{log} is not the log of the run saved as {version}: no wall times in the manifest")
-            nodes = None
+    stages, nodes = None, []
+    versions = {info["version"] for info in files.values() if info["version"]}
+    for one in ([log] if isinstance(log, (str, Path)) else log or []):
+        if not Path(one).is_file():
+            print(f"{one}: no such log, no wall times from it")
+            continue
+        found = node_times(Path(one).read_text(encoding="utf-8", errors="replace"))
+        if not any(_log_matches(found, saved) for saved in versions):
+            print(f"{one} is not the log of a run whose reports are copied: no wall times from it")
+            continue
+        nodes = [n for n in nodes if n["node"] not in {f["node"] for f in found}] + found  # a rerun node: the later log
     if nodes:
         stages = {k: round(v, 1) for k, v in stage_times(nodes, node_pipeline or _node_pipeline_map()).items()}
         stages["total"] = round(sum(n["seconds"] for n in nodes), 1)
@@ -330,7 +340,7 @@ def _conditions(res: Results, dir_link: str) -> str:
     train = res.json("train_metrics") or {}
     timing = ", ".join(f"{stage} {fmt(stages[stage], 'min')}" for stage in (*PIPELINES, "total") if stage in stages)
     parts = [
-        f"Default run (`{m.get('command') or 'kedro run'}`) on {cpu.get('model') or cpu.get('tag')} "
+        f"`{m.get('command') or 'kedro run'}` on {cpu.get('model') or cpu.get('tag')} "
         f"({cpu.get('tag')}, {cpu.get('cores')} cores), torch {m.get('torch')}, {dir_link.split('/')[-1][:10]}",
     ]
     if train:
@@ -343,6 +353,9 @@ def _conditions(res: Results, dir_link: str) -> str:
 
 def render_headline(res: Results, dir_link: str) -> str:
     rows = [row for spec in HEADLINE_ROWS if (row := _metric_row(res, *spec))]
+    if not rows:
+        return (f"{_conditions(res, dir_link)}\n\nNo evaluation in this folder (the run did not reach it):"
+                " `make results RUN=1` makes one.\n")
     body = table(["test set", "metric", "base", "fine-tuned", "change (paired p)"], rows, "llrrr")
     return f"{_conditions(res, dir_link)}\n\n{body}\n"
 
@@ -351,6 +364,8 @@ def render_metrics_detail(res: Results, dir_link: str) -> str:
     """Every task type of both test sets: size, ROUGE-L, BLEU, semantic similarity, answer loss, label accuracy."""
     columns = (("rougeL", "f3"), ("bleu", "f1"), ("semantic_similarity", "f3"), ("answer_loss", "f3"),
                ("grounded_rate", "f3"), ("loglikelihood_accuracy", "f3"), ("first_word_accuracy", "f3"))
+    if not res.json("metrics"):
+        return "No evaluation metrics in this folder.\n"
     rows = []
     for source in ("metrics", "cross_teacher_metrics"):
         groups = res.get(f"{source}:metrics.base") or {}
@@ -402,7 +417,7 @@ def render_run(res: Results, dir_link: str) -> str:
     m = res.json("manifest") or {}
     train = res.json("train_metrics") or {}
     crawl = res.json("crawl_report") or {}
-    sheet = res.json("datasheet_json") or {}
+    sheet = res.json("datasheet") or {}
     rows = []
     stages = m.get("stage_seconds") or {}
     for stage in (*PIPELINES, "total"):
@@ -428,6 +443,9 @@ def render_run(res: Results, dir_link: str) -> str:
 
 
 def _dataset_sizes(sheet: dict) -> dict | None:
+    table1 = sheet.get("table1")
+    if isinstance(table1, dict):
+        return {v: d["instances"] for v, d in table1.items() if isinstance(d, dict) and "instances" in d} or None
     for key in ("rows", "sizes", "row_counts"):
         if isinstance(sheet.get(key), dict):
             return sheet[key]
@@ -445,7 +463,7 @@ def render_time(res: Results, dir_link: str) -> str:
     if "total" not in stages:
         return f"Wall time not recorded for this run ([{dir_link}]({dir_link}/manifest.json)).\n"
     parts = ", ".join(f"{stage} {fmt(stages[stage], 'min')}" for stage in PIPELINES if stage in stages)
-    return (f"The default run took **{fmt(stages['total'], 'min')}** ({parts}) on {cpu.get('cores')} cores of "
+    return (f"`{m.get('command') or 'kedro run'}` took **{fmt(stages['total'], 'min')}** ({parts}) on {cpu.get('cores')} cores of "
             f"{cpu.get('model') or cpu.get('tag')} ({cpu.get('tag')}).\n")
 
 
@@ -486,9 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=Path, default=Path.cwd())
     parser.add_argument("--env", default=None, help="Kedro environment whose catalog names the reports")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--log", type=Path, help="the `kedro run` log, for the wall time of each pipeline")
+    parser.add_argument("--log", type=Path, action="append",
+                        help="a `kedro run` log, for the wall time of each node and pipeline (repeatable: a run "
+                             "made of several `kedro run`s)")
     parser.add_argument("--command", default="kedro run", help="the command that produced the run (manifest)")
     parser.add_argument("--commit", help="the commit the run's code came from, when HEAD has moved since")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="copy what exists even when the evaluation has not finished (it needs train_metrics)")
     parser.add_argument("--no-copy", action="store_true", help="do not copy; only --update-readme")
     parser.add_argument("--update-readme", action="store_true",
                         help="rewrite the results tables in README.md and docs/results.md")
@@ -498,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = None
     if not args.no_copy:
         folder = collect(project, project / args.out, env=args.env, log=args.log, command=args.command,
-                         commit=args.commit)
+                         commit=args.commit, allow_missing=args.allow_missing)
         print(f"copied into {folder.relative_to(project)}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
     if args.update_readme:
         chosen = args.dir or str((folder or newest_results_dir(project / args.out)).relative_to(project))
