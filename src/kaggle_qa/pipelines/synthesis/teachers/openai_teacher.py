@@ -10,7 +10,11 @@
   quarantined naming the endpoint; after ``circuit_breaker_failures`` connection failures in
   a row the run stops at once naming the endpoint (see :mod:`.http_faults`).
 - Replies are parsed leniently into rows by :func:`.base.parse_reply`; anything malformed
-  becomes a quarantine record with the reason, never an exception.
+  becomes a quarantine record with the reason, never an exception. A reply keeps what a chat
+  model's answer says about itself: ``finish_reason`` ("length": cut at max_tokens, so its JSON
+  is truncated) and OpenAI's ``refusal`` field. Usage counts replies whose JSON came wrapped in
+  prose or a code fence (``replies_json_in_prose``), cut at max_tokens (``replies_truncated``)
+  and refused (``replies_refused``).
 The API key is passed in by the caller and never logged, cached or returned.
 """
 
@@ -25,7 +29,7 @@ import openai
 from tqdm.auto import tqdm
 
 from ..http_faults import CircuitBreaker, MalformedResponse, checked_completion
-from .base import ReplyCache, TeacherStats, request_key, system_messages
+from .base import REFUSAL, ReplyCache, TeacherStats, json_object_in, request_key, system_messages
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +144,21 @@ class OpenAITeacher:
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         self.stats.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         choices = getattr(response, "choices", None) or []
-        content = choices[0].message.content if choices else None
-        return {
-            "content": content or "",
+        message = choices[0].message if choices else None
+        content = (getattr(message, "content", None) or "") if message is not None else ""
+        reply = {
+            "content": content,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+            "finish_reason": choices[0].finish_reason if choices else None,
         }
+        refusal = getattr(message, "refusal", None) if message is not None else None
+        if refusal:
+            reply["refusal"] = refusal
+        found = json_object_in(content) if content.strip() else None
+        if refusal or (found is None and REFUSAL.match(content)):
+            self.stats.add(replies_refused=1)
+        elif found is None and reply["finish_reason"] == "length":
+            self.stats.add(replies_truncated=1)
+        elif found is not None and found[1]:
+            self.stats.add(replies_json_in_prose=1)
+        return reply
