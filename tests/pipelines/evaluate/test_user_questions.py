@@ -302,7 +302,7 @@ def test_no_user_question_file_is_said_in_the_report(tiny_gemma_path, tiny_adapt
 def test_three_modes_cover_the_whole_test_set_and_reuse_the_main_evaluation(tiny_gemma_path, tiny_adapter, index,
                                                                             params, monkeypatch):
     evaluate = params["evaluate"] | {"max_new_tokens": 3}
-    test_set = prepare_test_set(TEST_ROWS * 2, evaluate)  # 6 questions
+    test_set = prepare_test_set(TEST_ROWS, evaluate)
     settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
     base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
     raw = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
@@ -324,9 +324,9 @@ def test_three_modes_cover_the_whole_test_set_and_reuse_the_main_evaluation(tiny
     assert context_modes["limit"] is None  # the default: every question
     summary, markdown, mode_base = evaluate_context_modes(
         tiny_gemma_path, tiny_adapter, test_set, raw, predictions, index, params["retrieval"], evaluate, context_modes, {})
-    assert summary["questions"] == len(test_set) == 6 and list(summary["modes"]) == list(MODES)
+    assert summary["questions"] == len(test_set) == 3 and list(summary["modes"]) == list(MODES)
     # one pass per model over the two other modes; gold is never recomputed
-    assert counted == {"base": 1, "fine_tuned": 1, "rows": [12, 12]}
+    assert counted == {"base": 1, "fine_tuned": 1, "rows": [6, 6]}
     assert not any("gold" in label for label in scored) and len(scored) == 4  # gold: the main evaluation's scores
     for label in ("base", "fine_tuned"):
         assert summary["answers"]["gold"][label] == [r["answer"] for r in raw["models"][label]["rows"]]
