@@ -318,7 +318,8 @@ def _metric_row(res: Results, label: str, source: str, group: str, name: str, ki
     resamples = res.get(f"{source}:bootstrap.resamples")
     delta = change.get("delta")
     change_cell = "–" if delta is None else f"{delta:+.3f} ({fmt_p(change.get('p_value'), resamples)})"
-    constant = next((res.get(f"{source}:metrics.base.{group}.{key}") for key in CONSTANT_KEYS
+    keys = (("best_constant_balanced_accuracy",) if "balanced" in name else ()) + CONSTANT_KEYS
+    constant = next((res.get(f"{source}:metrics.base.{group}.{key}") for key in keys
                      if res.get(f"{source}:metrics.base.{group}.{key}") is not None), None)
     n = res.get(f"{source}:metrics.base.{group}.n")
     set_name = SET_NAMES[source].format(n=fmt(res.get(f"{source}:metrics.base.overall.n"), "int"))
