@@ -171,8 +171,7 @@ def backend_process(project_root, conf_source):
 
 @pytest.fixture(scope="session")
 def frontend_assistant(backend_process, tiny_gemma_path):
-    return assistant_over(OpenAIBackend(backend_process.base_url + "/v1", concurrency=SETTINGS["max_pending"]),
-                          tiny_gemma_path)
+    return assistant_over(OpenAIBackend(backend_process.base_url + "/v1"), tiny_gemma_path)
 
 
 @pytest.fixture(params=["builtin", "backend"])

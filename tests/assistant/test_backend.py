@@ -69,3 +69,19 @@ def test_ask_with_backend_url_answers_with_citations_from_this_process(project_r
     unreachable = subprocess.run(command[:-4] + ["--backend-url", "http://127.0.0.1:9/v1"], cwd=project_root, env=env,
                                  capture_output=True, text=True, timeout=300)
     assert unreachable.returncode == 2 and "backend http://127.0.0.1:9/v1" in unreachable.stderr
+
+
+def test_model_card_names_the_documentation(tiny_assistant_for_server):
+    from kaggle_qa.assistant.server import model_card
+    from kaggle_qa.domain import Domain
+
+    assert "domain" not in model_card(tiny_assistant_for_server)
+    domain = Domain(name="Click", docs_title="the Click documentation", audience="Click users",
+                    docs_url="https://click.palletsprojects.com/")
+    tiny_assistant_for_server.domain = domain
+    try:
+        card = model_card(tiny_assistant_for_server)
+    finally:
+        tiny_assistant_for_server.domain = None
+    assert card["id"] == "kaggle-qa-tiny" and card["domain"] == {
+        "name": "Click", "docs_title": "the Click documentation", "docs_url": "https://click.palletsprojects.com/"}

@@ -48,10 +48,10 @@ class OpenAIBackend:
     """Continues prompts on an OpenAI-compatible server (see the module docstring)."""
 
     def __init__(self, base_url: str, model: str | None = None, *, api: str = "completions",
-                 api_key: str | None = None, timeout_s: float = 300.0, concurrency: int = 4):
+                 api_key: str | None = None, timeout_s: float = 300.0):
         if api not in APIS:
             raise ValueError(f"backend api {api!r}: expected one of {APIS}")
-        self.base_url, self.api, self.concurrency = base_url.rstrip("/"), api, concurrency
+        self.base_url, self.api = base_url.rstrip("/"), api
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
                                     max_retries=0, timeout=timeout_s)
         self.model = model or self._only_model()

@@ -87,6 +87,9 @@ def _load(args: argparse.Namespace) -> tuple[Assistant, dict]:
     if engine == "vllm" and args.backend_url:
         raise SystemExit("kaggle-qa serve: --engine vllm starts its own backend; do not also give --backend-url")
     vllm = check_vllm_available() if engine == "vllm" else None  # fail before loading anything
+    backend = None
+    if args.backend_url:  # reach the backend before loading anything
+        backend = OpenAIBackend(args.backend_url, args.backend_model, api=args.backend_api)
     # with --backend-url the backend holds the weights: no adapter needed here
     inputs = load_inputs(args.project_path, args.env, use_adapter=not args.base_only and not args.backend_url,
                          conf_source=args.conf_source)
@@ -98,16 +101,13 @@ def _load(args: argparse.Namespace) -> tuple[Assistant, dict]:
         retrieval["method"] = args.method
     if args.max_new_tokens is not None:
         assistant["max_new_tokens"] = args.max_new_tokens
-    child, backend = None, None
+    child = None
     if vllm:
-        child, args.backend_url, args.backend_model = start_vllm(vllm, args, inputs, assistant)
-    if args.backend_url:
+        child, url, model = start_vllm(vllm, args, inputs, assistant)
         try:
-            backend = OpenAIBackend(args.backend_url, args.backend_model, api=args.backend_api,
-                                    concurrency=assistant["server"]["max_pending"])
+            backend = OpenAIBackend(url, model)
         except BackendError:
-            if child:
-                child.stop()
+            child.stop()
             raise
     loaded = Assistant.load(inputs.base_model, inputs.adapter, inputs.retrieval_index, retrieval, assistant, inputs.domain,
                             retrieval_metrics=inputs.retrieval_metrics, training_params=inputs.training_params,
