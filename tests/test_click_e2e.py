@@ -23,10 +23,6 @@ import yaml
 
 from kaggle_qa.domain import Domain
 
-# every pipeline in one `kedro run` (Scrapy crawl, MiniLM index, synthesis, training, evaluation) + `kaggle-qa ask`:
-# `make test` runs it, `make test-fast` does not
-pytestmark = pytest.mark.slow
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLICK_URL = "https://click.palletsprojects.com/en/8.1.x/"
 QUESTION = "How do I install Click?"
