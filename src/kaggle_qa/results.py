@@ -169,7 +169,7 @@ def latest_files(project: Path, env: str | None = None) -> dict[str, dict]:
 def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path | list[Path] | None = None,
             command: str | None = None, cpu: dict | None = None, commit: str | None = None,
             node_pipeline: dict[str, str] | None = None, allow_missing: bool = False) -> Path:
-    """Copy the latest reports into ``out_root/<date>-<cpu>/`` with a manifest; returns that folder.
+    """Copy the latest reports into ``out_root/<date>-<cpu>[-<env>]/`` with a manifest; returns that folder.
 
     The date is the evaluation report's version (when the run finished), not today's.
     """
@@ -181,7 +181,8 @@ def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path 
             "(`make run`, or `make results RUN=1`)")
     cpu = cpu or cpu_info()
     version = (files.get("metrics") or files["train_metrics"])["version"] or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H.%M.%S.000Z")
-    folder = out_root / f"{version[:10]}-{cpu['tag']}"
+    suffix = f"-{env}" if env and env != "base" else ""  # another environment's evidence never overwrites the default's
+    folder = out_root / f"{version[:10]}-{cpu['tag']}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     copied = {}
     for name, info in files.items():
@@ -205,6 +206,7 @@ def collect(project: Path, out_root: Path, *, env: str | None = None, log: Path 
         stages["total"] = round(sum(n["seconds"] for n in nodes), 1)
     manifest = {
         "command": command,
+        "env": env or "base",
         "git_commit": commit or _git("rev-parse", "HEAD", cwd=project),
         "git_dirty": None if commit else bool(_git("status", "--porcelain", "--untracked-files=no", cwd=project)),
         "cpu": cpu,
@@ -230,7 +232,8 @@ def _log_matches(nodes: list[dict], version: str) -> bool:
 
 
 def newest_results_dir(root: Path) -> Path:
-    dirs = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
+    dirs = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()
+                  and json.loads((p / "manifest.json").read_text()).get("env", "base") == "base")  # the default run's
     if not dirs:
         raise FileNotFoundError(f"no results folder with a manifest.json under {root}: run `make results`")
     return dirs[-1]
