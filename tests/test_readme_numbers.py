@@ -98,8 +98,13 @@ def _slug(heading: str) -> str:
 
 
 def _anchors(path: Path) -> set[str]:
-    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
-    return {_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+    anchors, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):  # a fence opens or closes only at the start of a line
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"^#+\s+(.*)$", line)):
+            anchors.add(_slug(heading.group(1)))
+    return anchors
 
 
 def _documents() -> list[Path]:
