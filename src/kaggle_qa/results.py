@@ -416,6 +416,57 @@ def render_retrieval(res: Results, dir_link: str) -> str:
             + table(["method", "hit@1", "hit@3", "hit@5", "MRR"], rows, "lrrrr") + "\n")
 
 
+USER_RATES = (  # (field of user_questions_metrics.rates, row label, count the questions)
+    ("correct", "answered correctly (ROUGE-L recall of the expected answer ≥ {recall}, not refused)", True),
+    ("rougeL_recall", "ROUGE-L recall of the expected answer", False),
+    ("gold_page_cited", "the expected page among the cited sources", True),
+    ("refused", "refused (\"not covered\")", True),
+)
+
+
+def _rate_cell(entry: dict | None, n: int | None, count: bool) -> str:
+    if not entry or entry.get("value") is None:
+        return "–"
+    text = fmt(entry["value"])
+    if entry.get("interval"):
+        text += f" [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]"
+    if count and entry.get("count") is not None and n:
+        text += f" ({entry['count']}/{n})"
+    return text
+
+
+def render_user_questions(res: Results, dir_link: str) -> str:
+    """The user's own questions in retrieved mode, base vs fine-tuned, and the calibrated refusal."""
+    metrics = res.json("user_questions_metrics")
+    if not metrics or metrics.get("skipped") or "rates" not in metrics:
+        return "No user-question results in this folder.\n"
+    n, rates = metrics.get("reported"), metrics["rates"]
+    resamples = res.get("user_questions_metrics:bootstrap.resamples")
+    rows = []
+    for field, label, count in USER_RATES:
+        change = rates.get("change", {}).get(field) or {}
+        delta = change.get("delta")
+        rows.append([label.format(recall=metrics.get("correct_recall")),
+                     _rate_cell(rates["base"].get(field), n, count), _rate_cell(rates["fine_tuned"].get(field), n, count),
+                     "–" if delta is None else f"{delta:+.3f} ({fmt_p(change.get('p_value'), resamples)})"])
+    body = table(["question file, retrieved mode", "base", "fine-tuned", "change (paired p)"], rows, "lrrr")
+    text = (f"{_conditions(res, dir_link)}\n\n{fmt(n, 'int')} reported questions of {fmt(metrics.get('questions'), 'int')} "
+            f"({fmt(metrics.get('selection_held_out'), 'int')} held for model selection), answered as `kaggle-qa ask` "
+            f"answers them: top {metrics['retrieval']['top_k']} by `{metrics['retrieval']['method']}`, refusal below "
+            f"relevance {fmt(metrics.get('relevance_threshold'), 'f3')}, at most {fmt(metrics.get('max_new_tokens'), 'int')} "
+            f"new tokens; 95 % page-bootstrap intervals. From "
+            f"[{dir_link}/user_questions_metrics.json]({dir_link}/user_questions_metrics.json).\n\n{body}\n")
+    chosen = res.get("retrieval_metrics:relevance.chosen.reported")
+    if chosen:
+        parts = [f"in-domain questions answered {fmt(chosen.get('in_domain_answered'), 'pct')} "
+                 f"(of {fmt(chosen.get('in_domain_questions'), 'int')})"]
+        parts += [f"{kind}-domain off-topic questions refused {fmt(chosen.get(f'{kind}_refused'), 'pct')} "
+                  f"(of {fmt(chosen.get(f'{kind}_questions'), 'int')})" for kind in ("near", "far")]
+        text += ("\nRefusal threshold chosen on a calibration part of the questions; on the disjoint reported part: "
+                 + "; ".join(parts) + f". From [{dir_link}/retrieval_metrics.json]({dir_link}/retrieval_metrics.json).\n")
+    return text
+
+
 def render_run(res: Results, dir_link: str) -> str:
     """Data sizes, training and wall time per stage."""
     m = res.json("manifest") or {}
@@ -478,6 +529,7 @@ RENDERERS = {
     "context-modes": render_context_modes,
     "retrieval": render_retrieval,
     "run": render_run,
+    "user-questions": render_user_questions,
 }
 
 
