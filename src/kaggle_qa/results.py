@@ -539,15 +539,24 @@ def render(name: str, folder: Path, dir_link: str) -> str:
     return RENDERERS[name](Results(folder), dir_link)
 
 
+def _env_of(folder: Path) -> str:
+    """The Kedro environment a results folder's run used (its manifest; ``base`` when unrecorded)."""
+    manifest = folder / "manifest.json"
+    return json.loads(manifest.read_text()).get("env", "base") if manifest.is_file() else "base"
+
+
 def update_markdown(path: Path, project: Path, new_dir: str | None = None) -> int:
-    """Rewrite every results block of `path` from its folder (or `new_dir`); returns how many."""
+    """Rewrite every results block of `path` from its folder, or from `new_dir` where the block's
+    folder is of the same environment as `new_dir`; returns how many."""
     text = path.read_text(encoding="utf-8")
     count = 0
 
     def replace(match: re.Match) -> str:
         nonlocal count
         count += 1
-        name, folder = match["name"], new_dir or match["dir"]
+        name, folder = match["name"], match["dir"]
+        if new_dir and _env_of(project / folder) == _env_of(project / new_dir):
+            folder = new_dir  # a block of another environment's run (e.g. --env click) keeps its folder
         link = os.path.relpath(project / folder, path.parent)
         return f"<!-- results:{name} {folder} -->\n{render(name, project / folder, link)}<!-- /results:{name} -->"
 
