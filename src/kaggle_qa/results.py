@@ -30,6 +30,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kaggle_qa.metrics.bootstrap import estimate_text, p_text
+
 # catalog entries copied (missing ones are listed in the manifest, not an error: an optional
 # section such as user_questions_metrics exists only where its pipeline ran)
 SOURCES = (
@@ -284,10 +286,10 @@ def fmt(value, kind: str = "f3") -> str:
 
 
 def fmt_p(p, resamples) -> str:
+    """A change's p as the reports print it (:func:`kaggle_qa.metrics.bootstrap.p_text`); "" when absent."""
     if p is None:
         return ""
-    floor = 2 / (resamples + 1) if resamples else 0.0
-    return f"p ≤ {floor:.3f}" if p <= floor + 1e-12 else f"p = {p:.3f}"
+    return p_text(p, resamples) if resamples else f"p = {p:.3f}"  # no resample count recorded: no floor known
 
 
 # (row label, results file, metric group, metric name, format); a row whose values are all
@@ -424,17 +426,6 @@ USER_RATES = (  # (field of user_questions_metrics.rates, row label, count the q
 )
 
 
-def _rate_cell(entry: dict | None, n: int | None, count: bool) -> str:
-    if not entry or entry.get("value") is None:
-        return "–"
-    text = fmt(entry["value"])
-    if entry.get("interval"):
-        text += f" [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]"
-    if count and entry.get("count") is not None and n:
-        text += f" ({entry['count']}/{n})"
-    return text
-
-
 def render_user_questions(res: Results, dir_link: str) -> str:
     """The user's own questions in retrieved mode, base vs fine-tuned, and the calibrated refusal."""
     metrics = res.json("user_questions_metrics")
@@ -447,7 +438,7 @@ def render_user_questions(res: Results, dir_link: str) -> str:
         change = rates.get("change", {}).get(field) or {}
         delta = change.get("delta")
         rows.append([label.format(recall=metrics.get("correct_recall")),
-                     _rate_cell(rates["base"].get(field), n, count), _rate_cell(rates["fine_tuned"].get(field), n, count),
+                     estimate_text(rates["base"].get(field), n if count else None), estimate_text(rates["fine_tuned"].get(field), n if count else None),
                      "–" if delta is None else f"{delta:+.3f} ({fmt_p(change.get('p_value'), resamples)})"])
     body = table(["question file, retrieved mode", "base", "fine-tuned", "change (paired p)"], rows, "lrrr")
     text = (f"{_conditions(res, dir_link)}\n\n{fmt(n, 'int')} reported questions of {fmt(metrics.get('questions'), 'int')} "

@@ -146,6 +146,19 @@ def p_text(p_value: float | None, resamples: int) -> str:
     return f"p = {p_value:.3f}"
 
 
+def estimate_text(entry: dict | None, with_count: int | None = None) -> str:
+    """"0.083 [0.00, 0.30] (1/12)": a ``{"value", "interval", "count"}`` estimate; "–" when missing.
+    The count is shown over `with_count` items when both are given."""
+    if not entry or entry.get("value") is None:
+        return "–"
+    text = f"{entry['value']:.3f}"
+    if entry.get("interval"):
+        text += f" [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]"
+    if entry.get("count") is not None and with_count:
+        text += f" ({entry['count']}/{with_count})"
+    return text
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values (same order): the k-th smallest p times (m - k + 1), made monotone and
     capped at 1. Starring the changes whose adjusted p <= alpha keeps the family-wise error <= alpha."""

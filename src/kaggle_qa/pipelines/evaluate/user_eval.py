@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from tabulate import tabulate
 
 from kaggle_qa.domain import Domain, refusal_message
-from kaggle_qa.metrics.bootstrap import ChunkBootstrap, Ratio
+from kaggle_qa.metrics.bootstrap import ChunkBootstrap, Ratio, estimate_text
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
 from kaggle_qa.qa_schema import infer_task_type
@@ -179,17 +179,6 @@ def _rates(rows: list[dict], records: dict[str, list[dict]], bootstrap: dict) ->
     return rates
 
 
-def _value(entry: dict, with_count: int | None = None) -> str:
-    if entry["value"] is None:
-        return "–"
-    text = f"{entry['value']:.3f}"
-    if entry.get("interval"):
-        text += f" [{entry['interval'][0]:.2f}, {entry['interval'][1]:.2f}]"
-    if entry.get("count") is not None and with_count:
-        text += f" ({entry['count']}/{with_count})"
-    return text
-
-
 def _cut(text: str, limit: int) -> str:
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -203,7 +192,7 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
     rows = []
     for field, name in RATES:
         change = rates["change"].get(field)
-        rows.append([name, *(_value(rates[label][field], n) for label in MODELS),
+        rows.append([name, *(estimate_text(rates[label][field], n) for label in MODELS),
                      "–" if not change else f"{change['delta']:+.3f} (p={change['p_value']:.3f})"])
     for key, name in SUMMARY_ROWS:
         values = [metrics["metrics"][label]["overall"].get(key) for label in MODELS]
