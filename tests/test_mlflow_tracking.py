@@ -220,7 +220,7 @@ def test_relative_sqlite_uri_is_made_absolute_for_child_processes(tmp_path):
 def test_mlflow_ui_on_127_0_0_1_lists_the_runs_in_headless_chromium(tracked, tmp_path):
     """What `make mlflow` starts (`kedro mlflow ui`, settings from conf/base/mlflow.yml) shows the runs."""
     from tests.conftest import skip_unless_ci_has
-    from tests.test_viz_e2e import CHROMIUM_FLAGS, free_port, process_group
+    from tests.test_viz_e2e import free_port, process_group, rendered_dom
 
     chromium = shutil.which("chromium")
     skip_unless_ci_has(chromium is not None,
@@ -249,15 +249,8 @@ def test_mlflow_ui_on_127_0_0_1_lists_the_runs_in_headless_chromium(tracked, tmp
             if time.monotonic() > deadline:
                 pytest.fail(f"the MLflow UI did not answer within 180 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        page = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                   "--window-size=1400,1000", "--virtual-time-budget=30000", "--dump-dom", page]
-        with process_group(command, tmp_path / "chromium.log") as browser:
-            try:
-                browser.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                pytest.fail("headless Chromium did not finish rendering the MLflow UI in 120 s")
-        dom = (tmp_path / "chromium.log").read_text(errors="replace")
+        dom = rendered_dom(chromium, f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs",
+                           tmp_path, 30000, "the MLflow UI")
         # the learning curves of the train run, served by the same UI
         curves_url = f"http://127.0.0.1:{port}/get-artifact?path=train/learning_curves.png&run_uuid={top['train']}"
         with urllib.request.urlopen(curves_url, timeout=30) as response:

@@ -64,6 +64,18 @@ def process_group(command: list[str], log: Path, **kwargs):
                 pass
 
 
+def rendered_dom(chromium: str, page: str, tmp_path: Path, budget_ms: int, what: str) -> str:
+    """The DOM of `page` after headless Chromium has run its scripts for `budget_ms` of virtual time."""
+    command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+               "--window-size=1400,1000", f"--virtual-time-budget={budget_ms}", "--dump-dom", page]
+    with process_group(command, tmp_path / "chromium.log") as browser:
+        try:
+            browser.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"headless Chromium did not finish rendering {what} in 120 s")
+    return (tmp_path / "chromium.log").read_text(errors="replace")
+
+
 def wait_for_json(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,14 +106,6 @@ def test_kedro_viz_shows_the_ingestion_pipeline(tmp_path):
             assert "ingestion" in tasks[name]["pipelines"]
         assert {"ingestion", "synthesis", "train", "evaluate", "__default__"} <= {p["id"] for p in api["pipelines"]}
 
-        page = f"http://127.0.0.1:{port}/?pipeline_id=ingestion"
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                   "--window-size=1400,1000", "--virtual-time-budget=20000", "--dump-dom", page]
-        with process_group(command, tmp_path / "chromium.log") as browser:
-            try:
-                browser.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                pytest.fail("headless Chromium did not finish rendering kedro-viz in 120 s")
-        dom = (tmp_path / "chromium.log").read_text(errors="replace")
+        dom = rendered_dom(chromium, f"http://127.0.0.1:{port}/?pipeline_id=ingestion", tmp_path, 20000, "kedro-viz")
     for name in INGESTION_NODES:  # node labels drawn in the flowchart's SVG
         assert re.search(rf'class="pipeline-node__text"[^>]*>{name}</text>', dom), f"{name} not rendered"
