@@ -7,7 +7,7 @@ import datasets
 import evaluate
 
 from kaggle_qa.metrics.empty import empty_counts, score_pairs
-from kaggle_qa.retrieval import load_sentence_encoder
+from kaggle_qa.metrics.reference_embeddings import encode, encode_references
 
 
 class SemanticSimilarity(evaluate.Metric):
@@ -25,10 +25,9 @@ class SemanticSimilarity(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, model_path=None, batch_size=64):
-        def cosine(ps, rs):
-            model = load_sentence_encoder(str(model_path) if model_path else None)
-            encode = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
-            return (model.encode(ps, **encode) * model.encode(rs, **encode)).sum(dim=-1).float().tolist()
+        def cosine(ps, rs):  # the references' embeddings are computed once per process (same list, same tensor)
+            return (encode(ps, model_path, batch_size) * encode_references(rs, model_path, batch_size)).sum(
+                dim=-1).float().tolist()
 
         scores = score_pairs(predictions, references, cosine)
         return {

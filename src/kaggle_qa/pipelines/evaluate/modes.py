@@ -35,7 +35,7 @@ from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
 from kaggle_qa.retrieval import Retriever
 
-from .nodes import answer_base, answer_fine_tuned
+from .nodes import answer_base, answer_fine_tuned, shared_retriever
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def evaluate_context_modes(
     if unknown:
         raise ValueError(f"context_modes.modes: unknown mode(s) {unknown}; expected some of {list(MODES)}")
     settings = raw_answers["settings"]  # the main evaluation's: max_length, max_new_tokens, dtype, …
-    retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
+    retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
     retrieved, found = retrieved_contexts(rows, retriever, retrieval)
     others = mode_rows(rows, modes, retrieved)
     base = answer_base(base_model, others, settings, evaluate, cache or {})

@@ -7,11 +7,15 @@ report in :mod:`.report`.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import logging
 import random
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kaggle_qa.metrics.scoring import is_choice_item, score_answers
@@ -22,7 +26,7 @@ from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import LABEL_CHOICES, REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 from kaggle_qa.text import split_sentences, strip_label
 
-from .cache import base_results_key, tokenizer_fingerprint, weights_fingerprint
+from .cache import base_results_key, file_sha256, tokenizer_fingerprint, weights_fingerprint
 from .inference import Evaluator, candidate_continuations
 from .judge import judge_answers
 
@@ -175,11 +179,91 @@ def load_fine_tuned_model(base_model: str, adapter: str, settings: dict):
 _load_base, _load_fine_tuned = load_base_model, load_fine_tuned_model  # earlier names
 
 
+# --- built once per process -----------------------------------------------------------------------------
+# One `kedro run` answers with the same models several times (both test sets, the context modes, the user
+# questions): each role below is built once and held while its key stays the same. A different key for a
+# role releases the object held before building the new one (one model per role; the base and the
+# fine-tuned model are both held only because the nodes use them in turn). Keys fingerprint the files'
+# whole content (cache.file_sha256), so a checkpoint or adapter rewritten in place is rebuilt.
+_HELD: dict[str, tuple[tuple, object]] = {}
+BUILDS: Counter = Counter()  # how often each role was built in this process (logged; read by the tests)
+
+
+def _held(role: str, key: tuple, build, what: str):
+    held = _HELD.get(role)
+    if held is not None and held[0] == key:
+        logger.info("%s reused (built once in this process)", what)
+        return held[1]
+    if _HELD.pop(role, None) is not None:
+        gc.collect()  # the previous one's memory goes before the new one is built
+    value = build()
+    BUILDS[role] += 1
+    _HELD[role] = (key, value)
+    logger.info("%s built (%s build %d in this process)", what, role, BUILDS[role])
+    return value
+
+
+def release_held() -> None:
+    """Drop every model, tokenizer and retriever held by this module."""
+    _HELD.clear()
+    gc.collect()
+
+
+def _folder_fingerprint(folder: str) -> str:
+    """Hash of every file's name and whole content directly in `folder` (an adapter: weights, config, records)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if path.is_file():
+            digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _model_key(base_model: str, settings: dict) -> tuple:
+    return (str(Path(base_model).resolve()), weights_fingerprint(base_model), settings["dtype"],
+            settings["attn_implementation"], settings["device_type"])
+
+
+def shared_tokenizer(base_model: str):
+    """The evaluation tokenizer of `base_model` (:func:`kaggle_qa.modeling.load_tokenizer`), loaded once per process."""
+    key = (str(Path(base_model).resolve()), tokenizer_fingerprint(base_model))
+    return _held("tokenizer", key, lambda: load_tokenizer(base_model), f"Tokenizer of {base_model}")
+
+
+def shared_base_model(base_model: str, settings: dict):
+    """:func:`load_base_model`, built once per process for the same checkpoint and numerics."""
+    return _held("base", _model_key(base_model, settings), lambda: load_base_model(base_model, settings),
+                 f"Base model {base_model}")
+
+
+def shared_fine_tuned_model(base_model: str, adapter: str, settings: dict):
+    """:func:`load_fine_tuned_model` (NF4 quantize + dequantize + merge when trained so), built once per process
+    for the same checkpoint, adapter files and numerics."""
+    key = (*_model_key(base_model, settings), str(Path(adapter).resolve()), _folder_fingerprint(adapter))
+    return _held("fine_tuned", key, lambda: load_fine_tuned_model(base_model, adapter, settings),
+                 f"Fine-tuned model ({adapter})")
+
+
+def shared_retriever(index: dict, rrf_k: int, batch_size: int):
+    """A :class:`kaggle_qa.retrieval.Retriever` (MiniLM query encoder + BM25 index) per index content, built
+    once per process: Kedro loads ``retrieval_index`` anew for every node, so the key is the index's
+    content (encoder, embeddings, chunks), not the object."""
+    from kaggle_qa.retrieval import Retriever
+
+    digest = hashlib.sha256(json.dumps([index.get("encoder"), index.get("chunks")], sort_keys=True,
+                                       ensure_ascii=False, default=str).encode("utf-8"))
+    embeddings = index.get("embeddings")
+    if embeddings is not None:
+        digest.update(memoryview(np.ascontiguousarray(embeddings)).cast("B"))
+    key = (digest.hexdigest(), rrf_k, batch_size)
+    return _held("retriever", key, lambda: Retriever(index, rrf_k=rrf_k, batch_size=batch_size),
+                 f"Retriever over {len(index.get('chunks') or [])} chunks")
+
+
 def _infer(model, base_model: str, test_set: list[dict], settings: dict, params: dict, label: str) -> dict:
     """Answers, losses and choices of one model on the test set, with timing."""
     if params.get("num_threads"):
         torch.set_num_threads(params["num_threads"])
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = shared_tokenizer(base_model)
     evaluator = Evaluator(model, tokenizer, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
                           max_length=settings["max_length"], head_chunk=params["head_chunk"])
     table = candidate_continuations(tokenizer, settings["choices"])
@@ -211,7 +295,7 @@ def answer_base(base_model: str, test_set: list[dict], settings: dict, params: d
         return {**cached, "reused_from": cached["saved_version"]}
     if not test_set:
         return {"key": key, "key_fields": fields, "rows": [], "seconds": 0.0, "answers_per_second": None, "reused_from": None}
-    result = _infer(_load_base(base_model, settings), base_model, test_set, settings, params, "base")
+    result = _infer(shared_base_model(base_model, settings), base_model, test_set, settings, params, "base")
     return {"key": key, "key_fields": fields, **result, "reused_from": None}
 
 
@@ -221,7 +305,7 @@ def answer_fine_tuned(base_model: str, adapter: str, test_set: list[dict], setti
     so a scoring failure never costs the inference."""
     fine_tuned = {"rows": [], "seconds": 0.0, "answers_per_second": None}
     if test_set:
-        fine_tuned = _infer(_load_fine_tuned(base_model, adapter, settings), base_model, test_set, settings, params,
+        fine_tuned = _infer(shared_fine_tuned_model(base_model, adapter, settings), base_model, test_set, settings, params,
                             "fine_tuned")
     base = {key: base_answers[key] for key in ("rows", "seconds", "answers_per_second")}
     base_run = {"key": base_answers["key"], "reused_from": base_answers.get("reused_from")}

@@ -27,6 +27,8 @@ from tabulate import tabulate
 from kaggle_qa.retrieval import METHODS, Retriever
 from kaggle_qa.user_questions import hash_fraction, normalise_question, selection_rows
 
+from .nodes import shared_retriever
+
 logger = logging.getLogger(__name__)
 
 CUTOFFS = (1, 3, 5)
@@ -151,7 +153,7 @@ def evaluate_retrieval(
     if not off_topic:
         raise ValueError("off_topic_questions is empty: the relevance threshold cannot be calibrated")
     fraction = (calibration or {}).get("calibration_fraction", 0.5)
-    retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
+    retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
     position = {chunk["chunk_id"]: i for i, chunk in enumerate(retriever.chunks)}
     missing = [(i, row["chunk_id"]) for i, row in enumerate(test_set)
                if row.get("chunk_id") and row["chunk_id"] not in position]

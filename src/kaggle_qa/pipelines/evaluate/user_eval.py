@@ -46,7 +46,7 @@ from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever, relevance_threshold
 from kaggle_qa.user_questions import as_qa_rows, report_rows, selection_rows
 
-from .nodes import answer_base, answer_fine_tuned, read_adapter_settings
+from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def evaluate_user_questions(
                      f"(user_questions.selection_fraction {user_params['selection_fraction']}): none to report.")
     settings = read_adapter_settings(base_model, adapter, evaluate)
     threshold = relevance_threshold(retrieval, retrieval_metrics)
-    retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
+    retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
     rows, found = [], []
     for index, (source, row) in enumerate(zip(reported, as_qa_rows(reported))):
         result = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"])
