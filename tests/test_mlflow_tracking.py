@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -76,6 +77,13 @@ def tiny_environment(tmp_path: Path, tiny_gemma_path: str) -> Path:
                        "versioned": True},
         "sweep_table": {"type": "kaggle_qa.datasets.train.SweepTableDataset", "filepath": str(data / "sweep_table")},
     }
+    from kaggle_qa.retrieval import build_index
+
+    chunks = {row["chunk_id"]: {"chunk_id": row["chunk_id"], "url": f"https://docs.test/{row['chunk_id']}", "title": "",
+                                "heading_path": [], "text": row["input"]} for row in ROWS}
+    with open(data / "retrieval_index.pkl", "wb") as handle:
+        pickle.dump(build_index(list(chunks.values())), handle)
+    catalog["retrieval_index"] = {"type": "pickle.PickleDataset", "filepath": str(data / "retrieval_index.pkl")}
     params = json.loads(json.dumps(TINY_PARAMS))
     params["train"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
     (conf / "tiny" / "catalog.yml").write_text(yaml.safe_dump(catalog))

@@ -3,7 +3,7 @@
 import pytest
 
 from kaggle_qa.modeling import load_tokenizer
-from kaggle_qa.prompting import IGNORE_INDEX, encode_prompt, render_prompt, tokenize_example
+from kaggle_qa.prompting import IGNORE_INDEX, encode_prompt, fit_context, render_prompt, tokenize_example
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,25 @@ def test_truncation_keeps_bos_question_and_eos(tokenizer):
 
 def test_tokenizer_pads_left(tokenizer):
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+
+
+CHUNKS = ["Best chunk: use count=True to count flags. " * 12, "Second chunk about prompts. " * 12,
+          "Third chunk about colors. " * 12]
+
+
+def test_fit_context_fits_the_budget_and_cuts_the_lowest_ranked_chunk_first(tokenizer):
+    whole = len(encode_prompt(tokenizer, "\n\n".join(c.strip() for c in CHUNKS), "How?"))
+    assert fit_context(tokenizer, CHUNKS, "How?", whole) == "\n\n".join(c.strip() for c in CHUNKS)
+    for budget in (whole - 40, whole // 2, 60):
+        context = fit_context(tokenizer, CHUNKS, "How?", budget)
+        assert len(encode_prompt(tokenizer, context, "How?")) <= budget
+        assert context.startswith("Best chunk: use count=True"), "the best chunk's opening is never cut first"
+    assert "Third" not in fit_context(tokenizer, CHUNKS, "How?", whole // 2)
+    assert "Second" not in fit_context(tokenizer, CHUNKS, "How?", 60)
+
+
+def test_fit_context_cuts_the_kept_chunk_last(tokenizer):
+    whole = len(encode_prompt(tokenizer, "\n\n".join(CHUNKS), "How?"))
+    context = fit_context(tokenizer, CHUNKS, "How?", whole // 2, keep=2)
+    assert context.count("Third chunk about colors.") == 12 and "Second" not in context
+    assert len(encode_prompt(tokenizer, context, "How?")) <= whole // 2

@@ -27,7 +27,7 @@ import torch
 
 from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
-from kaggle_qa.prompting import encode_prompt
+from kaggle_qa.prompting import encode_prompt, fit_context
 from kaggle_qa import answer_length
 from kaggle_qa.retrieval import Retriever, relevance_threshold
 
@@ -238,10 +238,12 @@ class Assistant:
         )
 
     def prompt_ids(self, question: str, hits: list[dict], max_new_tokens: int) -> list[int]:
-        """BOS + the training prompt, context cut from the left to leave room for the answer."""
-        context = "\n\n".join(hit["text"] for hit in hits)
-        ids = encode_prompt(self.tokenizer, context, question)
+        """BOS + the training prompt with the chunks fitted to leave room for the answer (the
+        lowest-ranked chunk is cut first, :func:`kaggle_qa.prompting.fit_context`); a question too
+        long by itself keeps its end."""
         budget = self.max_length - max_new_tokens
+        context = fit_context(self.tokenizer, [hit["text"] for hit in hits], question, budget)
+        ids = encode_prompt(self.tokenizer, context, question)
         if len(ids) > budget:
             keep_head = 1 if self.tokenizer.bos_token_id is not None else 0
             ids = ids[:keep_head] + ids[len(ids) - budget + keep_head :]

@@ -418,11 +418,24 @@ def test_rows_unfit_to_train_on_are_dropped_and_counted(tiny_gemma_path, tmp_pat
     }
 
 
+RETRIEVAL = {"method": "bm25", "top_k": 2, "rrf_k": 60, "batch_size": 8}
+
+
+def _index(rows: list[dict]) -> dict:
+    """A real retrieval index (MiniLM + BM25) over the rows' chunks."""
+    from kaggle_qa.retrieval import build_index
+
+    chunks = {row["chunk_id"]: {"chunk_id": row["chunk_id"], "url": f"https://docs.test/{row['chunk_id']}", "title": "",
+                                "heading_path": [], "text": row["input"]} for row in rows}
+    return build_index(list(chunks.values()))
+
+
 def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny_gemma_path, tmp_path):
     params = tiny_params(tmp_path)
     catalog = DataCatalog(
         {"qa_v3": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
          "params:train": MemoryDataset(params), "adapter": FolderDataset(str(tmp_path / "adapter")),
+         "retrieval_index": MemoryDataset(_index(ROWS)), "params:retrieval": MemoryDataset(RETRIEVAL),
          "train_metrics": JSONDataset(filepath=str(tmp_path / "train_metrics.json")),
          "learning_curves": MatplotlibDataset(filepath=str(tmp_path / "learning_curves.png"))}
     )

@@ -33,6 +33,8 @@ from tabulate import tabulate
 
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
+from kaggle_qa.modeling import load_tokenizer
+from kaggle_qa.prompting import fit_context
 from kaggle_qa.retrieval import Retriever
 
 from .nodes import answer_base, answer_fine_tuned, shared_retriever
@@ -51,13 +53,15 @@ REPORTED = {  # column → (metric group, metric name in kaggle_qa.metrics.summa
 }
 
 
-def retrieved_contexts(rows: list[dict], retriever: Retriever, retrieval: dict) -> tuple[list[str], list[bool]]:
-    """Per row: the context the assistant would give the model for its question (the top-k chunks,
-    joined as ``kaggle-qa ask`` joins them), and whether the gold chunk is among them."""
+def retrieved_contexts(rows: list[dict], retriever: Retriever, retrieval: dict, tokenizer,
+                       budget: int) -> tuple[list[str], list[bool]]:
+    """Per row: the context the assistant would give the model for its question (the top-k chunks
+    fitted to the prompt budget as ``kaggle-qa ask`` fits them, :func:`kaggle_qa.prompting.fit_context`),
+    and whether the gold chunk is among them."""
     contexts, found = [], []
     for row in rows:
         hits = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"]).hits
-        contexts.append("\n\n".join(hit["text"] for hit in hits))
+        contexts.append(fit_context(tokenizer, [hit["text"] for hit in hits], row["instruction"], budget))
         gold = row.get("chunk_id") or row.get("chunk")  # a prepared row names its chunk `chunk`
         found.append(any(hit["chunk_id"] == gold for hit in hits))
     return contexts, found
@@ -104,7 +108,8 @@ def evaluate_context_modes(
         raise ValueError(f"context_modes.modes: unknown mode(s) {unknown}; expected some of {list(MODES)}")
     settings = raw_answers["settings"]  # the main evaluation's: max_length, max_new_tokens, dtype, …
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
-    retrieved, found = retrieved_contexts(rows, retriever, retrieval)
+    retrieved, found = retrieved_contexts(rows, retriever, retrieval, load_tokenizer(base_model),
+                                          settings["max_length"] - settings["max_new_tokens"])
     others = mode_rows(rows, modes, retrieved)
     base = answer_base(base_model, others, settings, evaluate, cache or {})
     fine_tuned = answer_fine_tuned(base_model, adapter, others, settings, evaluate, base)

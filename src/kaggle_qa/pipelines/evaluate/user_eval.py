@@ -8,7 +8,8 @@ model selection and never shown in this section.
 Each question goes through the assistant's real situation: :meth:`kaggle_qa.retrieval.Retriever.retrieve`
 with ``params:retrieval`` (as ``kaggle-qa ask``), the same refusal rule (best dense cosine below the
 threshold in use, :func:`kaggle_qa.retrieval.relevance_threshold`: the answer is the refusal
-message), the top-k chunks joined as the context of the one training prompt. Both models answer
+message), the top-k chunks fitted into the one training prompt as the assistant fits them
+(:func:`kaggle_qa.prompting.fit_context`). Both models answer
 through the evaluate pipeline's own :func:`~.nodes.answer_base` (with its base-result cache,
 ``user_questions_base_answers_cache``) and :func:`~.nodes.answer_fine_tuned`, with the main
 evaluation's settings (max_new_tokens from the adapter's recorded answer lengths).
@@ -42,6 +43,8 @@ from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.metrics.bootstrap import ChunkBootstrap, Ratio, estimate_text
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
+from kaggle_qa.modeling import load_tokenizer
+from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever, relevance_threshold
 from kaggle_qa.user_questions import as_qa_rows, report_rows, selection_rows
@@ -110,12 +113,13 @@ def evaluate_user_questions(
     settings = read_adapter_settings(base_model, adapter, evaluate)
     threshold = relevance_threshold(retrieval, retrieval_metrics)
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
+    tokenizer, budget = load_tokenizer(base_model), settings["max_length"] - settings["max_new_tokens"]
     rows, found = [], []
     for index, (source, row) in enumerate(zip(reported, as_qa_rows(reported))):
         result = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"])
         found.append(result)
         rows.append({**row, "id": f"user:{index}", "task_type": infer_task_type(row), "chunk": page_key(source["url"]),
-                     "input": "\n\n".join(hit["text"] for hit in result.hits)})
+                     "input": fit_context(tokenizer, [hit["text"] for hit in result.hits], row["instruction"], budget)})
     base = answer_base(base_model, rows, settings, evaluate, cache or {})
     raw = answer_fine_tuned(base_model, adapter, rows, settings, evaluate, base)
     refusal = refusal_message(Domain.from_params(domain))

@@ -35,6 +35,13 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class RetrievedContextConfig:
+    share: float = 0.75                  # share of the open-question rows given the assistant's retrieved context
+    tasks: Any = field(default_factory=lambda: ["extractive_qa"])  # task types that get it (train/contexts.py)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     num_processes: int = 1               # 1: train in the Kedro process; >1: torchrun child ranks
     backend: str = "auto"                # auto: nccl on CUDA, gloo on CPU
@@ -83,6 +90,7 @@ class TrainConfig:
     checkpoint_dir: str = "data/06_models/train_checkpoints"
     head_chunk_tokens: int = 1024
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    retrieved_context: RetrievedContextConfig = field(default_factory=RetrievedContextConfig)
 
     @classmethod
     def from_dict(cls, params: dict) -> "TrainConfig":

@@ -1,8 +1,10 @@
-"""The train pipeline (qa_v3 → chunk-disjoint train/validation split → adapter, train_metrics,
+"""The train pipeline (qa_v3 → chunk-disjoint train/validation split → retrieved contexts for a share of
+the open questions (train/contexts.py) → adapter, train_metrics,
 learning_curves) and the Table 3 sweep. The test set (qa_v2) is never read here."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from .contexts import add_retrieved_contexts
 from .nodes import (
     build_examples,
     split_training_data,
@@ -27,8 +29,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="split_training_data",
             ),
             node(
+                add_retrieved_contexts,
+                ["train_rows", "validation_rows", "retrieval_index", "base_model", "params:retrieval", "params:train"],
+                ["train_rows_in_context", "validation_rows_in_context", "train_contexts_report"],
+                name="add_retrieved_contexts",
+            ),
+            node(
                 build_examples,
-                ["train_rows", "validation_rows", "base_model", "params:train"],
+                ["train_rows_in_context", "validation_rows_in_context", "base_model", "params:train"],
                 ["train_examples", "validation_examples", "train_data_report"],
                 name="build_examples",
             ),

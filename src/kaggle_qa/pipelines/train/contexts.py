@@ -1,0 +1,97 @@
+"""Training contexts as the assistant sees them: retrieved chunks, the answering one among them.
+
+The assistant answers from the top-k chunks the retriever finds for a question, best first, fitted
+to the prompt budget (:func:`kaggle_qa.prompting.fit_context`). A model trained only on the one
+chunk that holds the answer never learns to pick that chunk among its neighbours, and on a user's
+docs copied a sentence of whichever chunk came first. So a share of the open-question rows
+(``train.retrieved_context``) is given the context the assistant would give it, as in
+retrieval-augmented fine-tuning (RAFT, Zhang et al. 2024): the question's top-k chunks by the
+assistant's own retrieval settings, the row's own chunk kept at its rank when retrieved, else put at
+a seeded random rank in place of a distractor; the rest keep their single chunk, as the paper's
+format and the gold-context evaluation have it.
+
+Distractors come only from chunks of the same side of the split (training rows' chunks for
+training rows, validation's for validation): no text of a held-out or validation chunk reaches
+training. Labelled rows (true/false, yes/no, NLI) keep their chunk: their answer is a judgement of
+that chunk's statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+
+from kaggle_qa.modeling import load_tokenizer
+from kaggle_qa.prompting import fit_context
+from kaggle_qa.qa_schema import group_key, infer_task_type
+from kaggle_qa.retrieval import Retriever
+
+logger = logging.getLogger(__name__)
+
+
+def _with_retrieved(rows: list[dict], retriever: Retriever, retrieval: dict, settings: dict, tokenizer,
+                    max_length: int, side: str) -> tuple[list[dict], dict]:
+    """`rows` with a retrieved context for the chosen share of open questions (module docstring)."""
+    tasks = set(settings.get("tasks") or ["extractive_qa"])
+    rng = random.Random(f"{settings.get('seed', 0)}:{side}")
+    chosen = [i for i, row in enumerate(rows) if infer_task_type(row) in tasks and rng.random() < settings["share"]]
+    out = [dict(row) for row in rows]
+    stats = {"rows": len(rows), "retrieved_context_rows": len(chosen), "answering_chunk_retrieved": 0,
+             "answering_chunk_rank": {}}
+    if not chosen:
+        return out, stats
+    chunks = retriever.chunks
+    allowed = {group_key(row) for row in rows}
+    top_k = retrieval["top_k"]
+    questions = [rows[i]["instruction"] for i in chosen]
+    for i, order in zip(chosen, retriever.rankings(questions, retrieval["method"])):
+        row = out[i]
+        own = row.get("chunk_id")
+        picked = [int(j) for j in np.asarray(order)[:200] if chunks[j]["chunk_id"] in allowed][: top_k]
+        texts = [chunks[j]["text"] for j in picked]
+        ranks = [k for k, j in enumerate(picked) if chunks[j]["chunk_id"] == own]
+        if ranks:
+            keep = ranks[0]
+            stats["answering_chunk_retrieved"] += 1
+            texts[keep] = row["input"]  # the row's own text of its chunk (the same chunk)
+        else:
+            texts = [t for k, t in enumerate(texts) if chunks[picked[k]]["chunk_id"] != own][: top_k - 1]
+            keep = rng.randrange(len(texts) + 1)
+            texts.insert(keep, row["input"])
+        stats["answering_chunk_rank"][keep] = stats["answering_chunk_rank"].get(keep, 0) + 1
+        answer_tokens = len(tokenizer(row["output"].strip(), add_special_tokens=False)["input_ids"]) + 1
+        budget = max_length - min(answer_tokens, max_length // 2)
+        row["input"] = fit_context(tokenizer, texts, row["instruction"], budget, keep=keep)
+        row["context"] = "retrieved"
+    stats["answering_chunk_rank"] = dict(sorted(stats["answering_chunk_rank"].items()))
+    return out, stats
+
+
+def add_retrieved_contexts(
+    train_rows: list[dict], validation_rows: list[dict], retrieval_index: dict, base_model: str,
+    retrieval: dict, params: dict,
+) -> tuple[list[dict], list[dict], dict]:
+    """Training and validation rows, a share of their open questions with the assistant's
+    retrieved context (module docstring); plus what was done (counts, where the answering chunk sat)."""
+    settings = params.get("retrieved_context") or {}
+    if not settings.get("share"):
+        logger.info("Retrieved training contexts: off (train.retrieved_context.share is 0)")
+        return train_rows, validation_rows, {"share": 0}
+    if not 0 < settings["share"] <= 1:
+        raise ValueError(f"train.retrieved_context.share must be in (0, 1], got {settings['share']}")
+    retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
+    tokenizer = load_tokenizer(base_model)
+    report = {"share": settings["share"], "tasks": sorted(settings.get("tasks") or ["extractive_qa"]),
+              "top_k": retrieval["top_k"], "method": retrieval["method"]}
+    train, report["train"] = _with_retrieved(train_rows, retriever, retrieval, settings, tokenizer,
+                                             params["max_length"], "train")
+    validation, report["validation"] = _with_retrieved(validation_rows, retriever, retrieval, settings, tokenizer,
+                                                       params["max_length"], "validation")
+    for side in ("train", "validation"):
+        part = report[side]
+        logger.info("Retrieved training contexts (%s): %d of %d rows, answering chunk retrieved in top %d for %d; "
+                    "its rank %s", side, part["retrieved_context_rows"], part["rows"], retrieval["top_k"],
+                    part["answering_chunk_retrieved"], part["answering_chunk_rank"])
+    return train, validation, report
