@@ -418,8 +418,10 @@ def render_retrieval(res: Results, dir_link: str) -> str:
             + table(["method", "hit@1", "hit@3", "hit@5", "MRR"], rows, "lrrrr") + "\n")
 
 
-USER_RATES = (  # (field of user_questions_metrics.rates, row label, count the questions)
+USER_RATES = (  # (field of user_questions_metrics.rates, row label, count the questions); rows absent from a folder are left out
     ("correct", "answered correctly (ROUGE-L recall of the expected answer ≥ {recall}, not refused)", True),
+    ("key_facts_found", "key facts stated (share per question)", False),
+    ("recall_correct", "ROUGE-L recall of the expected answer ≥ {recall}, not refused", True),
     ("rougeL_recall", "ROUGE-L recall of the expected answer", False),
     ("gold_page_cited", "the expected page among the cited sources", True),
     ("refused", "refused (\"not covered\")", True),
@@ -435,6 +437,12 @@ def render_user_questions(res: Results, dir_link: str) -> str:
     resamples = res.get("user_questions_metrics:bootstrap.resamples")
     rows = []
     for field, label, count in USER_RATES:
+        if field not in rates["fine_tuned"]:
+            continue
+        if field == "correct" and "recall_correct" in rates["fine_tuned"]:
+            label = ("answered correctly (every key fact the question file names stated, not refused)"
+                     if "key_facts_found" in rates["fine_tuned"] else
+                     "answered correctly (key facts stated where named, else ROUGE-L recall ≥ {recall}; not refused)")
         change = rates.get("change", {}).get(field) or {}
         delta = change.get("delta")
         rows.append([label.format(recall=metrics.get("correct_recall")),

@@ -4,7 +4,12 @@ context), beside the base model.
 
 The file (catalog entry ``user_questions``, :class:`UserQuestionsDataset`) is a JSON list of::
 
-    {"question": "How do I ...?", "expected_answer": "Run ... .", "url": "https://docs.example.org/page.html"}
+    {"question": "How do I ...?", "expected_answer": "Run ... .", "url": "https://docs.example.org/page.html",
+     "key_facts": ["--flag", ["pip install x", "conda install x"]]}
+
+``key_facts`` is optional: what an answer must contain to be correct (each a string, or a list of
+alternatives any one of which will do), matched by :func:`fact_found`. Without it a question is
+judged by the ROUGE-L recall of its expected answer alone (``user_questions.correct_recall``).
 
 Every row is validated on load; a bad row fails naming the file and the row. ``filepath: null``
 (the default environment ships no such file) loads as ``None`` and the report says so.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,12 @@ def validate_user_questions(rows: Any, source: str) -> list[dict]:
                 raise UserQuestionsError(f"{where} key {key!r} must be a non-empty string, got {row[key]!r}")
         if not row["url"].startswith(("http://", "https://")):
             raise UserQuestionsError(f"{where} url {row['url']!r} is not an http(s) URL of the docs page")
+        facts = row.get("key_facts")
+        if facts is not None:
+            if not isinstance(facts, list) or not facts or not all(
+                    _fact_ok(fact) or isinstance(fact, list) and fact and all(_fact_ok(f) for f in fact) for fact in facts):
+                raise UserQuestionsError(f"{where} key 'key_facts' must be a non-empty list of non-empty strings "
+                                         f"(or lists of alternative strings), got {facts!r}")
         normalised = normalise_question(row["question"])
         if normalised in seen:
             raise UserQuestionsError(f"{where} repeats the question of row {seen[normalised]}: {row['question']!r}")
@@ -96,6 +108,31 @@ class UserQuestionsDataset(AbstractDataset):
         return {"filepath": str(self._filepath) if self._filepath else None}
 
 
+def _fact_ok(fact: Any) -> bool:
+    return isinstance(fact, str) and bool(_normalise_fact_text(fact))
+
+
+def _normalise_fact_text(text: str) -> str:
+    """Lower case; quotes and backticks as spaces; no spaces around ``= , ( ) [ ] :``; single spaces."""
+    text = re.sub(r"[`'\"“”‘’]", " ", text.lower())
+    text = re.sub(r"\s*([=,()\[\]:])\s*", r"\1", text)
+    return " ".join(text.split())
+
+
+def fact_found(answer: str, fact: str | list[str]) -> bool:
+    """Whether the answer states a key fact (any of its alternatives): a case-insensitive match of
+    the fact's words as whole words, quotes and backticks ignored, spacing around ``=`` and the like
+    ignored (``multiple = True`` states ``multiple=True``; ``on`` is not found in ``option``)."""
+    text = _normalise_fact_text(answer or "")
+    for alternative in [fact] if isinstance(fact, str) else fact:
+        needle = _normalise_fact_text(alternative)
+        before = r"(?<![\w-])" if re.match(r"\w", needle) else ""  # whole words where the fact starts / ends with one
+        after = r"(?!\w)" if re.search(r"\w$", needle) else ""
+        if re.search(before + re.escape(needle) + after, text):
+            return True
+    return False
+
+
 def normalise_question(question: str) -> str:
     """Lower case, single spaces: what the split hashes (so spacing or case edits keep a row's side)."""
     return " ".join(question.lower().split())
@@ -127,5 +164,6 @@ def report_rows(rows: list[dict] | None, params: dict) -> list[dict]:
 def as_qa_rows(rows: list[dict]) -> list[dict]:
     """User questions in the project's QA row format (``instruction``/``output``; ``input`` left empty
     for the caller to fill with a context), each keeping its ``url``."""
-    return [{"instruction": row["question"], "output": row["expected_answer"], "input": "", "url": row["url"]}
+    return [{"instruction": row["question"], "output": row["expected_answer"], "input": "", "url": row["url"],
+             **({"key_facts": row["key_facts"]} if row.get("key_facts") else {})}
             for row in rows]

@@ -27,7 +27,8 @@ from kaggle_qa.pipelines.evaluate.retrieval_eval import (
 from kaggle_qa.pipelines.evaluate.user_eval import evaluate_user_questions, page_key, rouge_l_recall
 from kaggle_qa.retrieval import build_index, relevance_threshold
 from kaggle_qa.user_questions import (
-    UserQuestionsDataset, UserQuestionsError, in_selection, report_rows, selection_rows,
+    UserQuestionsDataset, UserQuestionsError, fact_found, in_selection, report_rows, selection_rows,
+    validate_user_questions,
 )
 
 CHUNKS = [
@@ -342,3 +343,41 @@ def test_three_modes_cover_the_whole_test_set_and_reuse_the_main_evaluation(tiny
     assert again["answers"]["none"]["base"] == summary["answers"]["none"]["base"]
     assert "**reused** from `context_modes_base_answers` version v1" in again_markdown
     assert modes_module.mode_rows(test_set[:1], ["gold", "none"], ["ctx"])[0]["id"] == "none:0"
+
+
+# --- key facts -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, fact, found", [
+    ("Use multiple = True on the option.", "multiple=True", True),
+    ("Use `multiple=True`.", "multiple=True", True),
+    ("It is an option.", "on", False),                    # whole words: "on" is not in "option"
+    ('"on" converts to True.', "on", True),
+    ("nargs=-10", "nargs=-1", False),
+    ("Use --shout/--no-shout.", "/--no-", True),
+    ("Run $ pip install click", ["conda install click", "pip install click"], True),
+    ("To dump into a JSON file:", "-O quotes.json", False),
+])
+def test_fact_found(answer, fact, found):
+    assert fact_found(answer, fact) is found
+
+
+@pytest.mark.parametrize("facts", ["count=True", [], [""], [["a", 3]], [None]])
+def test_bad_key_facts_name_the_row(facts):
+    rows = [dict(USER_QUESTIONS[0]), dict(USER_QUESTIONS[1], key_facts=facts)]
+    with pytest.raises(UserQuestionsError, match=r"questions.json: row 1 key 'key_facts'"):
+        validate_user_questions(rows, "questions.json")
+
+
+def test_key_facts_decide_correct_and_the_recall_rule_is_kept_beside(tiny_gemma_path, tiny_adapter, index, params):
+    retrieval = params["retrieval"] | {"relevance_threshold": 0.0, "method": "bm25", "top_k": 1}
+    questions = [dict(USER_QUESTIONS[0], key_facts=["Submit page"]), dict(USER_QUESTIONS[1], key_facts=["hours"])]
+    metrics, predictions, markdown, _ = evaluate_user_questions(
+        tiny_gemma_path, tiny_adapter, questions, index, retrieval, None, params["evaluate"], ALL_REPORTED,
+        params["domain"], {})
+    for p, question in zip(predictions, questions):
+        for label in ("base", "fine_tuned"):
+            stated = [fact_found(p[f"{label}_answer"], fact) for fact in question["key_facts"]]
+            assert p[f"{label}_correct"] == all(stated)
+            assert p["scores"][label]["key_facts_found"] == sum(stated) / len(stated)
+            recall = p["scores"][label]["rougeL_recall"]
+            assert p["scores"][label]["recall_correct"] == float(recall >= ALL_REPORTED["correct_recall"])
+    assert "key_facts_found" in metrics["rates"]["fine_tuned"] and "Key facts stated" in markdown

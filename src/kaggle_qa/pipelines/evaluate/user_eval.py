@@ -18,10 +18,13 @@ Measured per question, for both models, beside the metrics of the rest of the ev
 (:func:`~kaggle_qa.metrics.scoring.score_answers`, :func:`~kaggle_qa.metrics.summary.summarize`;
 answer loss is teacher-forced on the expected answer given the retrieved context):
 
-- ``correct``: not refused, and the **ROUGE-L recall** of the expected answer (stemmed, rouge_score)
-  is at least ``user_questions.correct_recall``: the answer contains, in order, at least that share
-  of the expected answer's words. Recall, not F1, so a complete answer that explains more is not
-  penalised, while a lead-in sentence without the answer ("To dump into a JSON file:") is not correct;
+- ``correct``: not refused, and every **key fact** the question file names for the question
+  (``key_facts``, :func:`kaggle_qa.user_questions.fact_found`: the option, command or value the
+  answer turns on) is stated. A question without key facts falls back to the **ROUGE-L recall** of
+  the expected answer (stemmed, rouge_score) of at least ``user_questions.correct_recall``. Recall,
+  not F1, so a complete answer that explains more is not penalised, while a lead-in sentence
+  without the answer ("To dump into a JSON file:") is not correct. The recall rule is reported for
+  every question too (``recall_correct``), so neither rule is the only view;
 - ``gold_page_cited``: the expected page is among the cited sources (urls compared without
   ``#fragment``, trailing ``/``, ``index.html`` or ``.html``, and without scheme and host, so a question file
   written against the live site matches a crawl of its snapshot);
@@ -47,7 +50,7 @@ from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever, relevance_threshold
-from kaggle_qa.user_questions import as_qa_rows, report_rows, selection_rows
+from kaggle_qa.user_questions import as_qa_rows, fact_found, report_rows, selection_rows
 
 from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever
 
@@ -56,11 +59,14 @@ logger = logging.getLogger(__name__)
 MODELS = ("base", "fine_tuned")
 TITLE = "## Your questions: the assistant in retrieved mode, base vs fine-tuned"
 RATES = (  # (per-question field, name in the table); each a share of the reported questions
-    ("correct", "Correct (ROUGE-L recall of the expected answer ≥ threshold, not refused)"),
+    ("correct", "Correct (key facts stated, else ROUGE-L recall ≥ threshold; not refused)"),
+    ("recall_correct", "ROUGE-L recall of the expected answer ≥ threshold, not refused"),
     ("rougeL_recall", "ROUGE-L recall of the expected answer"),
     ("gold_page_cited", "Gold page cited"),
     ("refused", "Refused (\"not covered\")"),
 )
+FACTS_RATE = ("key_facts_found", "Key facts stated (share of a question's key facts)")  # when every question has them
+SHARES = ("rougeL_recall", "key_facts_found")  # per-question shares, not yes/no: no count
 SUMMARY_ROWS = (("rougeL", "ROUGE-L F1"), ("semantic_similarity", "Semantic similarity (MiniLM cosine)"),
                 ("answer_loss", "Loss on the expected answer's tokens"), ("grounded_rate", "Grounded in the retrieved context"))
 
@@ -136,9 +142,14 @@ def evaluate_user_questions(
         records[label] = []
         for row, result, score, answer, refuse, gold in zip(rows, model_rows, scores, answers[label], refused, gold_cited):
             recall = 0.0 if refuse else rouge_l_recall(row["output"], answer)
+            facts = row.get("key_facts") or []
+            stated = 0.0 if refuse or not facts else sum(fact_found(answer, fact) for fact in facts) / len(facts)
+            enough = stated == 1.0 if facts else recall >= user_params["correct_recall"]
             records[label].append({**result, **score, "answer": answer, "refused": float(refuse),
                                    "gold_page_cited": float(gold), "rougeL_recall": recall,
-                                   "correct": float(not refuse and recall >= user_params["correct_recall"])})
+                                   **({"key_facts_found": stated} if facts else {}),
+                                   "recall_correct": float(not refuse and recall >= user_params["correct_recall"]),
+                                   "correct": float(not refuse and enough)})
     summary_rows = [{"task_type": r["task_type"], "output": r["output"], "chunk": r["chunk"]} for r in rows]
     summary = summarize(summary_rows, records, choices=settings["choices"], bootstrap=evaluate["bootstrap"])
     metrics = {
@@ -165,18 +176,24 @@ def evaluate_user_questions(
     return metrics, predictions, user_questions_markdown(metrics, predictions, evaluate.get("max_cell_chars", 300)), base
 
 
+def rate_fields(rows: list[dict]) -> tuple[tuple[str, str], ...]:
+    """The rates reported: :data:`RATES`, plus the key-fact share when every question names key facts."""
+    return (*RATES[:1], FACTS_RATE, *RATES[1:]) if rows and all(r.get("key_facts") for r in rows) else RATES
+
+
 def _rates(rows: list[dict], records: dict[str, list[dict]], bootstrap: dict) -> dict:
     """Each rate of :data:`RATES` per model with its page-bootstrap interval; paired changes."""
     boot = ChunkBootstrap([row["chunk"] for row in rows], bootstrap.get("resamples", 1000), bootstrap.get("seed", 0),
                           bootstrap.get("confidence", 0.95))
     ones = [1.0] * len(rows)
-    stats = {label: {field: Ratio([r[field] for r in records[label]], ones) for field, _ in RATES} for label in MODELS}
+    fields = rate_fields(rows)
+    stats = {label: {field: Ratio([r[field] for r in records[label]], ones) for field, _ in fields} for label in MODELS}
     rates = {label: {field: {"value": boot.point(stat), "interval": boot.interval(stat),
-                             "count": int(sum(r[field] >= 1.0 for r in records[label])) if field != "rougeL_recall" else None}
+                             "count": int(sum(r[field] >= 1.0 for r in records[label])) if field not in SHARES else None}
                      for field, stat in stats[label].items()} for label in MODELS}
     alpha = bootstrap.get("alpha", 0.05)
     rates["change"] = {}
-    for field, _ in RATES:
+    for field, _ in fields:
         change = boot.paired(stats["base"][field], stats["fine_tuned"][field])
         if change is not None:
             rates["change"][field] = {**change, "significant": change["p_value"] < alpha}
@@ -194,7 +211,9 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
         return f"{TITLE}\n\n{metrics['skipped']}\n"
     n, rates = metrics["reported"], metrics["rates"]
     rows = []
-    for field, name in RATES:
+    for field, name in RATES[:1] + ((FACTS_RATE,) if FACTS_RATE[0] in rates["fine_tuned"] else ()) + RATES[1:]:
+        if field not in rates["fine_tuned"]:
+            continue
         change = rates["change"].get(field)
         rows.append([name, *(estimate_text(rates[label][field], n) for label in MODELS),
                      "–" if not change else f"{change['delta']:+.3f} (p={change['p_value']:.3f})"])
@@ -228,7 +247,9 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
         " and not shown. Each question is answered as `kaggle-qa ask` answers it: top"
         f" {metrics['retrieval']['top_k']} chunks by `{metrics['retrieval']['method']}`, refused below relevance"
         f" {metrics['relevance_threshold']:.3f}, answers up to {metrics['max_new_tokens']} tokens."
-        f" **Correct**: not refused and ROUGE-L recall of the expected answer ≥ {metrics['correct_recall']}."
+        " **Correct**: not refused, and every key fact the question file names for it is stated (whole words, case,"
+        " quotes and spacing around `=` ignored); for a question without key facts, ROUGE-L recall of the expected"
+        f" answer ≥ {metrics['correct_recall']}."
         f" [95 % bootstrap interval over the expected pages]; p: paired, over the same pages, raw (exploratory,"
         f" unstarred). Base results: {reuse}.",
         "",
