@@ -10,7 +10,9 @@ import yaml
 
 from kaggle_qa.assistant import NOT_COVERED, Assistant
 from kaggle_qa.modeling import load_model, load_tokenizer
-from kaggle_qa.retrieval import DEFAULT_ENCODER, Retriever, build_index, embed, rrf_scores, search
+from kaggle_qa.retrieval import (
+    DEFAULT_ENCODER, Retrieval, Retriever, build_index, embed, refusal_reason, rrf_scores, search,
+)
 
 CHUNKS = [
     {"chunk_id": "a", "url": "https://www.kaggle.com/docs/competitions", "title": "Competitions",
@@ -57,6 +59,25 @@ def test_bm25_ranks_by_shared_words_and_hybrid_fuses_ranks(index):
     assert retrieval.hits[-1]["bm25_score"] == 0  # shares no (stemmed, non-stop) word
     fused = rrf_scores([np.array([0, 1, 2]), np.array([2, 1, 0])], rrf_k=60)
     assert fused[1] == pytest.approx(2 / 62) and fused[0] == pytest.approx(1 / 61 + 1 / 63)
+
+
+@pytest.mark.parametrize("question, unknown", [
+    ("How do I declare an option with Typer type hints?", ["typer"]),      # a neighbouring tool's name
+    ("How do I install it with pipx and uv?", ["pipx"]),                    # "uv" is an English word (MiniLM's vocabulary)
+    ("How do I submit my predictions file?", []),                          # the docs' own words
+    ("How do I submitt my predicitons file?", []),                         # typos of docs words (6+ letters, one slip)
+    ("How many GPU hours does a notebook get weekly?", []),               # "weekly": a common English word
+])
+def test_unknown_terms_are_words_neither_the_docs_nor_english_know(index, question, unknown):
+    assert Retriever(index).unknown_terms(question) == unknown
+
+
+def test_refusal_reason_applies_terms_then_relevance():
+    known, named = Retrieval([], 0.8, []), Retrieval([], 0.8, ["typer"])
+    assert refusal_reason(known, 0.35, 0) is None
+    assert refusal_reason(named, 0.35, 0) == "unknown terms: typer"
+    assert refusal_reason(named, 0.35, 1) is None and refusal_reason(named, 0.35, None) is None
+    assert refusal_reason(Retrieval([], 0.2, []), 0.35, 0).startswith("relevance 0.200 < 0.350")
 
 
 def test_index_records_the_default_encoder(index):
@@ -143,6 +164,15 @@ def test_chunks_of_one_section_are_cited_once():
     cited = citations(hits)
     assert [c["chunk_ids"] for c in cited] == [["c", "c2"], ["a"]]
     assert cited[0]["score"] == 0.9 and cited[0]["heading_path"] == ["Organizations"]
+
+
+def test_long_prompts_keep_the_best_chunks_opening(tiny_assistant):
+    hits = [{"text": "Best chunk opens here. " + "word " * 300}, {"text": "Second chunk. " + "other " * 300}]
+    ids = tiny_assistant.prompt_ids("Why?", hits, max_new_tokens=5)
+    assert len(ids) <= tiny_assistant.max_length - 5
+    text = tiny_assistant.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.startswith("Context:\nBest chunk opens here.") and text.count("word") == 300, "the best chunk is whole"
+    assert "Second chunk." in text and 0 < text.count("other") < 300, "the second is cut at its end"
 
 
 def test_long_prompts_are_cut_from_the_left_to_fit(tiny_assistant):

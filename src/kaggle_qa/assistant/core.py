@@ -29,7 +29,7 @@ from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
 from kaggle_qa.prompting import encode_prompt, fit_context
 from kaggle_qa import answer_length
-from kaggle_qa.retrieval import Retriever, relevance_threshold
+from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class Assistant:
         method: str = "bm25",
         top_k: int = 3,
         relevance_threshold: float = 0.0,
+        max_unknown_terms: int | None = None,
         max_new_tokens: int = 128,
         max_length: int = 512,
         name: str = "kaggle-qa",
@@ -203,6 +204,7 @@ class Assistant:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
         self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
         self.method, self.top_k, self.relevance_threshold = method, top_k, relevance_threshold
+        self.max_unknown_terms = max_unknown_terms
         self.max_new_tokens, self.max_length, self.name = max_new_tokens, max_length, name
         self.domain = domain
         self.not_covered = refusal_message(domain) if domain else NOT_COVERED
@@ -228,6 +230,7 @@ class Assistant:
             method=retrieval["method"],
             top_k=retrieval["top_k"],
             relevance_threshold=relevance_threshold(retrieval, retrieval_metrics),
+            max_unknown_terms=retrieval.get("max_unknown_terms"),
             max_new_tokens=answer_length.max_new_tokens(
                 trained, assistant.get("max_new_tokens"), max_length,
                 f"adapter {adapter}" if adapter else "the base model alone (no adapter recorded answer lengths)"),
@@ -266,8 +269,9 @@ class Assistant:
         if not question:
             raise ValueError("the question is empty")
         retrieval = self.retriever.retrieve(question, self.top_k, self.method)
-        if retrieval.relevance < self.relevance_threshold:
-            logger.info("Not covered (relevance %.3f < %.3f): %s", retrieval.relevance, self.relevance_threshold, question)
+        reason = refusal_reason(retrieval, self.relevance_threshold, self.max_unknown_terms)
+        if reason:
+            logger.info("Not covered (%s): %s", reason, question)
             if on_text:
                 on_text(self.not_covered)
             return Answer(question, self.not_covered, [], covered=False, relevance=retrieval.relevance)

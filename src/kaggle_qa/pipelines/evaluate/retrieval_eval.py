@@ -6,15 +6,17 @@ BM25, hybrid; :mod:`kaggle_qa.retrieval`) and reports hit rate at 1/3/5 and mean
 rank.
 
 It also calibrates the **refusal threshold** on the site's own questions, honestly: the relevance
-score (the best dense cosine, which the assistant thresholds) of in-domain questions (the test set
-plus the selection part of ``user_questions``) and of off-topic ones (``off_topic_questions``:
+score (the best dense cosine, which the assistant thresholds) of in-domain questions (the test set's
+open questions, what an assistant is asked, plus the selection part of ``user_questions``) and of off-topic ones (``off_topic_questions``:
 ``{"question", "kind": "near" | "far"}`` rows, or plain strings, which count as ``far``) is split by
 a hash of each question into a **calibration** part, where the threshold with the best balanced
 accuracy is chosen, and a disjoint **reported** part, where its answered / refused rates are
 measured, near-domain and far off-topic separately. The chosen threshold is recorded in
 ``retrieval_metrics`` (``relevance.chosen.threshold``), which the assistant reads back
 (:func:`kaggle_qa.retrieval.relevance_threshold`); ``retrieval.relevance_threshold`` set to a
-number overrides it.
+number overrides it. A question the unknown-term rule refuses (``retrieval.max_unknown_terms``,
+:func:`kaggle_qa.retrieval.refusal_reason`) counts as refused at every threshold, as the assistant
+refuses it, and how many each rule caught is recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import numpy as np
 from tabulate import tabulate
 
+from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import METHODS, Retriever
 from kaggle_qa.user_questions import hash_fraction, normalise_question, selection_rows
 
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 CUTOFFS = (1, 3, 5)
 OFF_TOPIC_KINDS = ("near", "far")
 CALIBRATION_SALT = "refusal-calibration"
+OPEN_TASKS = ("extractive_qa",)  # the test set's questions an assistant is asked (not statements to judge)
+REFUSED_BY_TERMS = -1.0  # the relevance a question refused for unknown terms counts as (below any cosine threshold)
 
 
 def gold_ranks(rankings: list[np.ndarray], gold: list[int]) -> np.ndarray:
@@ -163,7 +168,9 @@ def evaluate_retrieval(
             f"{name} row {i}: chunk_id {chunk_id!r} is not in retrieval_index ({len(missing)} rows like it);"
             " build the index and the test set from the same ingestion run"
         )
-    in_domain_questions = [row["instruction"] for row in test_set]
+    # the assistant is asked questions, not true/false statements or NLI hypotheses: its open ones
+    open_rows = [row for row in test_set if infer_task_type(row) in OPEN_TASKS]
+    in_domain_questions = [row["instruction"] for row in open_rows or test_set]
     selected = selection_rows(user_questions, user_params) if user_questions and user_params else []
     in_domain_questions += [row["question"] for row in selected]
     relevance = _relevance_section(retriever, in_domain_questions, off_topic, fraction, retrieval, len(selected))
@@ -207,8 +214,15 @@ def evaluate_retrieval(
 def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off_topic: list[dict], fraction: float,
                        retrieval: dict, user_selection: int) -> dict:
     """Relevance distributions, the calibrated threshold and the configured override's rates."""
-    in_scores = [float(s["dense"].max()) for s in retriever.scores(in_domain_questions)]
-    off_scores = [float(s["dense"].max()) for s in retriever.scores([row["question"] for row in off_topic])]
+    max_unknown = retrieval.get("max_unknown_terms")
+
+    def effective(questions: list[str]) -> list[float]:
+        """Best dense cosine; a question the unknown-term rule refuses scores below any threshold."""
+        return [REFUSED_BY_TERMS if max_unknown is not None and len(retriever.unknown_terms(q)) > max_unknown
+                else float(s["dense"].max()) for q, s in zip(questions, retriever.scores(questions))]
+
+    in_scores = effective(in_domain_questions)
+    off_scores = effective([row["question"] for row in off_topic])
     chosen = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
                                [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
                                fraction)
@@ -219,6 +233,10 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
         "in_domain": _quantiles(np.array(in_scores)),
         **{f"off_topic_{kind}": _quantiles(scores) for kind, scores in by_kind.items()},
         "in_domain_questions": len(in_scores),
+        "max_unknown_terms": max_unknown,
+        "refused_by_unknown_terms": {"in_domain": sum(v == REFUSED_BY_TERMS for v in in_scores),
+                                     **{kind: sum(v == REFUSED_BY_TERMS for row, v in zip(off_topic, off_scores)
+                                                  if row["kind"] == kind) for kind in OFF_TOPIC_KINDS}},
         "in_domain_from_user_questions": user_selection,
         "off_topic_questions": {kind: int(len(scores)) for kind, scores in by_kind.items()},
         "chosen": chosen,
@@ -263,10 +281,16 @@ def refusal_markdown(relevance: dict) -> list[str]:
               f"The assistant reads the chosen threshold {chosen['threshold']:.3f} back from `retrieval_metrics`"
               " (`retrieval.relevance_threshold: null`).")
     users = relevance.get("in_domain_from_user_questions", 0)
+    terms = relevance.get("refused_by_unknown_terms")
+    if relevance.get("max_unknown_terms") is not None and terms:
+        in_use += (f" Both parts also apply the unknown-term rule (more than {relevance['max_unknown_terms']} word(s) the docs"
+                   " never use and no common English word: refused at any threshold; it is counted in the distributions"
+                   f" as {REFUSED_BY_TERMS:.0f}). It refused {terms['in_domain']} in-domain, {terms.get('near', 0)} near and"
+                   f" {terms.get('far', 0)} far off-topic questions of all parts.")
     return [
         "### Refusal threshold (best dense cosine of any chunk), calibrated on this site",
         "",
-        f"In-domain: {relevance['in_domain_questions']} questions (the test set"
+        f"In-domain: {relevance['in_domain_questions']} questions (the test set's open questions"
         + (f" and {users} from the selection part of `user_questions`" if users else "") + "); off-topic: "
         + ", ".join(f"{n} {kind}" for kind, n in relevance["off_topic_questions"].items())
         + f". A hash of each question puts {chosen['calibration_fraction']:.0%} of them in the calibration part, where"

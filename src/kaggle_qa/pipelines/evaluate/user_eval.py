@@ -6,9 +6,9 @@ each with the answer they expect and the page that holds it. Only its **reported
 model selection and never shown in this section.
 
 Each question goes through the assistant's real situation: :meth:`kaggle_qa.retrieval.Retriever.retrieve`
-with ``params:retrieval`` (as ``kaggle-qa ask``), the same refusal rule (best dense cosine below the
-threshold in use, :func:`kaggle_qa.retrieval.relevance_threshold`: the answer is the refusal
-message), the top-k chunks fitted into the one training prompt as the assistant fits them
+with ``params:retrieval`` (as ``kaggle-qa ask``), the same refusal rule (:func:`kaggle_qa.retrieval.refusal_reason`: best dense cosine below the
+threshold in use, :func:`kaggle_qa.retrieval.relevance_threshold`, or a term the docs do not know;
+the answer is then the refusal message), the top-k chunks fitted into the one training prompt as the assistant fits them
 (:func:`kaggle_qa.prompting.fit_context`). Both models answer
 through the evaluate pipeline's own :func:`~.nodes.answer_base` (with its base-result cache,
 ``user_questions_base_answers_cache``) and :func:`~.nodes.answer_fine_tuned`, with the main
@@ -49,7 +49,7 @@ from kaggle_qa.metrics.summary import summarize
 from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
-from kaggle_qa.retrieval import Retriever, relevance_threshold
+from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
 from kaggle_qa.user_questions import as_qa_rows, fact_found, report_rows, selection_rows
 
 from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever
@@ -129,7 +129,7 @@ def evaluate_user_questions(
     base = answer_base(base_model, rows, settings, evaluate, cache or {})
     raw = answer_fine_tuned(base_model, adapter, rows, settings, evaluate, base)
     refusal = refusal_message(Domain.from_params(domain))
-    refused = [result.relevance < threshold for result in found]
+    refused = [refusal_reason(result, threshold, retrieval.get("max_unknown_terms")) is not None for result in found]
     cited = [sorted({page_key(hit["url"]) for hit in result.hits}) for result in found]
     gold_cited = [not refuse and row["chunk"] in pages for row, pages, refuse in zip(rows, cited, refused)]
     records, answers = {}, {}
