@@ -419,6 +419,8 @@ def test_rows_unfit_to_train_on_are_dropped_and_counted(tiny_gemma_path, tmp_pat
 
 
 RETRIEVAL = {"method": "bm25", "top_k": 2, "rrf_k": 60, "batch_size": 8}
+USER_QUESTIONS = [{"question": "How long may a notebook session run?", "expected_answer": "12 hours.",
+                   "url": "https://docs.test/chunk-0"}]
 
 
 def _index(rows: list[dict]) -> dict:
@@ -436,6 +438,7 @@ def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny
         {"qa_v3": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
          "params:train": MemoryDataset(params), "adapter": FolderDataset(str(tmp_path / "adapter")),
          "retrieval_index": MemoryDataset(_index(ROWS)), "params:retrieval": MemoryDataset(RETRIEVAL),
+         "user_questions": MemoryDataset(USER_QUESTIONS), "params:user_questions": MemoryDataset({"selection_fraction": 1.0}),
          "train_metrics": JSONDataset(filepath=str(tmp_path / "train_metrics.json")),
          "learning_curves": MatplotlibDataset(filepath=str(tmp_path / "learning_curves.png"))}
     )
@@ -449,6 +452,9 @@ def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny
     assert metrics["train_label_accuracy"] is not None and metrics["data"]["train_label_examples"] == 4
     assert metrics["split"]["validation_rows"] == 4 and "validation_groups" not in metrics["split"]
     assert [h["step"] for h in metrics["history"]] == list(range(7))
+    # the user's selection question is measured beside validation (never trained on): its loss falls too
+    user = [h["user_selection_loss"] for h in metrics["history"]]
+    assert user[-1] < user[0] - 0.1, user
     assert (tmp_path / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     folder = tmp_path / "adapter"
     assert {"adapter_config.json", "adapter_model.safetensors", "training_params.json", "base_model.json",

@@ -14,6 +14,11 @@ Distractors come only from chunks of the same side of the split (training rows' 
 training rows, validation's for validation): no text of a held-out or validation chunk reaches
 training. Labelled rows (true/false, yes/no, NLI) keep their chunk: their answer is a judgement of
 that chunk's statement.
+
+:func:`user_selection_examples` tokenizes the selection part of the user's question file
+(:func:`kaggle_qa.user_questions.selection_rows`; the reported part is never read here) in the same
+retrieved situation: the recipe measures its answer loss beside the validation loss at every
+validation pass (``user_selection_loss`` in the history and the learning curves), never trains on it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import random
 
 import numpy as np
 
+from collections import Counter
+
 from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import group_key, infer_task_type
 from kaggle_qa.retrieval import Retriever
+from kaggle_qa.user_questions import as_qa_rows, selection_rows
+
+from .data import USER_SET
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +105,29 @@ def add_retrieved_contexts(
                     "its rank %s", side, part["retrieved_context_rows"], part["rows"], retrieval["top_k"],
                     part["answering_chunk_retrieved"], part["answering_chunk_rank"])
     return train, validation, report
+
+
+def user_selection_examples(user_questions: list[dict] | None, retrieval_index: dict, base_model: str,
+                            retrieval: dict, user_params: dict, params: dict) -> list[dict]:
+    """The selection part of the user's question file as tokenized examples tagged ``set: user_selection``,
+    each with the context the assistant would retrieve for it (module docstring); [] without a file."""
+    from .nodes import _tokenize_rows
+
+    rows = as_qa_rows(selection_rows(user_questions, user_params)) if user_questions else []
+    if not rows:
+        logger.info("User questions for model selection: none (no question file, or no question in its selection part)")
+        return []
+    retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
+    tokenizer = load_tokenizer(base_model)
+    max_length = params["max_length"]
+    for row in rows:
+        hits = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"]).hits
+        answer_tokens = len(tokenizer(row["output"].strip(), add_special_tokens=False)["input_ids"]) + 1
+        row["input"] = fit_context(tokenizer, [hit["text"] for hit in hits], row["instruction"],
+                                   max_length - min(answer_tokens, max_length // 2))
+        row["task_type"] = "extractive_qa"
+    dropped: Counter = Counter()
+    examples = [dict(example, set=USER_SET) for example in _tokenize_rows(tokenizer, rows, max_length, USER_SET, dropped)]
+    logger.info("User questions for model selection: %d of the file's selection part, their answer loss measured "
+                "beside the validation loss (%s)", len(examples), dict(dropped) or "none dropped")
+    return examples

@@ -11,6 +11,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from kaggle_qa.prompting import IGNORE_INDEX
 
+# The `set` tag of examples measured beside validation but never trained on or selected by: the
+# selection part of the user's question file (contexts.user_selection_examples).
+USER_SET = "user_selection"
+
 
 def length_grouped_batches(lengths: list[int], batch_size: int, group_size: int, seed: int) -> list[list[int]]:
     """Shuffle, then sort each megabatch of `batch_size * group_size` by length: little padding."""

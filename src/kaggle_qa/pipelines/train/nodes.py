@@ -236,12 +236,14 @@ class TrainedAdapter:
 
 def train_adapter(
     train_examples: list[dict], validation_examples: list[dict], data_report: dict, split_report: dict,
-    base_model: str, params: dict,
+    base_model: str, params: dict, user_examples: list[dict] | None = None,
 ) -> tuple[TrainedAdapter, dict]:
     """Fine-tune the base model (QLoRA or LoRA, by `params`); return the best adapter and the run's metrics.
 
     `train.distributed.num_processes` > 1: the ranks run under torchrun in a child process
-    (launch.run_distributed) and this returns what rank 0 wrote."""
+    (launch.run_distributed) and this returns what rank 0 wrote. `user_examples` (the selection part
+    of the user's questions, contexts.user_selection_examples) are measured beside validation."""
+    validation_examples = list(validation_examples) + list(user_examples or [])
     if TrainConfig.from_dict(params).distributed.num_processes > 1:
         model, run_metrics, history, compute_dtype = run_distributed(train_examples, validation_examples, base_model,
                                                                      params)
@@ -276,6 +278,9 @@ def plot_learning_curves(train_metrics: dict) -> plt.Figure:
     if train_points:
         axes.plot(*zip(*train_points), marker="o", label="train loss (answer tokens)")
     axes.plot([h["step"] for h in history], [h["val_loss"] for h in history], marker="s", label="validation loss")
+    user = [(h["step"], h["user_selection_loss"]) for h in history if h.get("user_selection_loss") is not None]
+    if user:
+        axes.plot(*zip(*user), marker="^", label="your questions, selection part (retrieved context)")
     axes.axhline(train_metrics["base_val_loss"], color="grey", linestyle=":", label="base model (validation)")
     axes.axvline(train_metrics["best_step"], color="green", linestyle="--", label="best (kept) adapter")
     axes.set_xlabel("optimizer step")

@@ -4,7 +4,7 @@ learning_curves) and the Table 3 sweep. The test set (qa_v2) is never read here.
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .contexts import add_retrieved_contexts
+from .contexts import add_retrieved_contexts, user_selection_examples
 from .nodes import (
     build_examples,
     split_training_data,
@@ -41,9 +41,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_examples",
             ),
             node(
+                user_selection_examples,
+                ["user_questions", "retrieval_index", "base_model", "params:retrieval", "params:user_questions",
+                 "params:train"],
+                "user_selection_examples",
+                name="user_selection_examples",
+            ),
+            node(
                 train_adapter,
                 ["train_examples", "validation_examples", "train_data_report", "data_split", "base_model",
-                 "params:train"],
+                 "params:train", "user_selection_examples"],
                 ["adapter", "train_metrics"],
                 name="train_adapter",
             ),

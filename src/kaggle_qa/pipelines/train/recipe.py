@@ -47,7 +47,7 @@ from kaggle_qa.modeling import keep_4bit_weights_trainable, load_model, model_id
 from .budget import BudgetPlanner, eval_every
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, rng_state, run_fingerprint, set_rng_state
 from .config import TrainConfig
-from .data import Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
+from .data import USER_SET, Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
 from .distributed import Comm
 from .fsdp import full_tensor, load_into, shard_with_fsdp2
 from .loss import answer_loss_sum, body_hidden, label_choices, supervised_tokens
@@ -93,7 +93,10 @@ class LoRAFinetuneRecipe:
         self.base_model = base_model
         self.config = params if isinstance(params, TrainConfig) else TrainConfig.from_dict(params)
         self.train_examples = train_examples
-        self.validation_examples = validation_examples
+        # examples tagged USER_SET (the selection part of the user's question file, contexts.py) are
+        # measured beside the validation set at every validation pass, never trained on
+        self.validation_examples = [e for e in validation_examples if e.get("set") != USER_SET]
+        self.user_examples = [e for e in validation_examples if e.get("set") == USER_SET]
         self.comm = comm or Comm()
         if torch.cuda.is_available():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -294,6 +297,8 @@ class LoRAFinetuneRecipe:
         """Validation loss, label accuracy and the selection score (higher is better)."""
         started = time.perf_counter()
         result = self.measure(self.validation_examples)
+        if self.user_examples:
+            result["user_selection_loss"] = self.measure(self.user_examples)["loss"]
         self.state["eval_s"] += time.perf_counter() - started
         if not math.isfinite(result["loss"]):
             raise FloatingPointError(f"validation loss is {result['loss']} at step {self.state['step']}")
@@ -478,9 +483,15 @@ class LoRAFinetuneRecipe:
 
     def _measure_training_fit(self, key: str, rows: list[dict]) -> None:
         """Label accuracy and loss of the weights now loaded on `rows` (training rows), recorded
-        under `key`: is it fitting at all?"""
+        under `key`: is it fitting at all? One teacher-forced pass (:meth:`measure`: eval mode, no
+        generation, batches of `eval_batch_size` sorted by length, the LM head at answer and label
+        positions only), after the training loop and outside `time_budget_s`; its wall time is logged."""
         if rows:
+            started = time.perf_counter()
             fit = self.measure(rows)
+            logger.info("Training-row fit of the %s weights (%s) on %d rows: %.1f s, loss %.4f",
+                        "last" if key == "train_fit_last" else "kept", key, len(rows), time.perf_counter() - started,
+                        fit["loss"])
             self.state[key] = {"loss": fit["loss"], "label_accuracy": fit["label_accuracy"],
                                "top_label_share": fit["top_label_share"], "examples": len(rows)}
 

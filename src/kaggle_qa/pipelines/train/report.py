@@ -17,7 +17,8 @@ def history_entry(state: dict, result: dict, train_loss: float | None, lr: float
             "val_label_accuracy": result["label_accuracy"], "val_top_label_share": result["top_label_share"],
             "val_label_balanced_accuracy": result.get("label_balanced_accuracy"),
             "val_paired_z": result.get("paired_z"), "score": result["score"], "lr": lr,
-            "elapsed_s": round(state["elapsed_s"], 1)}
+            "elapsed_s": round(state["elapsed_s"], 1),
+            **({"user_selection_loss": result["user_selection_loss"]} if "user_selection_loss" in result else {})}
 
 
 def log_validation(state: dict, result: dict, train_loss: float | None, improved: bool, patience: int) -> None:
@@ -28,9 +29,11 @@ def log_validation(state: dict, result: dict, train_loss: float | None, improved
         + ")"
     )
     logger.info(
-        "step %d/%d epoch %d: train loss %s, validation loss %.4f, label accuracy %s%s",
+        "step %d/%d epoch %d: train loss %s, validation loss %.4f%s, label accuracy %s%s",
         state["step"], state["total_steps"], state["epoch"],
-        "-" if train_loss is None else f"{train_loss:.4f}", result["loss"], accuracy,
+        "-" if train_loss is None else f"{train_loss:.4f}", result["loss"],
+        f" (your questions' selection part: {result['user_selection_loss']:.4f})" if "user_selection_loss" in result else "",
+        accuracy,
         " (best, kept)" if improved else f" (no improvement {state['evals_without_improvement']}/{patience})",
     )
 
