@@ -13,6 +13,7 @@ from collections import Counter
 
 import bm25s
 import torch
+import transformers
 
 from kaggle_qa import modeling
 from kaggle_qa.metrics import reference_embeddings
@@ -42,7 +43,13 @@ def test_models_tokenizer_and_retriever_are_built_once_for_all_evaluate_nodes(ti
     counts = Counter()
     monkeypatch.setattr(eval_nodes, "load_model", _counting(counts, "base", eval_nodes.load_model))
     monkeypatch.setattr(modeling, "load_finetuned_model", _counting(counts, "fine_tuned", modeling.load_finetuned_model))
-    monkeypatch.setattr(eval_nodes, "load_tokenizer", _counting(counts, "tokenizer", eval_nodes.load_tokenizer))
+    real_tokenizer = transformers.AutoTokenizer.from_pretrained.__func__  # every load of Gemma's tokenizer, whoever asks
+
+    def counting_tokenizer(cls, source, *args, **kwargs):
+        counts.update(["tokenizer"] if str(source) == tiny_gemma_path else [])
+        return real_tokenizer(cls, source, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(counting_tokenizer))
     monkeypatch.setattr(bm25s.BM25, "index", _counting(counts, "bm25_index", bm25s.BM25.index))
     eval_nodes.release_held()
     evaluate = params["evaluate"] | {"max_new_tokens": 3}

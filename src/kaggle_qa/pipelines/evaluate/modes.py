@@ -33,11 +33,10 @@ from tabulate import tabulate
 
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
-from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.retrieval import Retriever
 
-from .nodes import answer_base, answer_fine_tuned, shared_retriever
+from .nodes import answer_base, answer_fine_tuned, shared_retriever, shared_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def evaluate_context_modes(
         raise ValueError(f"context_modes.modes: unknown mode(s) {unknown}; expected some of {list(MODES)}")
     settings = raw_answers["settings"]  # the main evaluation's: max_length, max_new_tokens, dtype, …
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
-    retrieved, found = retrieved_contexts(rows, retriever, retrieval, load_tokenizer(base_model),
+    retrieved, found = retrieved_contexts(rows, retriever, retrieval, shared_tokenizer(base_model),
                                           settings["max_length"] - settings["max_new_tokens"])
     others = mode_rows(rows, modes, retrieved)
     base = answer_base(base_model, others, settings, evaluate, cache or {})

@@ -46,13 +46,12 @@ from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.metrics.bootstrap import ChunkBootstrap, Ratio, estimate_text
 from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
-from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
 from kaggle_qa.user_questions import as_qa_rows, fact_found, report_rows, selection_rows
 
-from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever
+from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever, shared_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def evaluate_user_questions(
     settings = read_adapter_settings(base_model, adapter, evaluate)
     threshold = relevance_threshold(retrieval, retrieval_metrics)
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
-    tokenizer, budget = load_tokenizer(base_model), settings["max_length"] - settings["max_new_tokens"]
+    tokenizer, budget = shared_tokenizer(base_model), settings["max_length"] - settings["max_new_tokens"]
     rows, found = [], []
     for index, (source, row) in enumerate(zip(reported, as_qa_rows(reported))):
         result = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"])
