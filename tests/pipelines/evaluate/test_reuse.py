@@ -123,3 +123,33 @@ def test_references_are_embedded_once_for_every_answer_list_with_the_same_scores
                               bertscore={"num_layers": 2, "batch_size": 64})
         reference_embeddings.clear()
         assert [s["semantic_similarity"] for s in fresh] == [s["semantic_similarity"] for s in scores]
+
+
+def test_nodes_in_threads_share_the_model_one_run_at_a_time(tiny_gemma_path, tiny_adapter, params):
+    """Kedro's ThreadRunner may run both test sets' answer nodes at once on the one shared model."""
+    import threading
+
+    eval_nodes.release_held()
+    evaluate = params["evaluate"] | {"max_new_tokens": 3}
+    settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
+    test_set = prepare_test_set(TEST_ROWS, evaluate)
+    base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
+    alone = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
+    results, errors = [None] * 4, []
+
+    def answer(i):
+        try:
+            results[i] = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=answer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert all(r["models"]["fine_tuned"]["rows"] == alone["models"]["fine_tuned"]["rows"] for r in results)
+    model = eval_nodes.shared_fine_tuned_model(tiny_gemma_path, tiny_adapter, settings)
+    assert not [m for m in model.modules() if "forward" in m.__dict__]  # every linear's own forward restored
+    eval_nodes.release_held()

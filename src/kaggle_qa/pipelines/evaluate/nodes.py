@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -187,9 +188,17 @@ _load_base, _load_fine_tuned = load_base_model, load_fine_tuned_model  # earlier
 # whole content (cache.file_sha256), so a checkpoint or adapter rewritten in place is rebuilt.
 _HELD: dict[str, tuple[tuple, object]] = {}
 BUILDS: Counter = Counter()  # how often each role was built in this process (logged; read by the tests)
+# One lock for building and for running a shared model: under Kedro's ThreadRunner two nodes would
+# otherwise build the same model twice, or run one model at once (Evaluator.run patches its linears).
+_LOCK = threading.RLock()
 
 
 def _held(role: str, key: tuple, build, what: str):
+    with _LOCK:
+        return _held_locked(role, key, build, what)
+
+
+def _held_locked(role: str, key: tuple, build, what: str):
     held = _HELD.get(role)
     if held is not None and held[0] == key:
         logger.info("%s reused (built once in this process)", what)
@@ -205,7 +214,8 @@ def _held(role: str, key: tuple, build, what: str):
 
 def release_held() -> None:
     """Drop every model, tokenizer and retriever held by this module."""
-    _HELD.clear()
+    with _LOCK:
+        _HELD.clear()
     gc.collect()
 
 
@@ -270,7 +280,8 @@ def _infer(model, base_model: str, test_set: list[dict], settings: dict, params:
     candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if is_choice_item(row, settings["choices"])}
     logger.info("%s: answering %d questions (%s, batch %d)", label, len(test_set), settings["dtype"], settings["batch_size"])
     examples = evaluator.examples(test_set)
-    rows, seconds = evaluator.run(examples, candidates, settings["whole_sequence_loss"], label)
+    with _LOCK:  # the model may be shared with another node (one run at a time)
+        rows, seconds = evaluator.run(examples, candidates, settings["whole_sequence_loss"], label)
     for i, (row, example) in enumerate(zip(rows, examples)):
         row["prompt_truncated"] = example.truncated
         if i in candidates:  # the reference answer starts with the tokens of the candidate it names
