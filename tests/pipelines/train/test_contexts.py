@@ -80,3 +80,13 @@ def test_a_long_context_is_fitted_without_losing_the_answering_chunk(index, base
         answer = len(tokenizer(row["output"], add_special_tokens=False)["input_ids"]) + 1
         assert len(encode_prompt(tokenizer, row["input"], row["instruction"])) + answer <= 80
         assert before["input"] in row["input"]
+
+
+def test_repeats_multiply_open_questions_on_the_training_side_only(index, base_model):
+    params = _params(0.5)
+    params["retrieved_context"]["repeats"] = 3
+    train, validation, report = add_retrieved_contexts(TRAIN, VALID, index, base_model, RETRIEVAL, params)
+    assert len(train) == 4 * 3 + 1 and len(validation) == len(VALID)
+    assert sum(row["instruction"] == TRAIN[0]["instruction"] for row in train) == 3
+    assert sum(row["task_type"] == "true_false" for row in train) == 1
+    assert report["train"]["open_question_repeats"] == 3 and report["validation"]["open_question_repeats"] == 1

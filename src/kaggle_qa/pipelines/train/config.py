@@ -37,6 +37,7 @@ class SelectionConfig:
 @dataclass(frozen=True)
 class RetrievedContextConfig:
     share: float = 0.75                  # share of the open-question rows given the assistant's retrieved context
+    repeats: int = 3                     # each open question trained this many times (training side only)
     tasks: Any = field(default_factory=lambda: ["extractive_qa"])  # task types that get it (train/contexts.py)
     seed: int = 0
 

@@ -8,7 +8,9 @@ docs copied a sentence of whichever chunk came first. So a share of the open-que
 retrieval-augmented fine-tuning (RAFT, Zhang et al. 2024): the question's top-k chunks by the
 assistant's own retrieval settings, the row's own chunk kept at its rank when retrieved, else put at
 a seeded random rank in place of a distractor; the rest keep their single chunk, as the paper's
-format and the gold-context evaluation have it.
+format and the gold-context evaluation have it. ``repeats`` > 1 trains each open question that many
+times (training side only; each copy draws its own context), so that the assistant's task is not
+outweighed by the labelled rows the paper's mix is mostly made of.
 
 Distractors come only from chunks of the same side of the split (training rows' chunks for
 training rows, validation's for validation): no text of a held-out or validation chunk reaches
@@ -46,9 +48,13 @@ def _with_retrieved(rows: list[dict], retriever: Retriever, retrieval: dict, set
     """`rows` with a retrieved context for the chosen share of open questions (module docstring)."""
     tasks = set(settings.get("tasks") or ["extractive_qa"])
     rng = random.Random(f"{settings.get('seed', 0)}:{side}")
+    repeats = max(int(settings.get("repeats") or 1), 1) if side == "train" else 1
+    # each open question `repeats` times (training side only), each copy with its own draw of the share
+    rows = [row for row in rows for _ in range(repeats if infer_task_type(row) in tasks else 1)]
     chosen = [i for i, row in enumerate(rows) if infer_task_type(row) in tasks and rng.random() < settings["share"]]
     out = [dict(row) for row in rows]
-    stats = {"rows": len(rows), "retrieved_context_rows": len(chosen), "answering_chunk_retrieved": 0,
+    stats = {"rows": len(rows), "open_question_repeats": repeats, "retrieved_context_rows": len(chosen),
+             "answering_chunk_retrieved": 0,
              "answering_chunk_rank": {}}
     if not chosen:
         return out, stats
