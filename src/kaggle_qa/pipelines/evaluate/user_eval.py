@@ -48,7 +48,7 @@ from kaggle_qa.metrics.scoring import score_answers
 from kaggle_qa.metrics.summary import summarize
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
-from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
+from kaggle_qa.retrieval import refusal_reason, relevance_threshold
 from kaggle_qa.user_questions import as_qa_rows, fact_found, report_rows, selection_rows
 
 from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever, shared_tokenizer
