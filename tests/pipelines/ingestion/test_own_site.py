@@ -14,6 +14,7 @@ from kaggle_qa.pipelines.ingestion import create_pipeline
 from kaggle_qa.pipelines.ingestion.nodes import crawl_docs
 from kaggle_qa.pipelines.ingestion.spider import allowed_prefixes
 from kaggle_qa.text import split_sentences
+from kaggle_qa.user_questions import fact_found
 
 from .conftest import PROJECT_ROOT
 from .test_crawl import catalog_in
@@ -133,7 +134,9 @@ def test_click_question_files_point_at_crawled_pages_and_quote_them(click_run):
     """data/01_raw/click_questions.json: 20 answers written from the pages the crawl records."""
     questions = json.loads((PROJECT_ROOT / "data/01_raw/click_questions.json").read_text())
     clean = {page["url"]: page["text"] for page in click_run["clean_pages"]}
-    assert len(questions) == 20 and all(q.keys() == {"question", "expected_answer", "url"} for q in questions)
+    assert len(questions) == 20 and all(q.keys() == {"question", "expected_answer", "url", "key_facts"} for q in questions)
+    assert all(fact_found(q["expected_answer"], fact) for q in questions for fact in q["key_facts"]), \
+        "every key fact is stated by the written answer"
     assert len({q["question"] for q in questions}) == 20
     for q in questions:
         assert q["url"] in clean, q["url"]
