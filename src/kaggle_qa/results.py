@@ -410,10 +410,19 @@ def render_retrieval(res: Results, dir_link: str) -> str:
     rows = [[method, *(fmt(values[f"hit@{k}"]) for k in (1, 3, 5)), fmt(values["mrr"])]
             for method, values in result["methods"].items()]
     rel = result["relevance"]
-    return (f"{fmt(result['questions'], 'int')} questions over {fmt(result['chunks'], 'int')} chunks. Relevance "
-            f"threshold {fmt(rel['configured_threshold'], 'f2')}: answers {fmt(rel['configured_in_domain_answered'], 'pct')} "
-            f"of the in-domain questions, refuses {fmt(rel['configured_off_topic_refused'], 'pct')} of "
-            f"{fmt(rel['off_topic_questions'], 'int')} off-topic ones. From "
+    if "chosen" in rel:  # calibrated per site: the chosen threshold's rates on the disjoint reported part
+        part = rel["chosen"].get("reported") or {}
+        refusal = (f"Refusal threshold {fmt(rel['chosen'].get('threshold'), 'f3')} (chosen on a calibration part; on the "
+                   f"disjoint reported part): answers {fmt(part.get('in_domain_answered'), 'pct')} of "
+                   f"{fmt(part.get('in_domain_questions'), 'int')} in-domain questions, refuses "
+                   + "; ".join(f"{fmt(part.get(f'{kind}_refused'), 'pct')} of {fmt(part.get(f'{kind}_questions'), 'int')} "
+                               f"{kind} off-topic ones" for kind in ("near", "far") if part.get(f"{kind}_questions")))
+    else:  # a folder written before the per-site calibration
+        refusal = (f"Relevance threshold {fmt(rel['configured_threshold'], 'f2')}: answers "
+                   f"{fmt(rel['configured_in_domain_answered'], 'pct')} of the in-domain questions, refuses "
+                   f"{fmt(rel['configured_off_topic_refused'], 'pct')} of {fmt(rel['off_topic_questions'], 'int')} "
+                   "off-topic ones")
+    return (f"{fmt(result['questions'], 'int')} questions over {fmt(result['chunks'], 'int')} chunks. {refusal}. From "
             f"[{dir_link}/retrieval_metrics.json]({dir_link}/retrieval_metrics.json).\n\n"
             + table(["method", "hit@1", "hit@3", "hit@5", "MRR"], rows, "lrrrr") + "\n")
 
