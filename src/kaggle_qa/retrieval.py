@@ -146,18 +146,16 @@ class Retriever:
         self.words = {word for text in documents for word in WORD.findall(text.lower())}
         self.stems = set(_stem_words(sorted(self.words)))
         self.common_words = common_words(self.encoder)
+        self.stopwords = frozenset(bm25s.stopwords.STOPWORDS_EN)
 
     def unknown_terms(self, question: str) -> list[str]:
         """Words of the question that the docs never use (nor their Porter stem), that are no common
         English word (not a whole word of the encoder's vocabulary) and no one-letter slip of a docs
         word (words of 6+ letters: "paramter" is "parameter", "predicitons" is "predictions"): what names
         something the docs do not know."""
-        import bm25s
-
-        stop = set(bm25s.stopwords.STOPWORDS_EN)
         unknown = []
         for word in dict.fromkeys(WORD.findall(question.lower())):
-            if word in stop or word in self.words or word in self.common_words or word.isdigit():
+            if word in self.stopwords or word in self.words or word in self.common_words or word.isdigit():
                 continue
             if _stem_words([word])[0] in self.stems:
                 continue

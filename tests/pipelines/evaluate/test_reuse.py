@@ -38,6 +38,17 @@ def _counting(counts: Counter, name: str, real):
     return wrapper
 
 
+def _answered(tiny_gemma_path, tiny_adapter, params):
+    """From nothing held: the test set answered by the base and the fine-tuned model (3 new tokens)."""
+    eval_nodes.release_held()
+    evaluate = params["evaluate"] | {"max_new_tokens": 3}
+    settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
+    test_set = prepare_test_set(TEST_ROWS, evaluate)
+    base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
+    return evaluate, settings, test_set, base, answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings,
+                                                                 evaluate, base)
+
+
 def test_models_tokenizer_and_retriever_are_built_once_for_all_evaluate_nodes(tiny_gemma_path, tiny_adapter, index,
                                                                               params, monkeypatch):
     counts = Counter()
@@ -51,13 +62,8 @@ def test_models_tokenizer_and_retriever_are_built_once_for_all_evaluate_nodes(ti
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(counting_tokenizer))
     monkeypatch.setattr(bm25s.BM25, "index", _counting(counts, "bm25_index", bm25s.BM25.index))
-    eval_nodes.release_held()
-    evaluate = params["evaluate"] | {"max_new_tokens": 3}
-    settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
     # both test sets' answer nodes
-    test_set = prepare_test_set(TEST_ROWS, evaluate)
-    base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
-    raw = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
+    evaluate, settings, test_set, base, raw = _answered(tiny_gemma_path, tiny_adapter, params)
     second = prepare_test_set(TEST_ROWS[1:], evaluate | {"test_set_name": "second"})
     answer_fine_tuned(tiny_gemma_path, tiny_adapter, second, settings, evaluate,
                       answer_base(tiny_gemma_path, second, settings, evaluate, {}))
@@ -129,12 +135,7 @@ def test_nodes_in_threads_share_the_model_one_run_at_a_time(tiny_gemma_path, tin
     """Kedro's ThreadRunner may run both test sets' answer nodes at once on the one shared model."""
     import threading
 
-    eval_nodes.release_held()
-    evaluate = params["evaluate"] | {"max_new_tokens": 3}
-    settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, evaluate)
-    test_set = prepare_test_set(TEST_ROWS, evaluate)
-    base = answer_base(tiny_gemma_path, test_set, settings, evaluate, {})
-    alone = answer_fine_tuned(tiny_gemma_path, tiny_adapter, test_set, settings, evaluate, base)
+    evaluate, settings, test_set, base, alone = _answered(tiny_gemma_path, tiny_adapter, params)
     results, errors = [None] * 4, []
 
     def answer(i):

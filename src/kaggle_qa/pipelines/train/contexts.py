@@ -27,20 +27,26 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 
 import numpy as np
 
-from collections import Counter
-
-from kaggle_qa.modeling import load_tokenizer
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import group_key, infer_task_type
 from kaggle_qa.retrieval import Retriever
 from kaggle_qa.user_questions import as_qa_rows, selection_rows
 
 from .data import USER_SET
+from .nodes import _tokenize_rows, _tokenizer
 
 logger = logging.getLogger(__name__)
+
+
+def _fitted(tokenizer, texts: list[str], row: dict, max_length: int, keep: int | None = None) -> str:
+    """The context of `texts` fitted so that the row's prompt and answer (+ EOS; an answer is cut
+    at half of `max_length`, as :func:`kaggle_qa.prompting.tokenize_example` cuts it) fit `max_length`."""
+    answer_tokens = len(tokenizer(row["output"].strip(), add_special_tokens=False)["input_ids"]) + 1
+    return fit_context(tokenizer, texts, row["instruction"], max_length - min(answer_tokens, max_length // 2), keep=keep)
 
 
 def _with_retrieved(rows: list[dict], retriever: Retriever, retrieval: dict, settings: dict, tokenizer,
@@ -77,9 +83,7 @@ def _with_retrieved(rows: list[dict], retriever: Retriever, retrieval: dict, set
             keep = rng.randrange(len(texts) + 1)
             texts.insert(keep, row["input"])
         stats["answering_chunk_rank"][keep] = stats["answering_chunk_rank"].get(keep, 0) + 1
-        answer_tokens = len(tokenizer(row["output"].strip(), add_special_tokens=False)["input_ids"]) + 1
-        budget = max_length - min(answer_tokens, max_length // 2)
-        row["input"] = fit_context(tokenizer, texts, row["instruction"], budget, keep=keep)
+        row["input"] = _fitted(tokenizer, texts, row, max_length, keep)
         row["context"] = "retrieved"
     stats["answering_chunk_rank"] = dict(sorted(stats["answering_chunk_rank"].items()))
     return out, stats
@@ -98,7 +102,7 @@ def add_retrieved_contexts(
     if not 0 < settings["share"] <= 1:
         raise ValueError(f"train.retrieved_context.share must be in (0, 1], got {settings['share']}")
     retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = _tokenizer(base_model)
     report = {"share": settings["share"], "tasks": sorted(settings.get("tasks") or ["extractive_qa"]),
               "top_k": retrieval["top_k"], "method": retrieval["method"]}
     train, report["train"] = _with_retrieved(train_rows, retriever, retrieval, settings, tokenizer,
@@ -117,20 +121,16 @@ def user_selection_examples(user_questions: list[dict] | None, retrieval_index: 
                             retrieval: dict, user_params: dict, params: dict) -> list[dict]:
     """The selection part of the user's question file as tokenized examples tagged ``set: user_selection``,
     each with the context the assistant would retrieve for it (module docstring); [] without a file."""
-    from .nodes import _tokenize_rows
-
     rows = as_qa_rows(selection_rows(user_questions, user_params)) if user_questions else []
     if not rows:
         logger.info("User questions for model selection: none (no question file, or no question in its selection part)")
         return []
     retriever = Retriever(retrieval_index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"])
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = _tokenizer(base_model)
     max_length = params["max_length"]
     for row in rows:
         hits = retriever.retrieve(row["instruction"], retrieval["top_k"], retrieval["method"]).hits
-        answer_tokens = len(tokenizer(row["output"].strip(), add_special_tokens=False)["input_ids"]) + 1
-        row["input"] = fit_context(tokenizer, [hit["text"] for hit in hits], row["instruction"],
-                                   max_length - min(answer_tokens, max_length // 2))
+        row["input"] = _fitted(tokenizer, [hit["text"] for hit in hits], row, max_length)
         row["task_type"] = "extractive_qa"
     dropped: Counter = Counter()
     examples = [dict(example, set=USER_SET) for example in _tokenize_rows(tokenizer, rows, max_length, USER_SET, dropped)]
