@@ -71,9 +71,12 @@ from ..grammar import (
 from ..audit import LABELS
 from ..near_duplicates import RougeIndex
 from .claims import Claim, balanced, chunk_claims, cue_cell, excluded_kind, similar_sentences, worded_operation
-from .units import CONTINUES, incomplete_answer, lead_in_units, prose_sentences, setting_units
+from .units import CONTINUES, incomplete_answer, lead_in_units, prose_sentences, sentence_paragraphs, setting_units
 
 logger = logging.getLogger(__name__)
+
+# A caption right after a paragraph that introduces its example ("Example:", "Example usage:").
+CAPTION = re.compile(r"^(?:(?:An|For) )?(?:examples?|usage|example usage|for instance|e\.g\.)\s*:$", re.I)
 
 
 class OfflineTeacher:
@@ -123,6 +126,7 @@ class OfflineTeacher:
         if self.domain and any(self._names_domain(value) for value in fields.values()):
             # not "Can you explain how to use Click in Click?": the topic names the domain already
             options = [option for option in options if self._names_domain(option) < 2] or options
+        options = [option for option in options if not question_problem(option)] or options
         return next((option for option in options if not self._asked.is_near_duplicate(option)[0]), options[0])
 
     # ---------------------------------------------------------------- sentences and edits
@@ -291,8 +295,8 @@ class OfflineTeacher:
         if re.search(r"\b(?:FAQs?|Overview|Introduction)$", heading):
             return None  # not "Can you explain code competition FAQ in <domain>?" (an FAQ's own questions are asked)
         topic = self.vocab.lower_title(heading)
-        if n_words(topic) < 2:
-            return None
+        if n_words(topic) < 2 and len(chunk["heading_path"]) < 2:
+            return None  # a page's one-word title ("Options"); a one-word section ("Counting") is a topic
         if self._imperative(heading) or re.match(r"^[A-Z][a-z]+ (?:your|a|an|the)\b", heading) and not topic.split()[0].endswith(("ing", "s")):
             return f"How do I {to_first_person(topic)}?"
         if topic.split()[0].endswith("ing"):
@@ -302,10 +306,12 @@ class OfflineTeacher:
         return self._pick(self.params["topic_templates"], rng, topic=topic)
 
     @staticmethod
-    def topic_answer(chunk: dict, statements: list[str]) -> str | None:
+    def topic_answer(chunk: dict, statements: list[str], opening: str | None = None) -> str | None:
         """The chunk's first statement that names the section's topic (a word of its heading) and
         is no add-on to an earlier one ("You can also add a `-u` flag …" does not say how to create
-        a dataset)."""
+        a dataset). Failing that, the chunk's ``opening`` sentence when it names a word of the
+        heading: a section opens on its topic ("Similarly to `nargs`, there is also the case of
+        wanting to support a parameter being provided multiple times …" under "Multiple Options")."""
         if not chunk.get("heading_path"):
             return None
         stems = {w.lower()[:5] for w in WORD.findall(chunk["heading_path"][-1]) if len(w) >= 4}
@@ -314,6 +320,8 @@ class OfflineTeacher:
             add_on = LEAD_IN.match(sentence) or re.match(r"(?:\S+ ){0,3}also\b", sentence)
             if len(shared) >= min(2, len(stems)) and shared and not PRONOUN_START.match(sentence) and not add_on:
                 return sentence
+        if opening and stems & {w.lower()[:5] for w in WORD.findall(opening)} and not PRONOUN_START.match(opening):
+            return opening
         return None
 
     # ---------------------------------------------------------------- rows
@@ -431,14 +439,21 @@ class OfflineTeacher:
         lead_ins = {as_sentence(u.anchor): u for u in lead_in_units(chunk["text"], *bounds)}
         # a lead-in whose block is too long for an answer: no question of it, nor of its bare lead-in
         cut = {as_sentence(s) for s in prose_sentences(chunk["text"]) if s.endswith(":")} - set(lead_ins)
+        paragraphs = sentence_paragraphs(chunk["text"])
+        paragraphs = paragraphs if len(paragraphs) == len(sentences) else None
+
+        def answer_of(sentence: str) -> str:
+            return self._with_followers(sentence, sentences, lead_ins, paragraphs)
 
         def emit(question: str, answer: str) -> None:
-            if question in asked or question_problem(question) or self._asked.is_near_duplicate(question)[0]:
+            # a near-duplicate is a like question with the same answer (the filters' rule): "Can you
+            # tell me about multiple options?" and "… about parameter modifications?" are two questions
+            if question in asked or question_problem(question) or any(m[2] == answer for m in self._asked.matches(question)):
                 return
             if incomplete_answer(answer, *bounds):
                 return  # never a bare lead-in, never a cut answer
             asked.add(question)
-            self._asked.add(question)
+            self._asked.add(question, payload=answer)
             rows.append(self._row(chunk, recipe, "extractive_qa", question, answer, rng, {}))
 
         for question, answer in zip(sentences, sentences[1:]):
@@ -446,14 +461,16 @@ class OfflineTeacher:
                 if answer in lead_ins:
                     emit(question, lead_ins[answer].text)
                 elif self._is_statement(answer):
-                    emit(question, self._with_followers(answer, sentences, lead_ins))
+                    emit(question, answer_of(answer))
         for unit in setting_units(chunk["text"], heading, *bounds):
             for question in setting_questions(unit.name)[: recipe["rows_per_sentence"]]:
                 emit(question, unit.text)
         statements = [s for s in sentences if self._is_statement(s)]
-        topic_answer = self.topic_answer(chunk, statements + list(lead_ins))
+        passage = paragraphs is not None and self.params.get("answer_scope", "sentence") == "passage"
+        opening = sentences[0] if passage and sentences and (sentences[0] in statements or sentences[0] in lead_ins) else None
+        topic_answer = self.topic_answer(chunk, statements + list(lead_ins), opening)
         if topic_answer and (question := self.topic_question(chunk, rng)):
-            emit(question, self._with_followers(topic_answer, sentences, lead_ins))
+            emit(question, answer_of(topic_answer))
         for lead, unit in lead_ins.items():
             questions = [lead_in_question(lead.rstrip(":"))]
             questions += self.extractive_questions(lead_in_as_statement(lead), rng)
@@ -463,29 +480,45 @@ class OfflineTeacher:
             if sentence in lead_ins or sentence in cut:
                 continue  # asked above, with its block
             for question in self.extractive_questions(sentence, rng)[: recipe["rows_per_sentence"]]:
-                emit(question, self._with_followers(sentence, sentences, lead_ins))
+                emit(question, answer_of(sentence))
         return rows
 
-    def _with_followers(self, sentence: str, sentences: list[str], lead_ins: dict | None = None) -> str:
+    def _with_followers(
+        self, sentence: str, sentences: list[str], lead_ins: dict | None = None, paragraphs: list[int] | None = None
+    ) -> str:
         """The sentence and the ones right after it that only make sense with it ("It …") or
         continue it ("Then …", the next step of a how-to), within the answer bounds; a lead-in
-        brings the block it introduces."""
+        brings the block it introduces.
+
+        With ``answer_scope: passage`` (and the sentences' ``paragraphs`` from
+        :func:`.units.sentence_paragraphs`) the answer is the rest of the sentence's passage: the
+        sentences after it in its paragraph, the block that paragraph leads into, or the example
+        a short caption right after it introduces ("Example:" and its code). In docs the option,
+        command or code that answers a how-to question usually comes after the sentence that
+        names the topic, so a one-sentence answer teaches the model to stop before the answer."""
         lead_ins = lead_ins or {}
         if sentence in lead_ins:
             return lead_ins[sentence].text
         max_words = self.params["answer_max_words"]
+        passage = paragraphs is not None and self.params.get("answer_scope", "sentence") == "passage"
         answer = [sentence]
         how_to = bool(TO_GOAL.match(sentence) or TO_GOAL_BARE.match(sentence) or self._imperative(sentence))
-        for following in sentences[sentences.index(sentence) + 1 :]:
+        start = sentences.index(sentence)
+        for i in range(start + 1, len(sentences)):
+            following = sentences[i]
+            same = passage and paragraphs[i] == paragraphs[i - 1]
+            caption = passage and paragraphs[i] == paragraphs[i - 1] + 1 and bool(CAPTION.match(following))
             if following in lead_ins:
-                if CONTINUES.match(following) or how_to or PRONOUN_START.match(following):
+                if same or caption or CONTINUES.match(following) or how_to or PRONOUN_START.match(following):
                     extended = [*answer, lead_ins[following].text]
                     if n_words(" ".join(extended)) <= max_words:
                         answer = extended
                 break
+            if following.endswith((":", "?")):
+                break  # a lead-in whose block does not fit, or another question: not this answer
             leans = PRONOUN_START.match(following) and self._is_statement(following)
             step = (CONTINUES.match(following) or (how_to and self._imperative(following))) and following.endswith(".")
-            if not (leans or step) or n_words(" ".join([*answer, following])) > max_words:
+            if not (same or leans or step) or n_words(" ".join([*answer, following])) > max_words:
                 break
             answer.append(following)
         text = answer[0]

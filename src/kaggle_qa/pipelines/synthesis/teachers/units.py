@@ -95,6 +95,31 @@ def prose_sentences(text: str) -> list[str]:
     return [s for block in blocks(text) if block.kind in ("para", "list") for s in split_sentences(block.text)]
 
 
+def sentence_paragraphs(text: str) -> list[int]:
+    """For each of :func:`prose_sentences`, a number for the block it stands in: sentences of one
+    paragraph share it, consecutive paragraphs differ by one when no code block, table or list
+    stands between them, and each list item counts as a block of its own."""
+    found, number = [], 0
+    for block in blocks(text):
+        if block.kind == "para":
+            found += [number] * len(split_sentences(block.text))
+            number += 1
+        elif block.kind == "list":
+            for line in block.lines:
+                found += [number] * len(split_sentences(line))
+                number += 1
+            number += 1
+        else:
+            number += 2
+    return found
+
+
+def _label(block: Block) -> bool:
+    """A short caption between a lead-in and its block ("Example:", "Example usage:")."""
+    line = block.lines[0].strip()
+    return block.kind == "para" and line.endswith(":") and n_words(line) <= 4
+
+
 def _plain(line: str) -> str:
     """A docs line without link targets ("Learn (https://…)" → "Learn")."""
     return tidy(LINK_TARGET.sub("", line))
@@ -133,9 +158,13 @@ def lead_in_units(text: str, max_words: int, max_lines: int) -> list[Unit]:
         if not sentences:
             continue
         lead = _plain(sentences[-1])
+        label: list[str] = []
+        if len(following) > 1 and _label(following[0]) and following[1].kind in ("list", "code", "table"):
+            # "This can be accomplished with the `multiple` flag:", "Example:", the code: one unit
+            label, following = [following[0].lines[0].strip()], following[1:]
         body: list[str] = []
         if following and following[0].kind in ("list", "code", "table"):
-            body = list(following[0].lines)
+            body = [*label, *following[0].lines]
             if len(following) > 1 and {following[0].kind, following[1].kind} == {"list", "code"}:
                 body += following[1].lines
             if not _fits([lead, *body], max_words, max_lines):
