@@ -14,7 +14,13 @@ from kaggle_qa.pipelines.synthesis.datasheet import datasheet_record
 from kaggle_qa.pipelines.synthesis.filters import filter_rows
 from kaggle_qa.pipelines.synthesis.nodes import render_teacher_prompt
 from kaggle_qa.pipelines.synthesis.teachers.offline import OfflineTeacher
-from kaggle_qa.pipelines.synthesis.teachers.units import blocks, incomplete_answer, lead_in_units, setting_units
+from kaggle_qa.pipelines.synthesis.teachers.units import (
+    blocks,
+    incomplete_answer,
+    lead_in_units,
+    sentence_paragraphs,
+    setting_units,
+)
 
 from .conftest import PROJECT_ROOT
 
@@ -184,3 +190,68 @@ def test_a_count_question_keeps_its_whole_noun(params, chunks):
     assert teacher.extractive_questions("There are two ways to invoke a command.", random.Random(0)) == [
         "How many ways to invoke a command are there?"
     ]
+
+
+# A how-to section as Sphinx docs write it: the topic sentence, then the option that answers
+# (after a lead-in and an "Example:" caption), then a paragraph on something else.
+MULTIPLE = {
+    "chunk_id": "m", "url": "https://click.example/options.html", "title": "Options",
+    "heading_path": ["Options", "Multiple Options"], "n_words": 70,
+    "text": "Similarly to `nargs`, there is also the case of wanting to support a parameter being provided "
+            "multiple times and have all the values recorded – not just the last one. For instance, "
+            "`git commit -m foo -m bar` would record two lines for the commit message. This can be "
+            "accomplished with the `multiple` flag:\n"
+            "Example:\n"
+            "```\n@click.option('--message', '-m', multiple=True)\ndef commit(message):\n    click.echo(message)\n```\n"
+            "Choices are checked against the option's type when the command runs.",
+}
+
+
+def _open_answers(params, chunk, scope):
+    offline = params["offline"] | {"answer_scope": scope}
+    teacher = OfflineTeacher([chunk], offline, 0, CLICK)
+    rows = teacher.generate([chunk], params["versions"]["v3"], "v3")
+    return {r["instruction"]: r["output"] for r in rows if r["task_type"] == "extractive_qa"}
+
+
+def test_a_passage_answer_goes_on_to_the_example_that_answers(params):
+    """The section's topic question is answered with its opening passage: the sentences of the
+    paragraph and the option's code after the lead-in and its "Example:" caption, not the next
+    paragraph; with ``answer_scope: sentence`` the code is never reached."""
+    passages = _open_answers(params, MULTIPLE, "passage")
+    topic = [a for q, a in passages.items() if "multiple options" in q.lower()]
+    assert topic, passages
+    assert topic[0].startswith("Similarly to `nargs`") and "multiple=True" in topic[0] and topic[0].count("```") == 2
+    assert "Example:" in topic[0] and "Choices are checked" not in topic[0]
+    sentences = _open_answers(params, MULTIPLE, "sentence")
+    assert not any(a.startswith("Similarly to") and "multiple=True" in a for a in sentences.values())
+
+
+def test_a_lead_in_reaches_its_block_through_a_caption():
+    [chained, caption] = lead_in_units(MULTIPLE["text"], 80, 12)
+    assert chained.anchor == "This can be accomplished with the `multiple` flag:"
+    assert chained.text.splitlines()[1] == "Example:" and "multiple=True" in chained.text
+    assert caption.anchor == "Example:"
+    # a caption that is a sentence of its own does not chain: "Note the following:" is a lead-in with no block
+    assert [u.anchor for u in lead_in_units("Use it like this:\nNote the following important point here:\n- one", 80, 12)] == [
+        "Note the following important point here:"]
+
+
+def test_sentence_paragraphs_number_the_blocks():
+    text = "One. Two.\nThree.\n```\ncode\n```\nFour.\n- five\n- six"
+    assert sentence_paragraphs(text) == [0, 0, 1, 4, 5, 6]
+
+
+def test_like_worded_questions_with_different_answers_are_both_kept(params):
+    """The near-duplicate rule drops a like-worded question with the same answer only: two
+    templated questions about different topics are two questions."""
+    text = "Input streams are read by the test runner. Command aliases map short names to commands."
+    rows = [
+        {"input": text, "instruction": q, "output": a, "task_type": "extractive_qa", "chunk_id": "c", "url": "u", "teacher": "t"}
+        for q, a in [("What should I know about input streams?", "Input streams are read by the test runner."),
+                     ("What should I know about command aliases?", "Command aliases map short names to commands."),
+                     ("What should I know about the input streams?", "Input streams are read by the test runner.")]
+    ]
+    kept, dropped = filter_rows(rows, "v3", params["versions"]["v3"], params["filters"], {"c": text})
+    assert [r["instruction"] for r in kept] == [rows[0]["instruction"], rows[1]["instruction"]]
+    assert dropped[0]["reason"] == "near-duplicate question" and dropped[0]["of"] == rows[0]["instruction"]

@@ -155,9 +155,12 @@ def filter_rows(
 
 def answer_key(row: dict) -> tuple:
     """What makes two near-identical questions the same item: a labelled row's task and label
-    (a true and a false statement of one fact are a contrast pair, both kept), any other row's
-    task alone."""
-    return (row["task_type"], label_of(row) if row["task_type"] in LABELLED_TASKS else None)
+    (a true and a false statement of one fact are a contrast pair, both kept), an open row's
+    answer (like-worded questions with different answers are different questions: "What should
+    I know about input streams?" and "… about command aliases?" share 5 of 7 words)."""
+    if row["task_type"] in LABELLED_TASKS:
+        return (row["task_type"], label_of(row))
+    return (row["task_type"], " ".join(str(row["output"]).split()).lower())
 
 
 def label_of(row: dict) -> str:
