@@ -327,7 +327,9 @@ class Assistant:
     @torch.inference_mode()
     def _generate(self, prompt: list[int], max_new_tokens: int, on_text, cancel, sampling: Sampling) -> list[int]:
         """New token ids (EOS included when reached), streamed to `on_text` as text."""
-        from transformers import StoppingCriteriaList, TextStreamer
+        from transformers import LogitsProcessorList, StoppingCriteriaList, TextStreamer
+
+        from kaggle_qa.decoding import lead_in_logits_processor
 
         class _Streamer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -352,6 +354,8 @@ class Assistant:
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
             stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+            # an answer never ends on a lead-in ("… with the `multiple` flag:"): kaggle_qa.decoding
+            logits_processor=LogitsProcessorList([lead_in_logits_processor(self.tokenizer, ids.shape[1])]),
             **how,
         )
         return output[0, ids.shape[1] :].tolist()

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
+from kaggle_qa.decoding import lead_in_guard
 from kaggle_qa.modeling import head_logits
 from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
@@ -327,15 +328,19 @@ class Evaluator:
     def _greedy(self, tokens: torch.Tensor, cache, mask: torch.Tensor, next_position: torch.Tensor) -> list[list[int]]:
         """Greedy decoding from the prefill's first token; a row leaves the batch (and the cache) at its EOS.
 
-        Same tokens as `model.generate(do_sample=False)`, which would keep computing every
-        finished row until the longest answer of the batch ends.
+        Same tokens as `model.generate(do_sample=False)` with the assistant's logits processor
+        (:mod:`kaggle_qa.decoding`: no end of sequence right after a lead-in), which would keep
+        computing every finished row until the longest answer of the batch ends.
         """
         eos = self.tokenizer.eos_token_id
+        guard = lead_in_guard(self.tokenizer)  # an answer never ends on a lead-in (kaggle_qa.decoding)
         rows = list(range(len(mask)))  # batch row of each still-active sequence
         generated: list[list[int]] = [[] for _ in rows]
+        lead_in = torch.zeros(len(rows), dtype=torch.bool)
         for step in range(self.max_new_tokens):
             for row, token in zip(rows, tokens.tolist()):
                 generated[row].append(token)
+            lead_in = guard.after(lead_in, tokens)
             active = [k for k, token in enumerate(tokens.tolist()) if token != eos]
             if not active or step == self.max_new_tokens - 1:
                 break
@@ -343,13 +348,14 @@ class Evaluator:
                 keep = torch.tensor(active, device=self.device)
                 cache.batch_select_indices(keep)
                 tokens, mask, next_position = tokens[keep], mask[keep], next_position[keep]
+                lead_in = lead_in[torch.tensor(active)]
                 rows = [rows[k] for k in active]
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
             output = self.model(
                 input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position, cache=cache, use_cache=True
             )
             cache, next_position = output.cache, next_position + 1
-            tokens = output.logits[:, -1].argmax(-1)
+            tokens = guard.mask(output.logits[:, -1], lead_in).argmax(-1)
         return generated
 
 
