@@ -71,12 +71,9 @@ from ..grammar import (
 from ..audit import LABELS
 from ..near_duplicates import RougeIndex
 from .claims import Claim, balanced, chunk_claims, cue_cell, excluded_kind, similar_sentences, worded_operation
-from .units import CONTINUES, incomplete_answer, lead_in_units, prose_sentences, sentence_paragraphs, setting_units
+from .units import CAPTION, CONTINUES, incomplete_answer, lead_in_units, prose_sentences, sentence_paragraphs, setting_units
 
 logger = logging.getLogger(__name__)
-
-# A caption right after a paragraph that introduces its example ("Example:", "Example usage:").
-CAPTION = re.compile(r"^(?:(?:An|For) )?(?:examples?|usage|example usage|for instance|e\.g\.)\s*:$", re.I)
 
 
 class OfflineTeacher:

@@ -114,10 +114,15 @@ def sentence_paragraphs(text: str) -> list[int]:
     return found
 
 
+# A caption line that introduces an example ("Example:", "Example usage:", "For example:"): between
+# a lead-in and its block it belongs to the lead-in's unit; right after a paragraph it brings the
+# paragraph's example into a passage answer (teachers/offline.py).
+CAPTION = re.compile(r"^(?:(?:An|For) )?(?:examples?|usage|example usage|for instance|e\.g\.)\s*:$", re.I)
+
+
 def _label(block: Block) -> bool:
-    """A short caption between a lead-in and its block ("Example:", "Example usage:")."""
-    line = block.lines[0].strip()
-    return block.kind == "para" and line.endswith(":") and n_words(line) <= 4
+    """A caption paragraph (:data:`CAPTION`)."""
+    return block.kind == "para" and bool(CAPTION.match(block.lines[0].strip()))
 
 
 def _plain(line: str) -> str:
