@@ -71,7 +71,7 @@ from ..grammar import (
 from ..audit import LABELS
 from ..near_duplicates import RougeIndex
 from .claims import Claim, balanced, chunk_claims, cue_cell, excluded_kind, similar_sentences, worded_operation
-from .units import CAPTION, CONTINUES, incomplete_answer, lead_in_units, prose_sentences, sentence_paragraphs, setting_units
+from .units import CAPTION, CONTINUES, incomplete_answer, lead_in_units, numbered_sentences, prose_sentences, setting_units
 
 logger = logging.getLogger(__name__)
 
@@ -331,9 +331,12 @@ class OfflineTeacher:
         extractive, pool = [], []
         for chunk in tqdm(chunks, desc=f"offline teacher {version}", unit="chunk"):
             rng = random.Random(f"{self.seed}:{version}:{chunk['chunk_id']}")
-            sentences = [as_sentence(s) for s in prose_sentences(chunk["text"])]
+            numbered = numbered_sentences(chunk["text"])
+            sentences = [as_sentence(s) for _, s in numbered]
             if "extractive_qa" in mix:
-                extractive += self._extractive_rows(chunk, sentences, recipe, rng)
+                # passage answers read the paragraph each sentence stands in
+                paragraphs = [n for n, _ in numbered] if self.params.get("answer_scope", "sentence") == "passage" else None
+                extractive += self._extractive_rows(chunk, sentences, recipe, rng, paragraphs)
             statements = [s for s in sentences if self._is_claim(s)]
             others = similar_sentences(chunk["text"], self.distractors, chunk["url"], 6) if "nli" in mix else []
             claims = chunk_claims(
@@ -423,7 +426,8 @@ class OfflineTeacher:
             instruction = rng.choice(self.params["nli_templates"]).format(hypothesis=claim.text)
         return self._row(chunk, recipe, task, instruction, claim.evidence, rng, {"label": label, "edit": claim.kind})
 
-    def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random) -> list[dict]:
+    def _extractive_rows(self, chunk: dict, sentences: list[str], recipe: dict, rng: random.Random,
+                         paragraphs: list[int] | None = None) -> list[dict]:
         """Every natural question of one chunk whose answer it holds, each answered completely
         (see :mod:`.units`): an FAQ's own question, the section's topic, a lead-in's question
         answered with its list / code block / table, a setting's "what does it do" and default,
@@ -436,8 +440,6 @@ class OfflineTeacher:
         lead_ins = {as_sentence(u.anchor): u for u in lead_in_units(chunk["text"], *bounds)}
         # a lead-in whose block is too long for an answer: no question of it, nor of its bare lead-in
         cut = {as_sentence(s) for s in prose_sentences(chunk["text"]) if s.endswith(":")} - set(lead_ins)
-        paragraphs = sentence_paragraphs(chunk["text"])
-        paragraphs = paragraphs if len(paragraphs) == len(sentences) else None
 
         def answer_of(sentence: str) -> str:
             return self._with_followers(sentence, sentences, lead_ins, paragraphs)
@@ -463,8 +465,7 @@ class OfflineTeacher:
             for question in setting_questions(unit.name)[: recipe["rows_per_sentence"]]:
                 emit(question, unit.text)
         statements = [s for s in sentences if self._is_statement(s)]
-        passage = paragraphs is not None and self.params.get("answer_scope", "sentence") == "passage"
-        opening = sentences[0] if passage and sentences and (sentences[0] in statements or sentences[0] in lead_ins) else None
+        opening = sentences[0] if paragraphs is not None and sentences and (sentences[0] in statements or sentences[0] in lead_ins) else None
         topic_answer = self.topic_answer(chunk, statements + list(lead_ins), opening)
         if topic_answer and (question := self.topic_question(chunk, rng)):
             emit(question, answer_of(topic_answer))
@@ -487,8 +488,8 @@ class OfflineTeacher:
         continue it ("Then …", the next step of a how-to), within the answer bounds; a lead-in
         brings the block it introduces.
 
-        With ``answer_scope: passage`` (and the sentences' ``paragraphs`` from
-        :func:`.units.sentence_paragraphs`) the answer is the rest of the sentence's passage: the
+        Given the sentences' ``paragraphs`` (``answer_scope: passage``; block numbers from
+        :func:`.units.numbered_sentences`) the answer is the rest of the sentence's passage: the
         sentences after it in its paragraph, the block that paragraph leads into, or the example
         a short caption right after it introduces ("Example:" and its code). In docs the option,
         command or code that answers a how-to question usually comes after the sentence that
@@ -497,7 +498,7 @@ class OfflineTeacher:
         if sentence in lead_ins:
             return lead_ins[sentence].text
         max_words = self.params["answer_max_words"]
-        passage = paragraphs is not None and self.params.get("answer_scope", "sentence") == "passage"
+        passage = paragraphs is not None
         answer = [sentence]
         how_to = bool(TO_GOAL.match(sentence) or TO_GOAL_BARE.match(sentence) or self._imperative(sentence))
         start = sentences.index(sentence)

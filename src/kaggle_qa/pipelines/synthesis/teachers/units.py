@@ -90,28 +90,34 @@ def blocks(text: str) -> list[Block]:
     return found
 
 
-def prose_sentences(text: str) -> list[str]:
-    """The chunk's sentences outside code blocks and tables (code and table cells are no claims)."""
-    return [s for block in blocks(text) if block.kind in ("para", "list") for s in split_sentences(block.text)]
-
-
-def sentence_paragraphs(text: str) -> list[int]:
-    """For each of :func:`prose_sentences`, a number for the block it stands in: sentences of one
-    paragraph share it, consecutive paragraphs differ by one when no code block, table or list
-    stands between them, and each list item counts as a block of its own."""
+def numbered_sentences(text: str) -> list[tuple[int, str]]:
+    """The chunk's sentences outside code blocks and tables (code and table cells are no claims),
+    each with a number for the block it stands in: sentences of one paragraph share it,
+    consecutive paragraphs differ by one when no code block, table or list stands between them,
+    and each list item counts as a block of its own."""
     found, number = [], 0
     for block in blocks(text):
         if block.kind == "para":
-            found += [number] * len(split_sentences(block.text))
+            found += [(number, sentence) for sentence in split_sentences(block.text)]
             number += 1
         elif block.kind == "list":
             for line in block.lines:
-                found += [number] * len(split_sentences(line))
+                found += [(number, sentence) for sentence in split_sentences(line)]
                 number += 1
             number += 1
         else:
             number += 2
     return found
+
+
+def prose_sentences(text: str) -> list[str]:
+    """The chunk's sentences outside code blocks and tables (:func:`numbered_sentences`)."""
+    return [sentence for _, sentence in numbered_sentences(text)]
+
+
+def sentence_paragraphs(text: str) -> list[int]:
+    """For each of :func:`prose_sentences`, the number of its block (:func:`numbered_sentences`)."""
+    return [number for number, _ in numbered_sentences(text)]
 
 
 # A caption line that introduces an example ("Example:", "Example usage:", "For example:"): between
