@@ -432,13 +432,21 @@ def _index(rows: list[dict]) -> dict:
     return build_index(list(chunks.values()))
 
 
+# answers written by someone else over other chunks (qa_cross_teacher): the adapter strength is chosen on them
+OTHERS = [{"input": f"Notebook sessions, part {i}: a session may run for {i + 9} hours.",
+           "instruction": f"For how long can a notebook session, part {i}, run?",
+           "output": f"It can run for up to {i + 9} hours.", "chunk_id": f"other-{i}"} for i in range(6)]
+
+
 def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny_gemma_path, tmp_path):
-    params = tiny_params(tmp_path)
+    params = tiny_params(tmp_path, strength={"grid": [0.25, 0.5, 1.0], "fallback": 1.0,
+                                             "others": {"share": 1.0, "max_rows": 3, "seed": 0}})
     catalog = DataCatalog(
         {"qa_v3": MemoryDataset(ROWS), "base_model": MemoryDataset(tiny_gemma_path),
          "params:train": MemoryDataset(params), "adapter": FolderDataset(str(tmp_path / "adapter")),
          "retrieval_index": MemoryDataset(_index(ROWS)), "params:retrieval": MemoryDataset(RETRIEVAL),
          "user_questions": MemoryDataset(USER_QUESTIONS), "params:user_questions": MemoryDataset({"selection_fraction": 1.0}),
+         "qa_cross_teacher": MemoryDataset(OTHERS),
          "train_metrics": JSONDataset(filepath=str(tmp_path / "train_metrics.json")),
          "learning_curves": MatplotlibDataset(filepath=str(tmp_path / "learning_curves.png"))}
     )
@@ -466,6 +474,14 @@ def test_train_pipeline_lowers_validation_loss_and_saves_a_complete_adapter(tiny
     split = json.loads((folder / "data_split.json").read_text())
     assert len(split["validation_groups"]) == 1 and len(split["train_groups"]) == 2
     assert not Path(params["checkpoint_dir"]).exists(), "checkpoints are removed after success"
+    # the strength: chosen on the 3 others' answers + the user's question, the lowest loss, recorded in the adapter
+    strength = metrics["strength"]
+    assert strength["examples"] == 4 and [row["strength"] for row in strength["table"]] == [0.0, 0.25, 0.5, 1.0]
+    best = min(strength["table"][1:], key=lambda row: row["loss"])
+    assert strength["chosen"] == best["strength"] == recorded["strength_chosen"]
+    assert strength["table"][0]["loss"] > best["loss"], "training on similar rows helps the others' answers too"
+    assert json.loads((folder / "adapter_config.json").read_text())["lora_alpha"] == pytest.approx(8 * best["strength"])
+    assert len(split["others_selection_groups"]) == 3 and set(split["others_selection_groups"]) <= {r["chunk_id"] for r in OTHERS}
 
 
 def test_time_budget_sizes_the_run_and_its_lr_schedule(tiny_gemma_path, tmp_path):
@@ -738,7 +754,7 @@ def test_two_real_qlora_steps_on_gemma3_270m_and_reload(embedded_gemma_path, tmp
     batch = collate(validation, pad_token_id=0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
         loss_sum, count = answer_loss_sum(reloaded.get_base_model(), batch, 1024)
-    assert loss_sum.item() / count == pytest.approx(metrics["best_val_loss"], rel=2e-3)
+    assert loss_sum.item() / count == pytest.approx(metrics["strength"]["validation_loss"], rel=2e-3)
 
 
 @pytest.mark.slow
@@ -762,4 +778,4 @@ def test_merged_real_qlora_adapter_matches_training_with_bf16_compute(embedded_g
     batch = collate(validation, pad_token_id=0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         merged_sum, count = answer_loss_sum(merged, batch, 1024)
-    assert merged_sum.item() / count == pytest.approx(metrics["best_val_loss"], rel=2e-2)
+    assert merged_sum.item() / count == pytest.approx(metrics["strength"]["validation_loss"], rel=2e-2)

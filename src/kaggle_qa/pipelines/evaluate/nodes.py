@@ -49,7 +49,7 @@ def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None)
     if not rows:
         raise ValueError(f"{source} is empty: there is nothing to evaluate")
     limit, seed = params.get("limit"), params.get("seed")
-    indexed = list(enumerate(rows))
+    indexed = _without_strength_selection(list(enumerate(rows)), adapter, source)
     if limit is not None and seed is not None:
         indexed = sorted(random.Random(seed).sample(indexed, min(limit, len(indexed))))
     elif limit is not None:
@@ -66,12 +66,27 @@ def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None)
     return _refuse_trained_on(prepared, adapter, source)
 
 
+def _adapter_split(adapter: str | None) -> dict:
+    split_file = Path(adapter) / "data_split.json" if adapter else None
+    return json.loads(split_file.read_text(encoding="utf-8")) if split_file and split_file.exists() else {}
+
+
+def _without_strength_selection(indexed: list[tuple[int, dict]], adapter: str | None, source: str) -> list:
+    """The rows outside the chunks the adapter's strength was chosen on (data_split.json's
+    ``others_selection_groups``, train/strength.py), left out before the sample is drawn."""
+    chosen_on = set(_adapter_split(adapter).get("others_selection_groups", []))
+    kept = [(index, row) for index, row in indexed if chunk_key(row) not in chosen_on]
+    if len(kept) < len(indexed):
+        logger.info("%s: %d rows from the %d chunks the adapter strength was chosen on are left out (%d kept)",
+                    source, len(indexed) - len(kept), len(chosen_on), len(kept))
+    return kept
+
+
 def _refuse_trained_on(rows: list[dict], adapter: str | None, source: str) -> list[dict]:
     """Drop (and report) rows whose chunk the adapter saw in training or used for model selection."""
-    split_file = Path(adapter) / "data_split.json" if adapter else None
-    if not split_file or not split_file.exists():
+    split = _adapter_split(adapter)
+    if not split:
         return rows
-    split = json.loads(split_file.read_text(encoding="utf-8"))
     seen = {"validation": set(split.get("validation_groups", [])), "training": set(split.get("train_groups", []))}
     kept, refused = [], {"validation": 0, "training": 0}
     for row in rows:
@@ -121,6 +136,8 @@ def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
         "base_model": identity,
         "base_weights": weights_fingerprint(base_model),
         "adapter": str(adapter),
+        # the share of the trained weight change the adapter keeps (train/strength.py); not a cache-key setting
+        "adapter_strength": trained.get("strength_chosen"),
         "max_length": trained["max_length"],
         "prompt_template_version": PROMPT_TEMPLATE_VERSION,
         # from the answer lengths training recorded (kaggle_qa.answer_length), unless evaluate.max_new_tokens is set

@@ -215,7 +215,9 @@ def _run_lines(metrics: dict) -> list[str]:
              "model was not run" if base_run.get("reused_from") else f"computed (key `{base_run['key']}`)")
     return [
         f"- Questions: **{run['rows']}** from {metrics['metrics']['base']['overall']['chunks']} chunks; base model "
-        f"`{identity['name']}` ({identity['architecture']}, config {identity['config_sha256']}); adapter `{run['adapter']}`",
+        f"`{identity['name']}` ({identity['architecture']}, config {identity['config_sha256']}); adapter `{run['adapter']}`"
+        + (f" at strength **{run['adapter_strength']:g}** (the share of the trained weight change kept, chosen on "
+           "answers written by someone else: train_metrics.json, `strength`)" if run.get("adapter_strength") is not None else ""),
         f"- Numerics: **{run.get('numerics') or run['dtype']}**: base and fine-tuned are computed at the same "
         "precision, so a change is the adapter's.",
         f"- Inference: {run['dtype']} on {run['device_type']}, batch {run['batch_size']}, greedy, max_new_tokens "

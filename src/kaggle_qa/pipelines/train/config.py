@@ -43,6 +43,20 @@ class RetrievedContextConfig:
 
 
 @dataclass(frozen=True)
+class OthersConfig:
+    share: float = 0.15                  # share of qa_cross_teacher's chunks (by a hash) set aside to choose the strength on
+    max_rows: int = 64                   # seeded sample of that part's rows (0: none)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StrengthConfig:
+    grid: Any = field(default_factory=lambda: [0.25, 0.375, 0.5, 0.75, 1.0])  # candidate strengths s (1 = as trained)
+    fallback: float = 0.5                # s when no answer written by someone else is there to choose on
+    others: OthersConfig = field(default_factory=OthersConfig)
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     num_processes: int = 1               # 1: train in the Kedro process; >1: torchrun child ranks
     backend: str = "auto"                # auto: nccl on CUDA, gloo on CPU
@@ -92,6 +106,7 @@ class TrainConfig:
     head_chunk_tokens: int = 1024
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     retrieved_context: RetrievedContextConfig = field(default_factory=RetrievedContextConfig)
+    strength: StrengthConfig = field(default_factory=StrengthConfig)
 
     @classmethod
     def from_dict(cls, params: dict) -> "TrainConfig":
@@ -108,6 +123,9 @@ class TrainConfig:
             raise ValueError(f"train.distributed.num_processes must be >= 1, not {self.distributed.num_processes}")
         if self.distributed.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"train.distributed.strategy must be 'ddp' or 'fsdp', not {self.distributed.strategy!r}")
+        grid = list(self.strength.grid or [])
+        if not grid or any(not 0 < float(s) <= 1 for s in grid) or not 0 < self.strength.fallback <= 1:
+            raise ValueError(f"train.strength.grid {grid} and fallback {self.strength.fallback} must be in (0, 1]")
 
 
 def _build(cls, values: dict, where: str):

@@ -14,6 +14,9 @@ from kaggle_qa.prompting import IGNORE_INDEX
 # The `set` tag of examples measured beside validation but never trained on or selected by: the
 # selection part of the user's question file (contexts.user_selection_examples).
 USER_SET = "user_selection"
+# Answers written by someone else (a chunk-disjoint part of qa_cross_teacher) on which, like the user's
+# selection part, the adapter strength is chosen after training (strength.py); never trained on.
+OTHERS_SET = "others_selection"
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, group_size: int, seed: int) -> list[list[int]]:

@@ -236,14 +236,19 @@ class TrainedAdapter:
 
 def train_adapter(
     train_examples: list[dict], validation_examples: list[dict], data_report: dict, split_report: dict,
-    base_model: str, params: dict, user_examples: list[dict] | None = None,
+    base_model: str, params: dict, user_examples: list[dict] | None = None, others_examples: list[dict] | None = None,
 ) -> tuple[TrainedAdapter, dict]:
     """Fine-tune the base model (QLoRA or LoRA, by `params`); return the best adapter and the run's metrics.
 
     `train.distributed.num_processes` > 1: the ranks run under torchrun in a child process
     (launch.run_distributed) and this returns what rank 0 wrote. `user_examples` (the selection part
-    of the user's questions, contexts.user_selection_examples) are measured beside validation."""
-    validation_examples = list(validation_examples) + list(user_examples or [])
+    of the user's questions, contexts.user_selection_examples) are measured beside validation; they and
+    `others_examples` (answers written by someone else, strength.others_selection_examples) choose the
+    adapter strength after training. The chunks of `others_examples` go into the adapter's data_split.json,
+    so evaluate never scores them."""
+    validation_examples = list(validation_examples) + list(user_examples or []) + list(others_examples or [])
+    split_report = {**split_report,
+                    "others_selection_groups": sorted({e["group"] for e in others_examples or []})}
     if TrainConfig.from_dict(params).distributed.num_processes > 1:
         model, run_metrics, history, compute_dtype = run_distributed(train_examples, validation_examples, base_model,
                                                                      params)
@@ -256,7 +261,9 @@ def train_adapter(
     split_counts = {k: v for k, v in split_report.items() if not k.endswith("_groups")}
     metrics = {**run_metrics, "data": data_report, "split": split_counts, "history": history}
     recorded = {**params, "resolved_compute_dtype": compute_dtype, "answer_tokens": data_report.get("answer_tokens"),
-                "prompt_template_version": PROMPT_TEMPLATE_VERSION}
+                "prompt_template_version": PROMPT_TEMPLATE_VERSION,
+                # lora.alpha above is what was trained; adapter_config.json holds alpha x the chosen strength
+                "strength_chosen": (metrics.get("strength") or {}).get("chosen")}
     adapter = TrainedAdapter(model, recorded, model_identity(base_model), split_report)
     if recipe is not None:
         recipe.cleanup()

@@ -1,10 +1,11 @@
 """The train pipeline (qa_v3 → chunk-disjoint train/validation split → retrieved contexts for a share of
-the open questions (train/contexts.py) → adapter, train_metrics,
-learning_curves) and the Table 3 sweep. The test set (qa_v2) is never read here."""
+the open questions (train/contexts.py) → adapter, scaled to the strength chosen on answers written by
+someone else (train/strength.py), train_metrics, learning_curves) and the Table 3 sweep. The test set (qa_v2) is never read here."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .contexts import add_retrieved_contexts, user_selection_examples
+from .strength import others_selection_examples
 from .nodes import (
     build_examples,
     split_training_data,
@@ -48,9 +49,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="user_selection_examples",
             ),
             node(
+                others_selection_examples,
+                ["qa_cross_teacher", "base_model", "params:train"],
+                "others_selection_examples",
+                name="others_selection_examples",
+            ),
+            node(
                 train_adapter,
                 ["train_examples", "validation_examples", "train_data_report", "data_split", "base_model",
-                 "params:train", "user_selection_examples"],
+                 "params:train", "user_selection_examples", "others_selection_examples"],
                 ["adapter", "train_metrics"],
                 name="train_adapter",
             ),

@@ -47,12 +47,13 @@ from kaggle_qa.modeling import keep_4bit_weights_trainable, load_model, model_id
 from .budget import BudgetPlanner, eval_every
 from .checkpoint import CHECKPOINT_FILE, CheckpointStore, rng_state, run_fingerprint, set_rng_state
 from .config import TrainConfig
-from .data import USER_SET, Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
+from .data import OTHERS_SET, USER_SET, Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
 from .distributed import Comm
 from .fsdp import full_tensor, load_into, shard_with_fsdp2
 from .loss import answer_loss_sum, body_hidden, label_choices, supervised_tokens
 from .report import history_entry, log_validation, run_metrics
 from .selection import Selector, initial_selection_state, label_summary, label_weights, paired_accuracy_z
+from .strength import StrengthSetter, choose_strength
 
 __all__ = [
     "CHECKPOINT_FILE", "LoRAFinetuneRecipe", "TrainResult", "answer_loss_sum", "body_hidden", "chunk_grouped_batches",
@@ -95,8 +96,10 @@ class LoRAFinetuneRecipe:
         self.train_examples = train_examples
         # examples tagged USER_SET (the selection part of the user's question file, contexts.py) are
         # measured beside the validation set at every validation pass, never trained on
-        self.validation_examples = [e for e in validation_examples if e.get("set") != USER_SET]
+        self.validation_examples = [e for e in validation_examples if e.get("set") not in (USER_SET, OTHERS_SET)]
         self.user_examples = [e for e in validation_examples if e.get("set") == USER_SET]
+        # answers written by someone else (strength.py): only the adapter strength is chosen on them
+        self.others_examples = [e for e in validation_examples if e.get("set") == OTHERS_SET]
         self.comm = comm or Comm()
         if torch.cuda.is_available():
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -431,6 +434,7 @@ class LoRAFinetuneRecipe:
             self._measure_training_fit("train_fit_last", fit_rows)
         self._load_lora_state(self.best_lora_state)
         self._measure_training_fit("train_fit", fit_rows)
+        self._choose_strength()
         self.model.eval()
         if not comm.is_main:
             return TrainResult(self.model, {}, [])
@@ -494,6 +498,27 @@ class LoRAFinetuneRecipe:
                         fit["loss"])
             self.state[key] = {"loss": fit["loss"], "label_accuracy": fit["label_accuracy"],
                                "top_label_share": fit["top_label_share"], "examples": len(rows)}
+
+    def _choose_strength(self) -> None:
+        """Scale the kept adapter to the strength with the lowest loss on answers written by someone else
+        (strength.py), record it in the adapter's config, and measure the validation set at that strength."""
+        c, s = self.config.strength, self.state
+        started = time.perf_counter()
+        setter = StrengthSetter(self.model)
+        result = choose_strength(self.measure, setter, self.others_examples + self.user_examples, list(c.grid),
+                                 c.fallback)
+        if result["chosen"] != 1.0:
+            kept = self.measure(self.validation_examples)
+            result["validation_loss"], result["validation_label_accuracy"] = kept["loss"], kept["label_accuracy"]
+        else:
+            result["validation_loss"] = s["best_val_loss"]
+            result["validation_label_accuracy"] = s.get("best_val_label_accuracy")
+        setter.record()
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        s["strength"] = result
+        logger.info("Adapter strength %.3f (%s): validation loss %.4f (%.4f at strength 1), in %.0f s",
+                    result["chosen"], result["chosen_by"], result["validation_loss"], s["best_val_loss"],
+                    result["seconds"])
 
     def _metrics(self) -> dict:
         return run_metrics(self.config, self.state, planned_steps=self.planned_steps,

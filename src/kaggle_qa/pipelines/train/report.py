@@ -63,6 +63,8 @@ def run_metrics(config: TrainConfig, s: dict, *, planned_steps: int, train_examp
         "best_val_label_balanced_accuracy": s.get("best_val_label_balanced_accuracy"),
         "best_score": s["best_score"],
         "best_step": s["best_step"],
+        # the kept adapter scaled to the strength chosen on answers written by someone else (strength.py)
+        "strength": s.get("strength"),
         "selection": "%slabel accuracy beyond chance (paired test on the same %d labelled rows, |z| > %.1f), "
                      "else answer loss, on the validation split" % (
             "balanced " if selection.balanced else "", n_val_labels, selection.noise_z)
