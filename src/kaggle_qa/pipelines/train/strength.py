@@ -8,12 +8,11 @@ fine-tuning of zero-shot models", CVPR 2022). For LoRA this is exact and free: t
 
 Why: a model trained on one teacher's answers becomes sure of that teacher's wording. On answers
 written by someone else its loss rises above the base's although its own validation loss keeps
-falling (docs/train.md, "Adapter strength"): measured on the default Kaggle adapter, other
-teachers' answers 2.01 (base) → 3.49 (s = 1) but 1.86 at s = 0.25, while our own test answers went
-0.33 → 0.056 at s = 1 and 0.098 at s = 0.25. So after training, ``s`` is chosen where that loss is
-lowest on answers written by someone else: a chunk-disjoint part of ``qa_cross_teacher``
-(:func:`others_selection_examples`; evaluate never scores those chunks) and the selection part of
-the user's question file. Without either, ``train.strength.fallback`` is used, and the run says so.
+falling, and a weaker adapter gives up little of the gain on its own answers while losing that
+rise (docs/train.md, "Adapter strength", measured by benchmarks/adapter_strength.py). So after
+training, ``s`` is chosen where that loss is lowest on answers written by someone else: a
+chunk-disjoint part of ``qa_cross_teacher`` (:func:`others_selection_examples`; evaluate never
+scores those chunks) and the selection part of the user's question file. Without either, ``train.strength.fallback`` is used, and the run says so.
 """
 
 from __future__ import annotations
