@@ -278,9 +278,23 @@ def train_adapter(
 
 
 def plot_learning_curves(train_metrics: dict) -> plt.Figure:
-    """Train and validation loss against optimizer step (the paper's Figure 1)."""
+    """Train and validation loss against optimizer step (the paper's Figure 1); beside it, when the
+    adapter strength was chosen on answers written by someone else, their loss against the strength."""
     history = train_metrics["history"]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    strength = train_metrics.get("strength") or {}
+    if strength.get("table"):
+        figure, (axes, strength_axes) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+        table = strength["table"]
+        strength_axes.plot([row["strength"] for row in table], [row["loss"] for row in table], marker="o",
+                           label=f"answers by others ({strength['examples']})")
+        strength_axes.axvline(strength["chosen"], color="green", linestyle="--", label="chosen strength")
+        strength_axes.set_xlabel("adapter strength (0 = base, 1 = as trained)")
+        strength_axes.set_ylabel("cross-entropy loss")
+        strength_axes.set_title("Adapter strength")
+        strength_axes.legend()
+        strength_axes.grid(alpha=0.3)
+    else:
+        figure, axes = plt.subplots(figsize=(7, 4.5))
     train_points = [(h["step"], h["train_loss"]) for h in history if h["train_loss"] is not None]
     if train_points:
         axes.plot(*zip(*train_points), marker="o", label="train loss (answer tokens)")
