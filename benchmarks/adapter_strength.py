@@ -8,7 +8,8 @@ This is the measurement behind the adapter strength (docs/train.md, "Adapter str
         --rows 60 --out benchmarks/results/adapter_strength/<name>.json
 
 It scales the LoRA layers of the unmerged adapter in place (strength 0 is the base model) and
-rescales the logits (temperature 1 is the model as it is); float32 on CPU, 2 threads.
+rescales the logits (temperature 1 is the model as it is); float32 on CPU, 2 threads. It also
+counts the reference tokens the model all but rules out (loss above 8) and their share of the loss.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TEMPERATURES = (1.0, 1.25, 1.5, 2.0)
+TAIL = 8.0  # a token loss above this: probability below e^-8
 
 
 def main() -> None:
@@ -60,7 +62,7 @@ def main() -> None:
     for strength in STRENGTHS:
         setter.set(strength)
         for name, rows in sets.items():
-            sums, count = dict.fromkeys(TEMPERATURES, 0.0), 0
+            sums, count, tail_tokens, tail_loss = dict.fromkeys(TEMPERATURES, 0.0), 0, 0, 0.0
             with torch.inference_mode():
                 for row in rows:
                     example = tokenize_example(tokenizer, row["input"], row["instruction"], row["output"], 512)
@@ -68,11 +70,16 @@ def main() -> None:
                     logits = model(input_ids=ids).logits[0, example.prompt_length - 1 : -1].float()
                     targets = ids[0, example.prompt_length :]
                     for temperature in TEMPERATURES:
-                        log_probs = torch.log_softmax(logits / temperature, -1)
-                        sums[temperature] -= log_probs.gather(-1, targets[:, None]).sum().item()
+                        token_loss = -torch.log_softmax(logits / temperature, -1).gather(-1, targets[:, None])[:, 0]
+                        sums[temperature] += token_loss.sum().item()
+                        if temperature == 1.0:  # tokens the model all but rules out (p < e^-8)
+                            tail_tokens += int((token_loss > TAIL).sum())
+                            tail_loss += token_loss[token_loss > TAIL].sum().item()
                     count += len(targets)
             table.append({"strength": strength, "set": name, "rows": len(rows), "tokens": count,
-                          "loss_by_temperature": {str(t): round(total / count, 4) for t, total in sums.items()}})
+                          "loss_by_temperature": {str(t): round(total / count, 4) for t, total in sums.items()},
+                          f"share_of_tokens_above_{TAIL:g}": round(tail_tokens / count, 4),
+                          f"share_of_loss_from_them": round(tail_loss / sums[1.0], 4) if sums[1.0] else None})
             print(strength, name, table[-1]["loss_by_temperature"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"adapter": args.adapter, "adapter_config": json.loads(
