@@ -48,7 +48,7 @@ def save_adapter(base_model: str, folder: Path, seed: int, **training_params) ->
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tiny_gemma_path, tmp_path_factory) -> str:
-    return save_adapter(tiny_gemma_path, tmp_path_factory.mktemp("adapter_src"), seed=1)
+    return save_adapter(tiny_gemma_path, tmp_path_factory.mktemp("adapter_src"), seed=1, strength_chosen=0.5)
 
 
 @pytest.fixture()
@@ -160,6 +160,7 @@ def test_pipeline_writes_answers_predictions_metrics_and_report(tmp_path, projec
         assert section in report, section
     assert "What is the main objective of Playground competitions on Kaggle?" in report  # paper question first
     assert "| 1* |" in report
+    assert "at strength **0.5**" in report  # the adapter strength train chose (training_params.json), named in the run line
     chart_files = list((tmp_path / "data/08_reporting/eval_chart.png").rglob("*.png"))
     assert chart_files and chart_files[0].read_bytes()[:4] == b"\x89PNG"
 
