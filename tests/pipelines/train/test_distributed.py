@@ -6,6 +6,8 @@ agree to rel 1e-5 and LoRA weights to atol 1e-5 (seen: 4e-7 after 2 steps of lr 
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import threading
@@ -79,6 +81,10 @@ def test_two_gloo_ranks_train_what_one_process_trains_at_twice_the_batch(
     assert metrics["num_processes"] == 2 and metrics["steps"] == 6
     assert metrics["best_val_loss"] < metrics["base_val_loss"]
     assert_same_run((adapter, metrics, adapter_weights(adapter, tmp_path / "adapter")), one_process_at_twice_the_batch)
+    # the adapter strength (no answers by others here: the fallback) is applied by rank 0 and saved with the adapter
+    chosen = metrics["strength"]["chosen"]
+    assert chosen == one_process_at_twice_the_batch[1]["strength"]["chosen"] == 0.5
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["lora_alpha"] == pytest.approx(8 * chosen)
     assert not list(tmp_path.glob("train-job-*")) and not (tmp_path / "checkpoints").exists()
 
 
