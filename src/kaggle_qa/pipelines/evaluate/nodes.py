@@ -49,7 +49,8 @@ def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None)
     if not rows:
         raise ValueError(f"{source} is empty: there is nothing to evaluate")
     limit, seed = params.get("limit"), params.get("seed")
-    indexed = _without_strength_selection(list(enumerate(rows)), adapter, source)
+    split = _adapter_split(adapter)
+    indexed = _without_strength_selection(list(enumerate(rows)), split, source)
     if limit is not None and seed is not None:
         indexed = sorted(random.Random(seed).sample(indexed, min(limit, len(indexed))))
     elif limit is not None:
@@ -63,18 +64,19 @@ def prepare_test_set(rows: list[dict], params: dict, adapter: str | None = None)
         }
         for index, row in indexed
     ]
-    return _refuse_trained_on(prepared, adapter, source)
+    return _refuse_trained_on(prepared, split, adapter, source)
 
 
 def _adapter_split(adapter: str | None) -> dict:
+    """The adapter's data_split.json (which chunks trained, validated and chose its strength); {} without one."""
     split_file = Path(adapter) / "data_split.json" if adapter else None
     return json.loads(split_file.read_text(encoding="utf-8")) if split_file and split_file.exists() else {}
 
 
-def _without_strength_selection(indexed: list[tuple[int, dict]], adapter: str | None, source: str) -> list:
-    """The rows outside the chunks the adapter's strength was chosen on (data_split.json's
+def _without_strength_selection(indexed: list[tuple[int, dict]], split: dict, source: str) -> list:
+    """The rows outside the chunks the adapter's strength was chosen on (its data_split.json's
     ``others_selection_groups``, train/strength.py), left out before the sample is drawn."""
-    chosen_on = set(_adapter_split(adapter).get("others_selection_groups", []))
+    chosen_on = set(split.get("others_selection_groups", []))
     kept = [(index, row) for index, row in indexed if chunk_key(row) not in chosen_on]
     if len(kept) < len(indexed):
         logger.info("%s: %d rows from the %d chunks the adapter strength was chosen on are left out (%d kept)",
@@ -82,9 +84,9 @@ def _without_strength_selection(indexed: list[tuple[int, dict]], adapter: str | 
     return kept
 
 
-def _refuse_trained_on(rows: list[dict], adapter: str | None, source: str) -> list[dict]:
-    """Drop (and report) rows whose chunk the adapter saw in training or used for model selection."""
-    split = _adapter_split(adapter)
+def _refuse_trained_on(rows: list[dict], split: dict, adapter: str | None, source: str) -> list[dict]:
+    """Drop (and report) rows whose chunk the adapter (its data_split.json: `split`) saw in training or
+    used for model selection."""
     if not split:
         return rows
     seen = {"validation": set(split.get("validation_groups", [])), "training": set(split.get("train_groups", []))}

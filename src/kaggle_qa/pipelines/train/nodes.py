@@ -288,11 +288,7 @@ def plot_learning_curves(train_metrics: dict) -> plt.Figure:
         strength_axes.plot([row["strength"] for row in table], [row["loss"] for row in table], marker="o",
                            label=f"answers by others ({strength['examples']})")
         strength_axes.axvline(strength["chosen"], color="green", linestyle="--", label="chosen strength")
-        strength_axes.set_xlabel("adapter strength (0 = base, 1 = as trained)")
-        strength_axes.set_ylabel("cross-entropy loss")
-        strength_axes.set_title("Adapter strength")
-        strength_axes.legend()
-        strength_axes.grid(alpha=0.3)
+        _finish_loss_axes(strength_axes, "adapter strength (0 = base, 1 = as trained)", "Adapter strength")
     else:
         figure, axes = plt.subplots(figsize=(7, 4.5))
     train_points = [(h["step"], h["train_loss"]) for h in history if h["train_loss"] is not None]
@@ -304,13 +300,18 @@ def plot_learning_curves(train_metrics: dict) -> plt.Figure:
         axes.plot(*zip(*user), marker="^", label="your questions, selection part (retrieved context)")
     axes.axhline(train_metrics["base_val_loss"], color="grey", linestyle=":", label="base model (validation)")
     axes.axvline(train_metrics["best_step"], color="green", linestyle="--", label="best (kept) adapter")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("cross-entropy loss")
-    axes.set_title("Learning curves")
-    axes.legend()
-    axes.grid(alpha=0.3)
+    _finish_loss_axes(axes, "optimizer step", "Learning curves")
     figure.tight_layout()
     return figure
+
+
+def _finish_loss_axes(axes, xlabel: str, title: str) -> None:
+    """Labels, legend and grid of a cross-entropy-loss panel."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("cross-entropy loss")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
 
 
 def merge_params(base: dict, *overrides: dict) -> dict:

@@ -40,16 +40,16 @@ def others_selection_examples(qa_cross_teacher: list[dict] | None, base_model: s
     """Tokenized examples (with their gold context, as evaluate scores that set) of a seeded sample of
     ``train.strength.others.max_rows`` rows from the chunk-disjoint part of qa_cross_teacher, tagged
     ``set: others_selection``; [] when the share or the row count is 0 or there is no such set."""
+    from .config import TrainConfig
     from .nodes import _tokenize_rows, _tokenizer
 
-    others = params.get("strength", {}).get("others", {})
-    share, max_rows = float(others.get("share", 0.0)), int(others.get("max_rows", 0))
-    if not qa_cross_teacher or share <= 0 or max_rows <= 0:
+    others = TrainConfig.from_dict(params).strength.others  # conf/base's values for what params leave out
+    if not qa_cross_teacher or others.share <= 0 or others.max_rows <= 0:
         logger.info("Answers by others to choose the adapter strength on: none from qa_cross_teacher "
-                    "(train.strength.others: share %s, max_rows %s)", share, max_rows)
+                    "(train.strength.others: share %s, max_rows %s)", others.share, others.max_rows)
         return []
-    rows = others_part(validate_rows(qa_cross_teacher, "qa_cross_teacher"), share)
-    rows = random.Random(others.get("seed", 0)).sample(rows, min(max_rows, len(rows)))
+    rows = others_part(validate_rows(qa_cross_teacher, "qa_cross_teacher"), others.share)
+    rows = random.Random(others.seed).sample(rows, min(others.max_rows, len(rows)))
     dropped: Counter = Counter()
     examples = [dict(example, set=OTHERS_SET) for example in
                 _tokenize_rows(_tokenizer(base_model), rows, params["max_length"], OTHERS_SET, dropped, False)]
