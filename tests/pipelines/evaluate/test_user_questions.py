@@ -189,6 +189,23 @@ def test_the_threshold_is_chosen_on_the_calibration_part_and_reported_on_the_oth
     assert not set(chosen["calibration_questions"]) & set(in_rep + near_rep + far_rep)
 
 
+def test_near_and_far_off_topic_questions_count_as_two_classes():
+    """Ten far questions that any threshold refuses must not outvote two near ones: pooled into one
+    off-topic class the best threshold would be 0.2 (answer everything in-domain, let both near
+    questions through); with in-domain, near and far as three classes it is 0.575 (3 of 5 in-domain
+    answered, both near and all far refused)."""
+    in_domain = np.array([0.3, 0.5, 0.6, 0.7, 0.8])
+    near, far = np.array([0.45, 0.55]), np.array([0.1] * 10)
+    pooled = calibrate_threshold(in_domain, np.concatenate([near, far]))
+    assert pooled["threshold"] == pytest.approx(0.2)
+    chosen = calibrate_threshold(in_domain, {"near": near, "far": far})
+    assert chosen["threshold"] == pytest.approx(0.575)
+    assert chosen["balanced_accuracy"] == pytest.approx((0.6 + 1 + 1) / 3)
+    assert chosen["off_topic_refused"] == 1.0 and chosen["in_domain_answered"] == pytest.approx(0.6)
+    # an empty kind is no class: with no near questions the far ones alone decide
+    assert calibrate_threshold(in_domain, {"near": np.array([]), "far": far})["threshold"] == pytest.approx(0.2)
+
+
 def test_off_topic_files_of_objects_or_strings(project_root):
     rows = off_topic_rows(["What is the capital of France?", {"question": "How do I install Rust?", "kind": "near"}])
     assert rows == [{"question": "What is the capital of France?", "kind": "far"},

@@ -494,3 +494,16 @@ def test_no_claim_keeps_half_a_parenthesis(chunks, params):
     assert balanced_parentheses("A file (for example, a CSV) is used.")
     assert not balanced_parentheses("Data files), we recommend a tool (the Creator.")
     assert not balanced_parentheses("A file (for example, a CSV is used.")
+
+
+def test_subject_questions_name_something_a_reader_could_look_up(chunks, params):
+    """Seen on a Sphinx site: "Could you explain return a to me?", "… about the names for the?",
+    "What should I know about the answer?" (a fragment, or one generic noun)."""
+    teacher = OfflineTeacher(chunks, params["offline"], 0)
+    assert teacher._subject("The names for the") is None and teacher._subject("Return a") is None
+    assert teacher._subject("The team merger deadline") == "the team merger deadline"
+    rng = random.Random(0)
+    assert teacher._subject_question("The answer can be found in the rules.", rng) is None
+    assert teacher._subject_question("The biggest one can be used in a notebook.", rng) is None
+    question = teacher._subject_question("The team merger deadline can be found on the rules page.", rng)
+    assert question and "the team merger deadline" in question

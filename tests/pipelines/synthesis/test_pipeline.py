@@ -12,6 +12,7 @@ from kaggle_qa.datasets.synthesis import PublishedQADataset, Secret
 from kaggle_qa.pipelines.synthesis import create_pipeline
 from kaggle_qa.pipelines.synthesis.nodes import split_chunks
 from kaggle_qa.qa_schema import validate_rows
+from kaggle_qa.retrieval import build_index
 
 from .chat_server import ChatServer
 
@@ -29,6 +30,9 @@ def run_pipeline(chunks, params, project_root, tmp_path, api_key=None) -> dict:
             "teacher_api_key": MemoryDataset(api_key, copy_mode="assign"),
             "params:synthesis": MemoryDataset(params),
             "params:domain": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters.yml").read_text())["domain"]),
+            "retrieval_index": MemoryDataset(build_index(chunks), copy_mode="assign"),
+            "params:retrieval": MemoryDataset(
+                yaml.safe_load((project_root / "conf/base/parameters_ingestion.yml").read_text())["retrieval"]),
             **{
                 f"qa_{v}_published": PublishedQADataset(str(project_root / f"data/03_primary/published/kaggle_docs_QA_{v}.json"))
                 for v in ("v1", "v3")

@@ -10,7 +10,7 @@ score (the best dense cosine, which the assistant thresholds) of in-domain quest
 open questions, what an assistant is asked, plus the selection part of ``user_questions``) and of off-topic ones (``off_topic_questions``:
 ``{"question", "kind": "near" | "far"}`` rows, or plain strings, which count as ``far``) is split by
 a hash of each question into a **calibration** part, where the threshold with the best balanced
-accuracy is chosen, and a disjoint **reported** part, where its answered / refused rates are
+accuracy (in-domain, near and far as three classes) is chosen, and a disjoint **reported** part, where its answered / refused rates are
 measured, near-domain and far off-topic separately. The chosen threshold is recorded in
 ``retrieval_metrics`` (``relevance.chosen.threshold``), which the assistant reads back
 (:func:`kaggle_qa.retrieval.relevance_threshold`); ``retrieval.relevance_threshold`` set to a
@@ -53,22 +53,28 @@ def rank_metrics(ranks: np.ndarray) -> dict:
     return metrics
 
 
-def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray) -> dict:
-    """The relevance threshold with the best balanced accuracy (answered in-domain, refused off-topic).
+def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray | dict[str, np.ndarray]) -> dict:
+    """The relevance threshold with the best balanced accuracy: the mean of the in-domain answered
+    rate and the refused rate of each kind of off-topic question (`off_topic`: one array, or
+    near / far arrays; an empty kind is left out). Each kind counts as one class, so twenty far
+    questions, which any threshold refuses, cannot outvote eight near ones.
 
     Candidates are midpoints between neighbouring observed scores, so the chosen value lies
     strictly between an in-domain and an off-topic score rather than on one of them.
     """
-    values = np.unique(np.concatenate([in_domain, off_topic]))
+    kinds = {kind: np.asarray(v) for kind, v in
+             (off_topic.items() if isinstance(off_topic, dict) else [("off_topic", off_topic)]) if len(v)}
+    values = np.unique(np.concatenate([in_domain, *kinds.values()]))
     candidates = (values[:-1] + values[1:]) / 2 if len(values) > 1 else values
     best = None
     for threshold in candidates:
         answered = float(np.mean(in_domain >= threshold))
-        refused = float(np.mean(off_topic < threshold))
-        score = (answered + refused) / 2
+        refused = {kind: float(np.mean(scores < threshold)) for kind, scores in kinds.items()}
+        score = (answered + sum(refused.values())) / (1 + len(refused))
         if best is None or score > best["balanced_accuracy"]:
+            pooled = np.concatenate(list(kinds.values()))
             best = {"threshold": float(threshold), "in_domain_answered": answered,
-                    "off_topic_refused": refused, "balanced_accuracy": score}
+                    "off_topic_refused": float(np.mean(pooled < threshold)), "balanced_accuracy": score}
     return best
 
 
@@ -134,7 +140,7 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
             f"questions (fraction {fraction}); it needs at least one of each: add questions or change "
             "refusal_calibration.calibration_fraction"
         )
-    chosen = calibrate_threshold(inside, pooled)
+    chosen = calibrate_threshold(inside, outside)
     return {
         "threshold": chosen["threshold"],
         "calibration_fraction": fraction,
@@ -294,7 +300,7 @@ def refusal_markdown(relevance: dict) -> list[str]:
         + (f" and {users} from the selection part of `user_questions`" if users else "") + "); off-topic: "
         + ", ".join(f"{n} {kind}" for kind, n in relevance["off_topic_questions"].items())
         + f". A hash of each question puts {chosen['calibration_fraction']:.0%} of them in the calibration part, where"
-        " the threshold with the best balanced accuracy (answered in-domain, refused off-topic) is chosen; the rates"
+        " the threshold with the best balanced accuracy (the mean of in-domain answered, near refused and far refused) is chosen; the rates"
         " below the line are measured on the other, disjoint part.",
         "",
         dist,
@@ -318,7 +324,10 @@ def retrieval_markdown(result: dict) -> str:
         "## Retrieval: is the gold chunk found?",
         "",
         f"{result['questions']} {result['test_set']} questions over {result['chunks']} chunks; gold chunk = the chunk"
-        f" each question was written from. Encoder `{result['encoder']}`, reciprocal-rank fusion k = {result['rrf_k']}.",
+        f" each question was written from. Encoder `{result['encoder']}`, reciprocal-rank fusion k = {result['rrf_k']}."
+        " Generated open questions passed synthesis's retrieval round trip (`synthesis.filters.round_trip_max_rank`:"
+        " search led back to their chunk), so these hit rates are higher than unfiltered questions would get; the"
+        " user's own questions (`user_questions`, gold page cited) are the unbiased check.",
         "",
         table,
         "",

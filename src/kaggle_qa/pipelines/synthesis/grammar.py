@@ -205,6 +205,12 @@ def n_words(text: str) -> int:
     return len(text.split())
 
 
+def content_words(text: str) -> int:
+    """Words of `text` that are no function word (nor "one"): "the second reason" has 2, "the
+    answer" and "the biggest one" 1 each."""
+    return sum(w.lower().strip("`'\"’") not in FUNCTION_WORDS | {"one", "ones"} for w in text.split())
+
+
 def base_form(verb: str) -> str:
     """Base form of a third-person verb ("provides" → "provide", "has" → "have")."""
     irregular = {"has": "have", "does": "do", "is": "be", "goes": "go"}

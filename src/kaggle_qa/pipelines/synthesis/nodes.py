@@ -11,12 +11,14 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from kaggle_qa.domain import Domain, fill_prompt
+from kaggle_qa.retrieval import Retriever
 from kaggle_qa.text import split_sentences
 
 from .audit import open_answer_phrases, shortcut_audit
 from .datasheet import datasheet_figure, datasheet_markdown, datasheet_record
 from .filters import filter_rows, quarantined
 from .near_duplicates import RougeIndex
+from .round_trip import round_trip_filter
 from .teachers.base import parse_reply
 from .teachers.offline import OfflineTeacher
 from .teachers.openai_teacher import OpenAITeacher
@@ -201,10 +203,21 @@ def generate_candidates(
 
 
 def filter_candidates(
-    candidates: dict[str, list[dict]], doc_chunks: list[dict], synthesis: dict
+    candidates: dict[str, list[dict]], doc_chunks: list[dict], synthesis: dict,
+    retrieval_index: dict | None = None, retrieval: dict | None = None,
 ) -> tuple[list[dict], list[dict], list[dict], list[dict], dict]:
-    """qa_v1, qa_v2, qa_v3 after the quality filters, every dropped row with its reason, counts."""
+    """qa_v1, qa_v2, qa_v3 after the quality filters, every dropped row with its reason, counts.
+
+    With `retrieval_index` (and the ``retrieval`` parameters), open questions also pass the
+    round trip (:mod:`.round_trip`): search with ``retrieval.method`` leads back to their chunk
+    within ``filters.round_trip_max_rank``."""
     chunk_texts = {chunk["chunk_id"]: chunk["text"] for chunk in doc_chunks}
+    max_rank = synthesis["filters"].get("round_trip_max_rank")
+    retriever = None
+    if retrieval_index is not None and max_rank is not None:
+        retriever = Retriever(retrieval_index, rrf_k=(retrieval or {}).get("rrf_k", 60),
+                              batch_size=(retrieval or {}).get("batch_size", 64))
+    method = (retrieval or {}).get("method", "hybrid")
     kept, quarantine, report = {}, list(candidates["malformed"]), {}
     test_sets_first = sorted(VERSIONS, key=lambda v: synthesis["versions"][v]["chunks"] == "train")
     for version in test_sets_first:
@@ -220,6 +233,8 @@ def filter_candidates(
         kept[version], dropped = filter_rows(
             rows, version, recipe, synthesis["filters"], chunk_texts, held_out, open_answer_phrases(synthesis)
         )
+        kept[version], unfound = round_trip_filter(kept[version], version, retriever, method, max_rank)
+        dropped += unfound
         quarantine += dropped
         malformed = [r for r in candidates["malformed"] if r["version"] == version]
         reasons = dict(Counter(record["reason"].split(" (")[0] for record in dropped + malformed))

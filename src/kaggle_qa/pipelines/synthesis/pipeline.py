@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 filter_candidates,
-                ["synthesis_candidates", "doc_chunks", "params:synthesis"],
+                ["synthesis_candidates", "doc_chunks", "params:synthesis", "retrieval_index", "params:retrieval"],
                 ["qa_v1", "qa_v2", "qa_v3", "qa_quarantine", "synthesis_filter_report"],
                 name="filter_candidates",
             ),

@@ -63,6 +63,8 @@ from ..grammar import (
     lead_in_question,
     setting_questions,
     base_form,
+    FUNCTION_WORDS,
+    content_words,
     n_words,
     question_problem,
     tidy,
@@ -165,6 +167,8 @@ class OfflineTeacher:
             return None  # "How does the documentation describe anyone in the team?"
         if subject in ("You", "Your"):
             return {"You": "I", "Your": "my"}[subject]
+        if subject.split()[-1].lower() in FUNCTION_WORDS:
+            return None  # a fragment ("return a", "the names for the"): the regex stopped inside a phrase
         return self.vocab.lower_first(to_first_person(subject))
 
     def yes_no_question(self, sentence: str) -> tuple[str, bool] | None:
@@ -262,8 +266,8 @@ class OfflineTeacher:
         """Fallback: ask about the sentence's subject ("What should I know about the docstring?")."""
         match = AUX_QUESTION.match(sentence) or CAPABILITY.match(sentence)
         subject = self._subject(match["subj"]) if match else None
-        if subject is None or subject in ("I", "my") or n_words(subject) < 2:
-            return None
+        if subject is None or subject in ("I", "my") or content_words(subject) < 2:
+            return None  # "What should I know about the answer?" names nothing a reader could look up
         return self._pick(self.params["subject_templates"], rng, subject=subject)
 
     def _pattern_question(self, sentence: str, rng: random.Random) -> str | None:
