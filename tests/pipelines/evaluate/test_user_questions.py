@@ -202,6 +202,10 @@ def test_near_and_far_off_topic_questions_count_as_two_classes():
     assert chosen["threshold"] == pytest.approx(0.575)
     assert chosen["balanced_accuracy"] == pytest.approx((0.6 + 1 + 1) / 3)
     assert chosen["off_topic_refused"] == 1.0 and chosen["in_domain_answered"] == pytest.approx(0.6)
+    # a floor on the in-domain answered rate: 0.475 answers 4 of 5 and refuses one near question
+    floored = calibrate_threshold(in_domain, {"near": near, "far": far}, min_answered=0.8)
+    assert floored["threshold"] == pytest.approx(0.475) and floored["in_domain_answered"] == pytest.approx(0.8)
+    assert calibrate_threshold(in_domain, {"near": near, "far": far}, min_answered=0.6)["threshold"] == pytest.approx(0.575)
     # an empty kind is no class: with no near questions the far ones alone decide
     assert calibrate_threshold(in_domain, {"near": np.array([]), "far": far})["threshold"] == pytest.approx(0.2)
 

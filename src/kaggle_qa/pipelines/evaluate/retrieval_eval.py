@@ -10,7 +10,8 @@ score (the best dense cosine, which the assistant thresholds) of in-domain quest
 open questions, what an assistant is asked, plus the selection part of ``user_questions``) and of off-topic ones (``off_topic_questions``:
 ``{"question", "kind": "near" | "far"}`` rows, or plain strings, which count as ``far``) is split by
 a hash of each question into a **calibration** part, where the threshold with the best balanced
-accuracy (in-domain, near and far as three classes) is chosen, and a disjoint **reported** part, where its answered / refused rates are
+accuracy (in-domain, near and far as three classes; answering at least
+``refusal_calibration.min_in_domain_answered`` of the in-domain ones) is chosen, and a disjoint **reported** part, where its answered / refused rates are
 measured, near-domain and far off-topic separately. The chosen threshold is recorded in
 ``retrieval_metrics`` (``relevance.chosen.threshold``), which the assistant reads back
 (:func:`kaggle_qa.retrieval.relevance_threshold`); ``retrieval.relevance_threshold`` set to a
@@ -53,11 +54,15 @@ def rank_metrics(ranks: np.ndarray) -> dict:
     return metrics
 
 
-def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray | dict[str, np.ndarray]) -> dict:
+def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray | dict[str, np.ndarray],
+                        min_answered: float = 0.0) -> dict:
     """The relevance threshold with the best balanced accuracy: the mean of the in-domain answered
     rate and the refused rate of each kind of off-topic question (`off_topic`: one array, or
     near / far arrays; an empty kind is left out). Each kind counts as one class, so twenty far
-    questions, which any threshold refuses, cannot outvote eight near ones.
+    questions, which any threshold refuses, cannot outvote eight near ones. Only thresholds that
+    answer at least `min_answered` of the in-domain questions are candidates (the lowest candidate
+    when none does): with eight near questions on one side, the best mean can refuse four in ten
+    in-domain questions to refuse the last near one.
 
     Candidates are midpoints between neighbouring observed scores, so the chosen value lies
     strictly between an in-domain and an off-topic score rather than on one of them.
@@ -67,7 +72,8 @@ def calibrate_threshold(in_domain: np.ndarray, off_topic: np.ndarray | dict[str,
     values = np.unique(np.concatenate([in_domain, *kinds.values()]))
     candidates = (values[:-1] + values[1:]) / 2 if len(values) > 1 else values
     best = None
-    for threshold in candidates:
+    allowed = [t for t in candidates if np.mean(in_domain >= t) >= min_answered] or list(candidates[:1])
+    for threshold in allowed:
         answered = float(np.mean(in_domain >= threshold))
         refused = {kind: float(np.mean(scores < threshold)) for kind, scores in kinds.items()}
         score = (answered + sum(refused.values())) / (1 + len(refused))
@@ -119,7 +125,7 @@ def _rates(threshold: float, in_domain: np.ndarray, off_topic: dict[str, np.ndar
 
 
 def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[str, str, float]],
-                      fraction: float) -> dict:
+                      fraction: float, min_answered: float = 0.0) -> dict:
     """Choose the threshold on the calibration part, report it on the disjoint reported part.
 
     `in_domain`: (question, relevance); `off_topic`: (question, kind, relevance). Each question goes
@@ -140,10 +146,11 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
             f"questions (fraction {fraction}); it needs at least one of each: add questions or change "
             "refusal_calibration.calibration_fraction"
         )
-    chosen = calibrate_threshold(inside, outside)
+    chosen = calibrate_threshold(inside, outside, min_answered)
     return {
         "threshold": chosen["threshold"],
         "calibration_fraction": fraction,
+        "min_in_domain_answered": min_answered,
         "calibration": {**_rates(chosen["threshold"], inside, outside),
                         "balanced_accuracy": chosen["balanced_accuracy"]},
         "reported": _rates(chosen["threshold"], *parts["reported"]),
@@ -164,6 +171,7 @@ def evaluate_retrieval(
     if not off_topic:
         raise ValueError("off_topic_questions is empty: the relevance threshold cannot be calibrated")
     fraction = (calibration or {}).get("calibration_fraction", 0.5)
+    min_answered = (calibration or {}).get("min_in_domain_answered") or 0.0
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
     position = {chunk["chunk_id"]: i for i, chunk in enumerate(retriever.chunks)}
     missing = [(i, row["chunk_id"]) for i, row in enumerate(test_set)
@@ -179,7 +187,8 @@ def evaluate_retrieval(
     in_domain_questions = [row["instruction"] for row in open_rows or test_set]
     selected = selection_rows(user_questions, user_params) if user_questions and user_params else []
     in_domain_questions += [row["question"] for row in selected]
-    relevance = _relevance_section(retriever, in_domain_questions, off_topic, fraction, retrieval, len(selected))
+    relevance = _relevance_section(retriever, in_domain_questions, off_topic, fraction, retrieval, len(selected),
+                                   min_answered)
     without = sum(not row.get("chunk_id") for row in test_set)
     test_set = [row for row in test_set if row.get("chunk_id")]
     if without:
@@ -218,7 +227,7 @@ def evaluate_retrieval(
 
 
 def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off_topic: list[dict], fraction: float,
-                       retrieval: dict, user_selection: int) -> dict:
+                       retrieval: dict, user_selection: int, min_answered: float = 0.0) -> dict:
     """Relevance distributions, the calibrated threshold and the configured override's rates."""
     max_unknown = retrieval.get("max_unknown_terms")
 
@@ -231,7 +240,7 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
     off_scores = effective([row["question"] for row in off_topic])
     chosen = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
                                [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
-                               fraction)
+                               fraction, min_answered)
     by_kind = {kind: np.array([s for row, s in zip(off_topic, off_scores) if row["kind"] == kind])
                for kind in OFF_TOPIC_KINDS}
     configured = retrieval.get("relevance_threshold")
@@ -300,8 +309,10 @@ def refusal_markdown(relevance: dict) -> list[str]:
         + (f" and {users} from the selection part of `user_questions`" if users else "") + "); off-topic: "
         + ", ".join(f"{n} {kind}" for kind, n in relevance["off_topic_questions"].items())
         + f". A hash of each question puts {chosen['calibration_fraction']:.0%} of them in the calibration part, where"
-        " the threshold with the best balanced accuracy (the mean of in-domain answered, near refused and far refused) is chosen; the rates"
-        " below the line are measured on the other, disjoint part.",
+        " the threshold with the best balanced accuracy (the mean of in-domain answered, near refused and far refused)"
+        + (f" among those answering at least {chosen.get('min_in_domain_answered', 0):.0%} of the in-domain questions"
+           if chosen.get("min_in_domain_answered") else "")
+        + " is chosen; the rates below the line are measured on the other, disjoint part.",
         "",
         dist,
         "",
