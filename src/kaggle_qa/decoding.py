@@ -7,13 +7,50 @@ filters quarantine any teacher's (docs/synthesis.md, "Complete answers"); at dec
 rule holds: while the text generated so far ends in ":" (blank tokens after it included), the
 end-of-sequence token is not allowed, so the model goes on into what the lead-in introduces. Every
 other choice stays the model's; ``max_new_tokens`` still bounds the answer.
+
+**An answer never loops.** Greedy decoding of a small model falls into loops: the same sentence or
+paragraph again and again until ``max_new_tokens`` ("The pip install command is used to install the
+package manager.\n\nThe pip install command is …"; every base-model answer of the Kaggle default run
+did). Once the newest tokens repeat the block right before them (:func:`repeat_start`, a block of at
+least ``MIN_REPEAT_TOKENS``), that row stops and the second copy is dropped: the answer keeps
+everything the loop would have said, once, and decoding spends no more time on it. The evaluation's
+decoder and the assistant apply the same rule (the assistant, streaming, has shown the second copy
+by the time it is found).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
+
+# A block shorter than this repeated right after itself is no loop: "- `a`\n- `b`" lists, "Yes. Yes."
+MIN_REPEAT_TOKENS = 8
+
+
+def repeat_start(tokens: Sequence[int], min_block: int = MIN_REPEAT_TOKENS) -> int | None:
+    """Where the second copy starts when `tokens` end with a block of at least `min_block` tokens
+    repeated right after itself (the shortest such block), else None."""
+    tokens = list(tokens)
+    n = len(tokens)
+    for block in range(min_block, n // 2 + 1):
+        if tokens[n - block :] == tokens[n - 2 * block : n - block]:
+            return n - block
+    return None
+
+
+def repeat_stopping_criterion(prompt_length: int):
+    """The loop rule as a ``transformers`` stopping criterion for ``model.generate`` (the assistant;
+    trim the answer with :func:`repeat_start` afterwards)."""
+    from transformers import StoppingCriteria
+
+    class _StopOnRepeat(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+            return torch.tensor([repeat_start(row[prompt_length:].tolist()) is not None for row in input_ids],
+                                dtype=torch.bool, device=input_ids.device)
+
+    return _StopOnRepeat()
 
 
 class LeadInGuard:

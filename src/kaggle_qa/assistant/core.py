@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from kaggle_qa.decoding import repeat_start
 from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
 from kaggle_qa.prompting import encode_prompt, fit_context
@@ -314,6 +315,8 @@ class Assistant:
             stopped = self.tokenizer.eos_token_id in new_tokens
             if stopped:
                 new_tokens = new_tokens[: new_tokens.index(self.tokenizer.eos_token_id)]
+            elif (start := repeat_start(new_tokens)) is not None:  # a loop: its second copy is dropped
+                new_tokens, stopped = new_tokens[:start], True
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
             reason = "stop" if stopped or len(new_tokens) < max_new_tokens else "length"
             generated = Generation(text, reason, len(prompt), len(new_tokens))
@@ -329,7 +332,7 @@ class Assistant:
         """New token ids (EOS included when reached), streamed to `on_text` as text."""
         from transformers import LogitsProcessorList, StoppingCriteriaList, TextStreamer
 
-        from kaggle_qa.decoding import lead_in_logits_processor
+        from kaggle_qa.decoding import lead_in_logits_processor, repeat_stopping_criterion
 
         class _Streamer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
@@ -343,7 +346,9 @@ class Assistant:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             how = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p or 1.0, "top_k": 0}
-        criteria = [_Cancelled(cancel)] if cancel is not None else []
+        criteria = [repeat_stopping_criterion(ids.shape[1])]  # an answer never loops: kaggle_qa.decoding
+        if cancel is not None:
+            criteria.append(_Cancelled(cancel))
         if sampling.stop:  # cheaper than generate(stop_strings=...), which indexes the whole vocabulary per request
             criteria.append(_StopText(self.tokenizer, ids.shape[1], sampling.stop))
         output = self.model.generate(
@@ -353,7 +358,7 @@ class Assistant:
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
-            stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+            stopping_criteria=StoppingCriteriaList(criteria),
             # an answer never ends on a lead-in ("… with the `multiple` flag:"): kaggle_qa.decoding
             logits_processor=LogitsProcessorList([lead_in_logits_processor(self.tokenizer, ids.shape[1])]),
             **how,

@@ -39,6 +39,7 @@ MEAN_SCORES = {  # reported name → per-item field; every one is a mean over th
     "invented_reference_rate": "invented_reference",
     "copied_question_rate": "copied_question",
     "hit_max_new_tokens_rate": "hit_max_new_tokens",
+    "stopped_on_repeat_rate": "stopped_on_repeat",
     "empty_answer_rate": "empty_answer",
 }
 LABEL_GROUP = "true_false+yes_no"

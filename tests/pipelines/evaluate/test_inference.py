@@ -7,7 +7,9 @@ import math
 
 import pytest
 import torch
+from transformers import StoppingCriteriaList
 
+from kaggle_qa.decoding import MIN_REPEAT_TOKENS, repeat_start, repeat_stopping_criterion
 from kaggle_qa.modeling import load_model, load_tokenizer, make_tiny_gemma
 from kaggle_qa.pipelines.evaluate.inference import Evaluator, candidate_continuations, candidate_token_ids, packed_linears
 from tests.pipelines.evaluate.rows import ROWS
@@ -19,9 +21,13 @@ def hf_generate_one_by_one(model, tokenizer, examples, max_new_tokens: int) -> l
     for example in examples:
         ids = torch.tensor([example.input_ids[: example.prompt_length]])
         output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                                do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                stopping_criteria=StoppingCriteriaList([repeat_stopping_criterion(ids.shape[1])]))
         tokens = output[0, ids.shape[1]:].tolist()
-        tokens = tokens[: tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
+        if tokenizer.eos_token_id in tokens:
+            tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
+        elif (start := repeat_start(tokens)) is not None:
+            tokens = tokens[:start]
         answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
     return answers
 
@@ -188,3 +194,30 @@ def test_candidates_sharing_a_first_token_are_refused(tiny):
     _, tokenizer = tiny
     with pytest.raises(ValueError, match=r"share their first token"):
         candidate_token_ids(tokenizer, {"t": ["True", "True."]})
+
+
+def test_repeat_start_finds_the_second_copy_of_a_block():
+    block = list(range(100, 100 + MIN_REPEAT_TOKENS))
+    assert repeat_start([1, 2] + block + block) == 2 + MIN_REPEAT_TOKENS
+    assert repeat_start([1, 2] + block + block[:-1]) is None  # the copy is not complete yet
+    short = block[: MIN_REPEAT_TOKENS - 1]
+    assert repeat_start(short + short) is None  # shorter than a loop: "- `a`\n- `b`", "Yes. Yes."
+    assert repeat_start([7] * (2 * MIN_REPEAT_TOKENS)) == MIN_REPEAT_TOKENS  # the shortest block
+    assert repeat_start(list(range(40))) is None and repeat_start([]) is None
+
+
+def test_a_looping_answer_stops_after_its_first_copy_as_generate_does(tiny):
+    """The random tiny model loops within 48 tokens on these rows; the batched decoder stops each
+    loop where one-by-one `generate` with the assistant's stopping criterion stops, keeps one copy,
+    and leaves the batch early (a row that stopped is neither EOS nor the length cap)."""
+    model, tokenizer = tiny
+    evaluator = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=48, max_length=256)
+    examples = evaluator.examples(ROWS)
+    results, _ = evaluator.run(examples, {}, whole_sequence=False, label="loops")
+    assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 48)
+    looped = [r for r in results if r["stopped_on_repeat"]]
+    assert looped, "no answer looped: pick rows or a length where the tiny model loops"
+    for result in looped:
+        assert not result["hit_max_new_tokens"] and result["new_tokens"] < 48
+        tokens = tokenizer(result["answer"], add_special_tokens=False)["input_ids"]
+        assert repeat_start(tokens) is None  # no second copy left in the answer

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-from kaggle_qa.decoding import lead_in_guard
+from kaggle_qa.decoding import lead_in_guard, repeat_start
 from kaggle_qa.modeling import head_logits
 from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
@@ -284,14 +284,16 @@ class Evaluator:
         del hiddens, states
         cache, mask = self._batch_cache(list(prompt_kvs), lengths)
         next_position = torch.tensor(lengths, device=self.device)[:, None]
-        for item, tokens in zip(items, self._greedy(first_lp.argmax(-1), cache, mask, next_position)):
+        generated, looped = self._greedy(first_lp.argmax(-1), cache, mask, next_position)
+        for index, (item, tokens) in enumerate(zip(items, generated)):
             eos = self.tokenizer.eos_token_id
             stopped = eos in tokens
             tokens = tokens[: tokens.index(eos)] if stopped else tokens
             item.update(
                 answer=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                 new_tokens=len(tokens),
-                hit_max_new_tokens=not stopped,
+                hit_max_new_tokens=not stopped and index not in looped,
+                stopped_on_repeat=index in looped,
             )
         return items
 
@@ -325,23 +327,35 @@ class Evaluator:
         tokens = torch.tensor(prompt[1:], device=self.device)
         return -self._token_log_probs(states[:-1], tokens).sum().item()
 
-    def _greedy(self, tokens: torch.Tensor, cache, mask: torch.Tensor, next_position: torch.Tensor) -> list[list[int]]:
-        """Greedy decoding from the prefill's first token; a row leaves the batch (and the cache) at its EOS.
+    def _greedy(self, tokens: torch.Tensor, cache, mask: torch.Tensor,
+                next_position: torch.Tensor) -> tuple[list[list[int]], set[int]]:
+        """Greedy decoding from the prefill's first token; a row leaves the batch (and the cache) at its
+        EOS, or when it starts repeating itself (:func:`kaggle_qa.decoding.repeat_start`: the second copy
+        is dropped). Returns every row's tokens and the rows stopped that way.
 
-        Same tokens as `model.generate(do_sample=False)` with the assistant's logits processor
-        (:mod:`kaggle_qa.decoding`: no end of sequence right after a lead-in), which would keep
-        computing every finished row until the longest answer of the batch ends.
+        Same tokens as `model.generate(do_sample=False)` with the assistant's logits processor and
+        stopping criterion (:mod:`kaggle_qa.decoding`: no end of sequence right after a lead-in, no
+        loop), which would keep computing every finished row until the longest answer of the batch ends.
         """
         eos = self.tokenizer.eos_token_id
         guard = lead_in_guard(self.tokenizer)  # an answer never ends on a lead-in (kaggle_qa.decoding)
         rows = list(range(len(mask)))  # batch row of each still-active sequence
         generated: list[list[int]] = [[] for _ in rows]
+        looped: set[int] = set()
         lead_in = torch.zeros(len(rows), dtype=torch.bool)
         for step in range(self.max_new_tokens):
             for row, token in zip(rows, tokens.tolist()):
                 generated[row].append(token)
             lead_in = guard.after(lead_in, tokens)
-            active = [k for k, token in enumerate(tokens.tolist()) if token != eos]
+            active = []
+            for k, (row, token) in enumerate(zip(rows, tokens.tolist())):
+                if token == eos:
+                    continue
+                if (start := repeat_start(generated[row])) is not None:
+                    generated[row] = generated[row][:start]
+                    looped.add(row)
+                    continue
+                active.append(k)
             if not active or step == self.max_new_tokens - 1:
                 break
             if len(active) < len(rows):
@@ -356,7 +370,7 @@ class Evaluator:
             )
             cache, next_position = output.cache, next_position + 1
             tokens = guard.mask(output.logits[:, -1], lead_in).argmax(-1)
-        return generated
+        return generated, looped
 
 
 def mean_loss(nll_sums: list[float], token_counts: list[int]) -> float:

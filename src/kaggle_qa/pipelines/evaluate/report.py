@@ -47,6 +47,7 @@ REPORT_ROWS = (  # (metric key, label)
     ("copied_question_rate", "Answers that copy the question"),
     ("invented_reference_rate", "Answers with an invented reference"),
     ("hit_max_new_tokens_rate", "Answers cut at max_new_tokens"),
+    ("stopped_on_repeat_rate", "Answers stopped at a loop (second copy dropped)"),
     ("empty_answer_rate", "Empty answers"),
     ("judge_score", "LLM judge score (1-5)"),
 )
