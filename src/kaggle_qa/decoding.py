@@ -10,7 +10,7 @@ other choice stays the model's; ``max_new_tokens`` still bounds the answer.
 
 **An answer never loops.** Greedy decoding of a small model falls into loops: the same sentence or
 paragraph again and again until ``max_new_tokens`` ("The pip install command is used to install the
-package manager.\n\nThe pip install command is …"; every base-model answer of the Kaggle default run
+package manager.\n\nThe pip install command is …"; every base-model answer of the default run
 did). Once the newest tokens repeat the block right before them (:func:`repeat_start`, a block of at
 least ``MIN_REPEAT_TOKENS``), that row stops and the second copy is dropped: the answer keeps
 everything the loop would have said, once, and decoding spends no more time on it. The evaluation's
