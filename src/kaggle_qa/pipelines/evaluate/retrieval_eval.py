@@ -336,9 +336,10 @@ def retrieval_markdown(result: dict) -> str:
         "",
         f"{result['questions']} {result['test_set']} questions over {result['chunks']} chunks; gold chunk = the chunk"
         f" each question was written from. Encoder `{result['encoder']}`, reciprocal-rank fusion k = {result['rrf_k']}."
-        " Generated open questions passed synthesis's retrieval round trip (`synthesis.filters.round_trip_max_rank`:"
-        " search led back to their chunk), so these hit rates are higher than unfiltered questions would get; the"
-        " user's own questions (`user_questions`, gold page cited) are the unbiased check.",
+        " With synthesis's retrieval round trip on (`synthesis.filters.round_trip_max_rank`, the default), generated"
+        " open questions were kept only when search led back to their chunk, so these hit rates are higher than"
+        " unfiltered questions would get; the user's own questions (`user_questions`, gold page cited) are the"
+        " unbiased check.",
         "",
         table,
         "",
