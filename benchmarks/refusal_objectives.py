@@ -35,8 +35,8 @@ def main() -> None:
     from kedro.framework.startup import bootstrap_project
 
     from kaggle_qa.pipelines.evaluate.retrieval_eval import (
-        OFF_TOPIC_KINDS, OPEN_TASKS, REFUSED_BY_TERMS, calibrate_threshold, calibration_side, off_topic_rows)
-    from kaggle_qa.qa_schema import infer_task_type
+        OFF_TOPIC_KINDS, REFUSED_BY_TERMS, calibrate_threshold, calibration_side, off_topic_rows)
+    from kaggle_qa.qa_schema import OPEN_TASKS, infer_task_type
     from kaggle_qa.retrieval import Retriever
     from kaggle_qa.user_questions import selection_rows
 

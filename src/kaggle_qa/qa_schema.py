@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 REQUIRED_KEYS = ("input", "instruction", "output")
 TASK_TYPES = ("yes_no", "true_false", "extractive_qa", "nli")
+# The questions an assistant is asked (not statements to judge): refusal calibration and the round trip
+OPEN_TASKS = ("extractive_qa",)
 # The label words of the labelled task types: an answer's first word is its label
 # ("True. <reason>"), and a label decision is the choice between these first tokens.
 LABEL_CHOICES = {

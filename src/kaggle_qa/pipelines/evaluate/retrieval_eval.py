@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from tabulate import tabulate
 
-from kaggle_qa.qa_schema import infer_task_type
+from kaggle_qa.qa_schema import OPEN_TASKS, infer_task_type
 from kaggle_qa.retrieval import METHODS, Retriever
 from kaggle_qa.user_questions import hash_fraction, normalise_question, selection_rows
 
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 CUTOFFS = (1, 3, 5)
 OFF_TOPIC_KINDS = ("near", "far")
 CALIBRATION_SALT = "refusal-calibration"
-OPEN_TASKS = ("extractive_qa",)  # the test set's questions an assistant is asked (not statements to judge)
 REFUSED_BY_TERMS = -1.0  # the relevance a question refused for unknown terms counts as (below any cosine threshold)
 
 

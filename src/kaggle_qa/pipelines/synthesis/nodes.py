@@ -208,16 +208,15 @@ def filter_candidates(
 ) -> tuple[list[dict], list[dict], list[dict], list[dict], dict]:
     """qa_v1, qa_v2, qa_v3 after the quality filters, every dropped row with its reason, counts.
 
-    With `retrieval_index` (and the ``retrieval`` parameters), open questions also pass the
-    round trip (:mod:`.round_trip`): search with ``retrieval.method`` leads back to their chunk
-    within ``filters.round_trip_max_rank``."""
+    With `retrieval_index` and the ``retrieval`` parameters, open questions also pass the round
+    trip (:mod:`.round_trip`): search with ``retrieval.method`` leads back to their chunk within
+    ``filters.round_trip_max_rank``."""
     chunk_texts = {chunk["chunk_id"]: chunk["text"] for chunk in doc_chunks}
     max_rank = synthesis["filters"].get("round_trip_max_rank")
-    retriever = None
+    retriever, method = None, None
     if retrieval_index is not None and max_rank is not None:
-        retriever = Retriever(retrieval_index, rrf_k=(retrieval or {}).get("rrf_k", 60),
-                              batch_size=(retrieval or {}).get("batch_size", 64))
-    method = (retrieval or {}).get("method", "hybrid")
+        settings = {key: retrieval[key] for key in ("rrf_k", "batch_size") if key in retrieval}
+        retriever, method = Retriever(retrieval_index, **settings), retrieval["method"]
     kept, quarantine, report = {}, list(candidates["malformed"]), {}
     test_sets_first = sorted(VERSIONS, key=lambda v: synthesis["versions"][v]["chunks"] == "train")
     for version in test_sets_first:

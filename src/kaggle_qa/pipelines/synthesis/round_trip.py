@@ -22,12 +22,13 @@ import logging
 
 import numpy as np
 
-from kaggle_qa.qa_schema import infer_task_type
+from kaggle_qa.qa_schema import OPEN_TASKS, infer_task_type
 from kaggle_qa.retrieval import Retriever, document_text
+
+from .filters import quarantined
 
 logger = logging.getLogger(__name__)
 
-OPEN_TASKS = ("extractive_qa",)
 REASON = "retrieval round trip"
 TIE = 1e-6  # scores this close are a tie: one text's embedding moves in its last bits with its batch
 
@@ -54,12 +55,10 @@ def source_ranks(rows: list[dict], retriever: Retriever, method: str) -> list[in
     return ranks
 
 
-def round_trip_filter(rows: list[dict], version: str, retriever: Retriever | None, method: str,
+def round_trip_filter(rows: list[dict], version: str, retriever: Retriever | None, method: str | None,
                       max_rank: int | None) -> tuple[list[dict], list[dict]]:
     """(kept, dropped) rows: open questions whose source chunk ranks below `max_rank` are dropped
     (each as a quarantine record with its rank); `max_rank` None or no retriever keeps every row."""
-    from .filters import quarantined
-
     if max_rank is None or retriever is None:
         return rows, []
     open_rows = [i for i, row in enumerate(rows) if infer_task_type(row) in OPEN_TASKS]
