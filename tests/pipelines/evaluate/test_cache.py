@@ -14,7 +14,7 @@ from kaggle_qa.pipelines.evaluate.cache import base_results_key, tokenizer_finge
 IDENTITY = {"name": "m", "architecture": "Gemma3ForCausalLM", "config_sha256": "abc"}
 ROWS = [{"id": "0", "task_type": "true_false", "input": "c", "instruction": "q", "output": "True."}]
 SETTINGS = {
-    "max_length": 512, "max_new_tokens": 64, "dtype": "float32", "device_type": "cpu", "attn_implementation": "sdpa",
+    "max_length": 512, "max_new_tokens": 64, "dtype": "float32", "compute_dtype": "float32", "device_type": "cpu", "attn_implementation": "sdpa",
     "batch_size": 16, "num_threads": 2, "choices": {"true_false": ["True", "False"]}, "whole_sequence_loss": False,
     "prompt_template_version": "1", "tokenizer_files": "t0",
 }
@@ -25,7 +25,7 @@ def key(settings=SETTINGS, weights="w0", rows=ROWS) -> str:
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("batch_size", 8), ("num_threads", 1), ("dtype", "bfloat16"), ("tokenizer_files", "t1"), ("max_new_tokens", 32),
+    ("batch_size", 8), ("num_threads", 1), ("dtype", "bfloat16"), ("compute_dtype", "bfloat16"), ("tokenizer_files", "t1"), ("max_new_tokens", 32),
     ("max_length", 256), ("attn_implementation", "eager"), ("device_type", "cuda"), ("whole_sequence_loss", True),
     ("choices", {"true_false": ["False", "True"]}), ("prompt_template_version", "2"),
 ])

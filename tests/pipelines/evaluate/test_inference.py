@@ -108,6 +108,65 @@ def test_packed_linears_compute_the_same_and_are_undone(tiny):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+def test_bf16_packed_linears_compute_what_autocast_computes(tiny):
+    """bf16 compute over float32 weights: the prepacked bf16 layers give bit for bit what autocast's
+    F.linear gives (bf16 out), whichever path this CPU takes (packed, or the plain fallback)."""
+    model, _ = tiny
+    ids = torch.tensor([[2, 100, 200, 300, 400]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(input_ids=ids).logits
+        with packed_linears(model, torch.bfloat16) as packed:
+            inside = model(input_ids=ids).logits
+    assert expected.dtype == inside.dtype == torch.bfloat16
+    assert torch.equal(inside, expected)
+    assert not any("forward" in vars(m) for m in model.modules())
+    with torch.no_grad():
+        full = model(input_ids=ids).logits  # float32 throughout: another function, if only just
+    assert not torch.equal(full, expected.float())
+    if torch.backends.mkldnn.is_available() and packed:
+        assert packed == sum(type(m) is torch.nn.Linear for m in model.modules())
+
+
+@pytest.mark.parametrize("packing", ["packed", "plain"])
+def test_bf16_compute_gives_one_by_one_autocast_answers_and_losses(tiny, monkeypatch, packing):
+    """Evaluator(compute_dtype=bfloat16) over float32 weights computes what the model computes under
+    autocast: the same answers as one-by-one generate under autocast, and its losses (packed bf16
+    layers, and the plain layers a CPU without the oneDNN op falls back to)."""
+    import kaggle_qa.pipelines.evaluate.inference as inference
+
+    model, tokenizer = tiny
+    if packing == "plain":
+        monkeypatch.setattr(inference, "_packing_works", lambda module, dtype: False)
+    evaluator = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256, compute_dtype="bfloat16")
+    assert evaluator.autocast
+    examples = evaluator.examples(ROWS)
+    results, _ = evaluator.run(examples, {}, whole_sequence=False, label="bf16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert [r["answer"] for r in results] == hf_generate_one_by_one(model, tokenizer, examples, 8)
+        for example, result in zip(examples, results):
+            with torch.no_grad():
+                loss = model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
+            assert result["answer_nll"] / result["answer_tokens"] == pytest.approx(loss.item(), rel=2e-3)
+    fp32, _ = Evaluator(model, tokenizer, batch_size=4, max_new_tokens=8, max_length=256).run(
+        examples, {}, whole_sequence=False, label="fp32")
+    assert [r["answer_nll"] for r in fp32] != [r["answer_nll"] for r in results]  # the numerics did change
+
+
+def test_compute_dtype_must_match_the_weights_or_be_autocast(tiny):
+    model, tokenizer = tiny
+    assert not Evaluator(model, tokenizer, batch_size=1, max_new_tokens=1, max_length=64).autocast
+    half = load_model_in(tiny, torch.bfloat16)
+    assert not Evaluator(half, tokenizer, batch_size=1, max_new_tokens=1, max_length=64, compute_dtype="bfloat16").autocast
+    with pytest.raises(ValueError, match="expected float32 weights"):
+        Evaluator(half, tokenizer, batch_size=1, max_new_tokens=1, max_length=64, compute_dtype="float16")
+
+
+def load_model_in(tiny, dtype):
+    import copy
+
+    return copy.deepcopy(tiny[0]).to(dtype)
+
+
 def test_packed_linears_fall_back_to_plain_layers_when_onednn_fails(tiny, monkeypatch, caplog):
     """A torch build / CPU where the private oneDNN op raises: nothing is packed, results are unchanged."""
     import kaggle_qa.pipelines.evaluate.inference as inference

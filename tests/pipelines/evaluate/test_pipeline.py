@@ -13,7 +13,7 @@ from kedro.io.core import generate_timestamp
 from kedro.runner import SequentialRunner
 
 from kaggle_qa.datasets import FolderDataset, QAJSONDataset
-from kaggle_qa.modeling import load_model, make_tiny_gemma, model_identity
+from kaggle_qa.modeling import load_model, make_tiny_gemma, model_identity, resolve_dtype
 from kaggle_qa.pipelines.evaluate import create_pipeline
 from kaggle_qa.pipelines.evaluate.judge import judge_answers, parse_score
 from kaggle_qa.pipelines.evaluate.nodes import (
@@ -143,7 +143,11 @@ def test_pipeline_writes_answers_predictions_metrics_and_report(tmp_path, projec
     constant = head[("true_false+yes_no", "balanced_accuracy")]["best_constant"]
     assert constant["answer"] == "always False/No" and constant["value"] == pytest.approx(2 / 3)
     assert metrics["headline"]["family_size"] == sum(len(row["changes"]) for row in metrics["headline"]["rows"])
-    assert metrics["run"]["dtype"] == "float32" and "both models in float32 on cpu" in metrics["run"]["numerics"]
+    assert metrics["run"]["dtype"] == "float32"  # weights; the matmuls compute in evaluate.dtype resolved
+    compute = metrics["run"]["compute_dtype"]
+    assert compute == resolve_dtype(catalog.load("params:evaluate")["dtype"])
+    assert ("both models in float32 on cpu" if compute == "float32" else
+            "both models in float32 weights, bfloat16 matmuls (autocast") in metrics["run"]["numerics"]
     assert all(len(p["base_first_sentence_answer"]) <= len(p["base_answer"]) for p in predictions)
 
     cross = catalog.load("cross_teacher_metrics")
@@ -346,10 +350,13 @@ def test_the_registered_evaluate_pipeline_puts_the_assistant_tables_in_eval_repo
 
 
 def test_base_and_fine_tuned_are_loaded_at_the_same_numerics(tiny_gemma_path, tiny_adapter, params, monkeypatch):
-    """Asked for bfloat16 on CPU, both models are float32 (the fine-tuned model's numerics there)."""
+    """Asked for bfloat16 on CPU, both models' weights are float32 (the fine-tuned model's there) and both
+    compute their matmuls in bfloat16 (autocast, as training did)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     settings = read_adapter_settings(tiny_gemma_path, tiny_adapter, {**params, "dtype": "bfloat16"})
     assert settings["dtype"] == "float32" and settings["requested_dtype"] == "bfloat16"
+    assert settings["compute_dtype"] == "bfloat16"
+    assert read_adapter_settings(tiny_gemma_path, tiny_adapter, {**params, "dtype": "float32"})["compute_dtype"] == "float32"
     base = load_base_model(tiny_gemma_path, settings)
     tuned = load_fine_tuned_model(tiny_gemma_path, tiny_adapter, settings)
     assert {p.dtype for p in base.parameters()} == {p.dtype for p in tuned.parameters()} == {torch.float32}

@@ -18,7 +18,7 @@ from pathlib import Path
 # What the base results depend on besides weights and rows: every inference setting, the
 # tokenizer, the libraries that compute them, and the code that runs them.
 KEY_SETTINGS = (
-    "max_length", "max_new_tokens", "dtype", "device_type", "attn_implementation", "batch_size", "num_threads",
+    "max_length", "max_new_tokens", "dtype", "compute_dtype", "device_type", "attn_implementation", "batch_size", "num_threads",
     "choices", "whole_sequence_loss", "prompt_template_version", "tokenizer_files",
 )
 LIBRARIES = ("torch", "transformers", "peft")

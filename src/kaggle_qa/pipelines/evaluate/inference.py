@@ -21,10 +21,16 @@ its final token), exactly the teacher-forced pass of the loss; from that single 
 
 Prompts are never padded for the compute-bound prefill (a padded batch computes the pad
 positions too); only the memory-bound decoding is batched, where one read of the weights
-serves every row. On CPU in float32 every ``nn.Linear`` runs, for the duration of
+serves every row. On CPU every float32 ``nn.Linear`` runs, for the duration of
 :meth:`Evaluator.run`, through oneDNN with its weight prepacked once (:func:`packed_linears`):
 MKL's plain sgemm is 1.4-4x slower at the few-row shapes of batched decoding (the 262k-row
 LM head at 13 rows: ~300 ms against ~80 ms packed, on one AVX-512 Xeon core).
+
+**Compute dtype.** With ``compute_dtype=bfloat16`` (evaluate's ``auto`` on a CPU with native bf16)
+the run computes as training did: float32 weights, residual stream and norms, bf16 inside the
+matmuls (``torch.autocast``). The linears' weights are then prepacked once in bf16, which gives
+bit for bit what autocast's own ``F.linear`` gives, at about half the time of the float32 packed
+layers (decoding reads half the bytes; benchmarks/bench_eval_compute_dtype.py).
 
 Prompt and reference come from :func:`kaggle_qa.prompting.tokenize_example`, exactly as in
 training (same template, same truncation). The seed notebook's way (one ``generate`` per
@@ -47,7 +53,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from kaggle_qa.decoding import lead_in_guard, repeat_start
-from kaggle_qa.modeling import head_logits
+from kaggle_qa.modeling import head_logits, torch_dtype
 from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -74,38 +80,48 @@ def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def _packed_linear_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    """The prepacked layer on `x`, cast to the packed weight's dtype first (what autocast does to a linear's input)."""
+    return torch.ops.mkldnn._linear_pointwise(x.to(packed.dtype), packed, bias, "none", [], "")
 
 
-def _packed(module: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The module's weight prepacked for oneDNN, and its bias."""
-    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
-    return packed, module.bias.detach() if module.bias is not None else None
+def _packed(module: torch.nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The module's weight in `dtype` prepacked for oneDNN, and its bias in `dtype`."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(dtype))
+    return packed, module.bias.detach().to(dtype) if module.bias is not None else None
 
 
-def _packing_works(module: torch.nn.Linear) -> bool:
-    """Whether this torch build's (private) oneDNN linear ops run and agree with ``F.linear`` on
-    this CPU; if not, evaluation keeps the plain layers (logged) instead of failing."""
+def _reference_linear(module: torch.nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What the plain layer computes in `dtype`: ``F.linear`` itself, under autocast for bf16."""
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        return F.linear(x, module.weight, module.bias)
+
+
+def _packing_works(module: torch.nn.Linear, dtype: torch.dtype) -> bool:
+    """Whether this torch build's (private) oneDNN linear ops run in `dtype` and agree with the plain
+    layer (:func:`_reference_linear`) on this CPU; if not, evaluation keeps the plain layers (logged)."""
     try:
         with torch.no_grad():
             x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
-            ok = torch.allclose(_packed_linear_forward(*_packed(module), x), F.linear(x, module.weight, module.bias), atol=1e-4, rtol=1e-4)
+            found = _packed_linear_forward(*_packed(module, dtype), x).float()
+            ok = torch.allclose(found, _reference_linear(module, x, dtype).float(), atol=1e-4, rtol=1e-4)
     except (RuntimeError, NotImplementedError, AttributeError) as error:
-        logger.warning("oneDNN prepacked linear layers unavailable here (%s); using plain ones", error)
+        logger.warning("oneDNN prepacked %s linear layers unavailable here (%s); using plain ones", dtype, error)
         return False
     if not ok:
-        logger.warning("oneDNN prepacked linear layers disagree with F.linear here; using plain ones")
+        logger.warning("oneDNN prepacked %s linear layers disagree with F.linear here; using plain ones", dtype)
     return ok
 
 
 @contextlib.contextmanager
-def packed_linears(model) -> Iterator[int]:
+def packed_linears(model, compute_dtype: torch.dtype = torch.float32) -> Iterator[int]:
     """Within the block, every plain float32 CPU ``nn.Linear`` of `model` runs through oneDNN
-    with its weight prepacked once (inference only); yields how many were packed.
+    with its weight prepacked once, in `compute_dtype` (inference only); yields how many were packed.
 
-    Nothing is changed for other dtypes or devices, or where this torch build lacks the
-    oneDNN ops. The packed copies (about the size of the linear weights, LM head included)
-    live only within the block; the modules' own forwards are restored on exit.
+    In bfloat16 a packed layer casts its input to bf16 and returns bf16, exactly what a linear
+    computes under ``torch.autocast(bfloat16)`` (the caller runs the rest of the model under
+    autocast). Nothing is changed for other weight dtypes or devices, or where this torch build
+    lacks the oneDNN ops. The packed copies (the linear weights' size in `compute_dtype`, LM head
+    included) live only within the block; the modules' own forwards are restored on exit.
     """
     linears = [
         module for module in model.modules()
@@ -115,10 +131,10 @@ def packed_linears(model) -> Iterator[int]:
     usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     patched: list[tuple[torch.nn.Module, object]] = []
     try:
-        if usable and linears and _packing_works(linears[0]):
+        if usable and linears and _packing_works(linears[0], compute_dtype):
             with torch.no_grad():
                 for module in linears:
-                    packed, bias = _packed(module)
+                    packed, bias = _packed(module, compute_dtype)
                     patched.append((module, module.__dict__.get("forward")))
                     module.forward = lambda x, packed=packed, bias=bias: _packed_linear_forward(packed, bias, x)
         yield len(patched)
@@ -170,12 +186,24 @@ class Evaluator:
     """Runs one causal LM over tokenized test items (see module docstring)."""
 
     def __init__(
-        self, model, tokenizer, *, batch_size: int, max_new_tokens: int, max_length: int, head_chunk: int = 128
+        self, model, tokenizer, *, batch_size: int, max_new_tokens: int, max_length: int, head_chunk: int = 128,
+        compute_dtype: str | torch.dtype = "float32",
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.max_new_tokens, self.max_length = batch_size, max_new_tokens, max_length
         self.head_chunk = head_chunk
         self.device = next(model.parameters()).device
+        self.compute_dtype = torch_dtype(compute_dtype)
+        weights = {param.dtype for param in model.parameters() if param.is_floating_point()}
+        # float32 weights computing in a lower precision: autocast, as training computed (module docstring)
+        self.autocast = self.compute_dtype != torch.float32 and weights == {torch.float32}
+        if self.compute_dtype != torch.float32 and not self.autocast and weights != {self.compute_dtype}:
+            raise ValueError(f"compute dtype {self.compute_dtype} with weights in {sorted(map(str, weights))}: "
+                             "expected float32 weights (autocast) or weights in the compute dtype")
+
+    def _numerics(self):
+        """The context every forward runs in: autocast to the compute dtype over float32 weights, or nothing."""
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.autocast)
 
     def examples(self, rows: list[dict]):
         """Prompt + reference tokenization of every row, truncated exactly as in training."""
@@ -213,7 +241,8 @@ class Evaluator:
         order = sorted(range(len(examples)), key=lambda i: examples[i].prompt_length)
         results: list[dict] = [{}] * len(examples)
         started = time.perf_counter()
-        with packed_linears(self.model), tqdm(
+        packing = self.compute_dtype if self.autocast else torch.float32
+        with packed_linears(self.model, packing), self._numerics(), tqdm(
             total=len(examples), desc=f"answer + loss + choice ({label})", unit="item"
         ) as bar:
             for indices in _batches(order, self.batch_size):
@@ -369,7 +398,7 @@ class Evaluator:
                 input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position, cache=cache, use_cache=True
             )
             cache, next_position = output.cache, next_position + 1
-            tokens = guard.mask(output.logits[:, -1], lead_in).argmax(-1)
+            tokens = guard.mask(output.logits[:, -1].float(), lead_in).argmax(-1)  # argmax: 4x slower in bf16 on CPU
         return generated, looped
 
 

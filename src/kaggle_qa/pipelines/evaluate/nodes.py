@@ -133,7 +133,7 @@ def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
             f"(training_params.json) but this code's template is version {PROMPT_TEMPLATE_VERSION!r} "
             "(kaggle_qa.prompting.PROMPT_TEMPLATE_VERSION): retrain the adapter or evaluate with the matching code"
         )
-    dtype = eval_dtype(params["dtype"])
+    dtype, compute_dtype = eval_dtype(params["dtype"]), eval_compute_dtype(params["dtype"])
     return {
         "base_model": identity,
         "base_weights": weights_fingerprint(base_model),
@@ -147,6 +147,7 @@ def read_adapter_settings(base_model: str, adapter: str, params: dict) -> dict:
                                                        f"adapter {adapter}"),
         "batch_size": params["batch_size"],
         "dtype": dtype,
+        "compute_dtype": compute_dtype,
         "requested_dtype": params["dtype"],
         "num_threads": params.get("num_threads") or torch.get_num_threads(),
         "tokenizer_files": tokenizer_fingerprint(base_model),
@@ -164,11 +165,28 @@ def label_choices(params: dict) -> dict[str, list[str]]:
 
 
 def eval_dtype(name: str) -> str:
-    """The one dtype both models are evaluated in. On CPU float32 whatever `name` asks: the fine-tuned
-    model is computed in float32 there (:func:`kaggle_qa.modeling.load_finetuned_model`: Gemma 3 run
-    entirely in bf16 is another function), so the base is too, and a change between them is the
+    """The one weight dtype both models are evaluated in. On CPU float32 whatever `name` asks: the fine-tuned
+    model's weights are float32 there (:func:`kaggle_qa.modeling.load_finetuned_model`: Gemma 3 run
+    entirely in bf16 is another function), so the base's are too, and a change between them is the
     adapter's, not the numerics'. On CUDA `name` (`auto` → :func:`~kaggle_qa.modeling.resolve_dtype`)."""
     return resolve_dtype(name) if torch.cuda.is_available() else "float32"
+
+
+def eval_compute_dtype(name: str) -> str:
+    """The dtype both models' matmuls compute in: `name` resolved (`auto` → bfloat16 where the CPU or GPU has
+    native bf16, else float32; :func:`~kaggle_qa.modeling.resolve_dtype`). On CPU over float32 weights that is
+    autocast, the numerics training computed in (float32 residual stream and norms, bf16 matmuls), at about
+    half the time of float32 matmuls (:mod:`.inference`); where bf16 is emulated (AVX2) it is float32."""
+    return resolve_dtype(name)
+
+
+def numerics(settings: dict) -> str:
+    """How both models were computed, in words (the report's "Numerics" line)."""
+    weights, compute = settings["dtype"], settings.get("compute_dtype", settings["dtype"])
+    how = (f"{weights} weights, {compute} matmuls (autocast, as training computed)" if compute != weights
+           else f"{weights}")
+    return (f"both models in {how} on {settings['device_type']} "
+            f"({settings.get('num_threads')} threads, evaluate.dtype: {settings.get('requested_dtype')})")
 
 
 def _checked(model, settings: dict, label: str):
@@ -294,10 +312,12 @@ def _infer(model, base_model: str, test_set: list[dict], settings: dict, params:
         torch.set_num_threads(params["num_threads"])
     tokenizer = shared_tokenizer(base_model)
     evaluator = Evaluator(model, tokenizer, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
-                          max_length=settings["max_length"], head_chunk=params["head_chunk"])
+                          max_length=settings["max_length"], head_chunk=params["head_chunk"],
+                          compute_dtype=settings.get("compute_dtype", settings["dtype"]))
     table = candidate_continuations(tokenizer, settings["choices"])
     candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if is_choice_item(row, settings["choices"])}
-    logger.info("%s: answering %d questions (%s, batch %d)", label, len(test_set), settings["dtype"], settings["batch_size"])
+    logger.info("%s: answering %d questions (%s weights, %s compute, batch %d)", label, len(test_set), settings["dtype"],
+                evaluator.compute_dtype, settings["batch_size"])
     examples = evaluator.examples(test_set)
     with _LOCK:  # the model may be shared with another node (one run at a time)
         rows, seconds = evaluator.run(examples, candidates, settings["whole_sequence_loss"], label)
@@ -401,8 +421,7 @@ def summarize_metrics(test_set: list[dict], predictions: list[dict], raw_answers
     run = {key: value for key, value in settings.items() if key != "choices"}
     run["rows"] = len(predictions)
     run["base_results"] = raw_answers["base_results"]
-    run["numerics"] = (f"both models in {settings['dtype']} on {settings['device_type']} "
-                       f"({settings.get('num_threads')} threads, evaluate.dtype: {settings.get('requested_dtype')})")
+    run["numerics"] = numerics(settings)
     run["speed"] = {
         label: {key: raw_answers["models"][label][key] for key in ("seconds", "answers_per_second")} for label in MODELS
     }

@@ -221,7 +221,7 @@ def _run_lines(metrics: dict) -> list[str]:
            "answers written by someone else: train_metrics.json, `strength`)" if run.get("adapter_strength") is not None else ""),
         f"- Numerics: **{run.get('numerics') or run['dtype']}**: base and fine-tuned are computed at the same "
         "precision, so a change is the adapter's.",
-        f"- Inference: {run['dtype']} on {run['device_type']}, batch {run['batch_size']}, greedy, max_new_tokens "
+        f"- Inference: {run['dtype']} weights, {run.get('compute_dtype', run['dtype'])} compute on {run['device_type']}, batch {run['batch_size']}, greedy, max_new_tokens "
         f"{run['max_new_tokens']}, max_length {run['max_length']} and prompt template v{run['prompt_template_version']} "
         "(both read from the adapter's training_params.json); "
         + "; ".join(f"{label}: {s['answers_per_second']} items/s ({s['seconds']} s)" for label, s in run["speed"].items()),

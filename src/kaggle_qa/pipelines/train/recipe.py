@@ -49,6 +49,7 @@ from .checkpoint import CHECKPOINT_FILE, CheckpointStore, rng_state, run_fingerp
 from .config import TrainConfig
 from .data import OTHERS_SET, USER_SET, Collator, GroupedBatchSampler, chunk_grouped_batches, collate, length_grouped_batches, train_loader
 from .distributed import Comm
+from .dropout import speed_up_lora_dropout
 from .fsdp import full_tensor, load_into, shard_with_fsdp2
 from .loss import answer_loss_sum, body_hidden, label_choices, supervised_tokens
 from .report import history_entry, log_validation, run_metrics
@@ -196,6 +197,7 @@ class LoRAFinetuneRecipe:
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
         self.model = get_peft_model(model, config)
+        speed_up_lora_dropout(self.model)  # CPU: torch's bernoulli_ masks are ~17 % of a step (train/dropout.py)
         self.causal_lm = self.model.get_base_model()
         trainable, total = self.model.get_nb_trainable_parameters()
         if self.comm.is_main:
