@@ -6,6 +6,8 @@ This measures what that changes: the same rows of the cross-teacher set (the pap
 a seeded sample), answered by the project's :class:`Evaluator` (answer + loss + choice) with the real
 embedded Gemma 3 270M (and, with ``--adapter``, the fine-tuned model as evaluate loads it), each
 compute dtype timed on the same loaded model, the two alternating ``--repeats`` times (median).
+Where the time goes: each run's seconds split by phase (per-item forwards of prompt + reference,
+the reference loss's LM head, greedy decoding, the rest), from timers around the Evaluator's methods.
 
     nice .venv/bin/python benchmarks/bench_eval_compute_dtype.py --rows 48 --repeats 3 \\
         --adapter data/06_models/adapter/<version>/adapter
@@ -22,6 +24,7 @@ import platform
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,18 +64,33 @@ def main() -> None:
     table = candidate_continuations(tokenizer, choices)
     candidates = {i: table[row["task_type"]] for i, row in enumerate(rows) if is_choice_item(row, choices)}
 
+    phases = {"per-item forwards (prompt + reference)": "_forward_item", "reference loss LM head": "_token_log_probs",
+              "label choice continuations": "_continuation_log_likelihoods", "greedy decoding": "_greedy"}
+    spent: dict[str, float] = {}
+    for phase, name in phases.items():
+        def timed(*a, _f=getattr(Evaluator, name), _phase=phase, **k):
+            started = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                spent[_phase] = spent.get(_phase, 0.0) + time.perf_counter() - started
+        setattr(Evaluator, name, timed)
+
     models = {"base": load_model(base_model, dtype="float32", attn_implementation="sdpa")}
     if args.adapter:
         models["fine_tuned"] = load_finetuned_model(base_model, args.adapter, dtype="float32", attn_implementation="sdpa")
     seconds = {label: {dtype: [] for dtype in DTYPES} for label in models}
+    split: dict[str, dict[str, list[dict]]] = {label: {dtype: [] for dtype in DTYPES} for label in models}
     results: dict[str, dict[str, list[dict]]] = {label: {} for label in models}
     for repeat in range(args.repeats):
         for label, model in models.items():
             for dtype in (DTYPES if repeat % 2 == 0 else tuple(reversed(DTYPES))):
                 evaluator = Evaluator(model, tokenizer, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                       max_length=512, compute_dtype=dtype)
+                spent.clear()
                 answered, took = evaluator.run(evaluator.examples(rows), candidates, False, f"{label} {dtype}")
                 seconds[label][dtype].append(took)
+                split[label][dtype].append({**spent, "rest (packing, batching, tokens)": took - sum(spent.values())})
                 results[label][dtype] = answered
                 print(f"{label} {dtype} compute: {took:.1f} s for {len(rows)} rows", flush=True)
 
@@ -98,6 +116,8 @@ def main() -> None:
         report["models"][label] = {
             "seconds": seconds[label],
             "median_seconds": median,
+            "median_seconds_by_phase": {dtype: {phase: statistics.median(run[phase] for run in split[label][dtype])
+                                                for phase in split[label][dtype][0]} for dtype in DTYPES},
             "speedup_bf16": median["float32"] / median["bfloat16"],
             "metrics": {dtype: {key: summary["metrics"][dtype]["overall"].get(key) for key in keys} for dtype in DTYPES},
             "changes_fp32_to_bf16": {key: summary["changes"]["float32→bfloat16"]["overall"].get(key) for key in keys},

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from kaggle_qa.assistant import NOT_COVERED, Assistant
@@ -191,3 +192,44 @@ def test_real_gemma_answers_from_the_retrieved_chunk(embedded_gemma_path, index,
     reply = assistant.ask("Who can view an organization profile while it is pending?")
     assert reply.covered and reply.citations[0]["chunk_ids"] == ["c"]
     assert reply.answer and reply.completion_tokens >= 2
+
+
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
+def test_the_assistant_answers_in_evaluates_numerics(tiny_gemma_path, index, compute):
+    """The assistant computes as evaluate does (kaggle_qa.numerics): float32 weights, matmuls in the compute
+    dtype, linears prepacked while it lives: its answer is the plain model's under the same autocast, and
+    close() gives the model its own layers back."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    from kaggle_qa.decoding import lead_in_logits_processor, repeat_stopping_criterion
+
+    model = load_model(tiny_gemma_path, dtype="float32")
+    assistant = Assistant(model, load_tokenizer(tiny_gemma_path), Retriever(index), method="bm25", top_k=1,
+                          relevance_threshold=0.0, max_new_tokens=6, compute_dtype=compute)
+    packed = [m for m in model.modules() if "forward" in vars(m)]
+    assert len(packed) == (sum(type(m) is torch.nn.Linear for m in model.modules())
+                           if torch.backends.mkldnn.is_available() else 0)
+    reply = assistant.ask("Who can see a pending organization?")
+    prompt = assistant.prompt_ids("Who can see a pending organization?",
+                                  assistant.retriever.retrieve("Who can see a pending organization?", 1, "bm25").hits, 6)
+    assistant.close()
+    assert not any("forward" in vars(m) for m in model.modules())
+    ids = torch.tensor([prompt])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=compute == "bfloat16"):
+        tokenizer = assistant.tokenizer
+        plain = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([repeat_stopping_criterion(ids.shape[1])]),
+            logits_processor=LogitsProcessorList([lead_in_logits_processor(tokenizer, ids.shape[1])]))
+    tokens = plain[0, ids.shape[1]:].tolist()
+    assert reply.completion_tokens == len(tokens)
+    assert reply.answer == assistant.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def test_the_base_alone_keeps_float32_weights_on_cpu(tiny_gemma_path, monkeypatch):
+    from kaggle_qa.assistant import load_answer_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = load_answer_model(tiny_gemma_path, None, "bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

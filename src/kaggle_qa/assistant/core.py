@@ -18,6 +18,7 @@ citations stay here either way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import torch
 from kaggle_qa.decoding import repeat_start
 from kaggle_qa.domain import Domain, refusal_message
 from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
+from kaggle_qa.numerics import computing, packed_linears, packing_dtype
 from kaggle_qa.prompting import encode_prompt, fit_context
 from kaggle_qa import answer_length
 from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
@@ -40,10 +42,12 @@ NOT_COVERED = "The documentation does not cover this question, so I cannot answe
 
 def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto"):
     """The one place the assistant loads its model: the base, or base + fine-tuned adapter merged
-    (into the dequantized NF4 weights a QLoRA adapter was trained on: `modeling.load_finetuned_model`)."""
+    (into the dequantized NF4 weights a QLoRA adapter was trained on: `modeling.load_finetuned_model`).
+    On CPU both keep float32 weights (the fine-tuned model's there; its matmuls compute in `dtype`
+    resolved, :mod:`kaggle_qa.numerics`), as evaluate loads them."""
     if adapter:
         return load_finetuned_model(base_model, adapter, dtype=dtype)
-    return load_model(base_model, dtype=resolve_dtype(dtype)).eval()
+    return load_model(base_model, dtype=resolve_dtype(dtype) if torch.cuda.is_available() else "float32").eval()
 
 
 def adapter_max_length(adapter: str | None, default: int) -> int:
@@ -200,6 +204,7 @@ class Assistant:
         name: str = "kaggle-qa",
         domain: Domain | None = None,
         backend=None,
+        compute_dtype: str = "float32",
     ):
         if max_new_tokens >= max_length:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
@@ -210,6 +215,16 @@ class Assistant:
         self.domain = domain
         self.not_covered = refusal_message(domain) if domain else NOT_COVERED
         self.backend = backend  # an OpenAI-compatible server generating for us; None: `model` here
+        # evaluate's numerics (kaggle_qa.numerics): matmuls in compute_dtype, linears prepacked once for the
+        # assistant's life (close() restores them)
+        self.compute_dtype = compute_dtype
+        self._packing = contextlib.ExitStack()
+        if model is not None:
+            self._packing.enter_context(packed_linears(model, packing_dtype(model, compute_dtype)))
+
+    def close(self) -> None:
+        """Restore the model's own linear layers (the prepacked copies are freed)."""
+        self._packing.close()
 
     @classmethod
     def load(
@@ -239,6 +254,7 @@ class Assistant:
             name=assistant.get("model_name") or "kaggle-qa",
             domain=domain,
             backend=backend,
+            compute_dtype=resolve_dtype(assistant.get("dtype", "auto")),
         )
 
     def prompt_ids(self, question: str, hits: list[dict], max_new_tokens: int) -> list[int]:
@@ -351,16 +367,17 @@ class Assistant:
             criteria.append(_Cancelled(cancel))
         if sampling.stop:  # cheaper than generate(stop_strings=...), which indexes the whole vocabulary per request
             criteria.append(_StopText(self.tokenizer, ids.shape[1], sampling.stop))
-        output = self.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
-            stopping_criteria=StoppingCriteriaList(criteria),
-            # an answer never ends on a lead-in ("… with the `multiple` flag:"): kaggle_qa.decoding
-            logits_processor=LogitsProcessorList([lead_in_logits_processor(self.tokenizer, ids.shape[1])]),
-            **how,
-        )
+        with computing(self.model, self.compute_dtype):  # evaluate's numerics (kaggle_qa.numerics)
+            output = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                streamer=_Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None,
+                stopping_criteria=StoppingCriteriaList(criteria),
+                # an answer never ends on a lead-in ("… with the `multiple` flag:"): kaggle_qa.decoding
+                logits_processor=LogitsProcessorList([lead_in_logits_processor(self.tokenizer, ids.shape[1])]),
+                **how,
+            )
         return output[0, ids.shape[1] :].tolist()

@@ -132,7 +132,7 @@ def test_bf16_compute_gives_one_by_one_autocast_answers_and_losses(tiny, monkeyp
     """Evaluator(compute_dtype=bfloat16) over float32 weights computes what the model computes under
     autocast: the same answers as one-by-one generate under autocast, and its losses (packed bf16
     layers, and the plain layers a CPU without the oneDNN op falls back to)."""
-    import kaggle_qa.pipelines.evaluate.inference as inference
+    import kaggle_qa.numerics as inference
 
     model, tokenizer = tiny
     if packing == "plain":
@@ -169,7 +169,7 @@ def load_model_in(tiny, dtype):
 
 def test_packed_linears_fall_back_to_plain_layers_when_onednn_fails(tiny, monkeypatch, caplog):
     """A torch build / CPU where the private oneDNN op raises: nothing is packed, results are unchanged."""
-    import kaggle_qa.pipelines.evaluate.inference as inference
+    import kaggle_qa.numerics as inference
 
     model, _ = tiny
     ids = torch.tensor([[2, 100, 200, 300]])

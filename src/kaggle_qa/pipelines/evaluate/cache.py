@@ -28,6 +28,7 @@ INFERENCE_SOURCES = (
     Path(__file__).resolve().parents[2] / "prompting.py",
     Path(__file__).resolve().parents[2] / "modeling.py",
     Path(__file__).resolve().parents[2] / "decoding.py",
+    Path(__file__).resolve().parents[2] / "numerics.py",
 )
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "chat_template.jinja", "generation_config.json")

@@ -21,16 +21,11 @@ its final token), exactly the teacher-forced pass of the loss; from that single 
 
 Prompts are never padded for the compute-bound prefill (a padded batch computes the pad
 positions too); only the memory-bound decoding is batched, where one read of the weights
-serves every row. On CPU every float32 ``nn.Linear`` runs, for the duration of
-:meth:`Evaluator.run`, through oneDNN with its weight prepacked once (:func:`packed_linears`):
-MKL's plain sgemm is 1.4-4x slower at the few-row shapes of batched decoding (the 262k-row
-LM head at 13 rows: ~300 ms against ~80 ms packed, on one AVX-512 Xeon core).
-
-**Compute dtype.** With ``compute_dtype=bfloat16`` (evaluate's ``auto`` on a CPU with native bf16)
-the run computes as training did: float32 weights, residual stream and norms, bf16 inside the
-matmuls (``torch.autocast``). The linears' weights are then prepacked once in bf16, which gives
-bit for bit what autocast's own ``F.linear`` gives, at about half the time of the float32 packed
-layers (decoding reads half the bytes; benchmarks/bench_eval_compute_dtype.py).
+serves every row. Both run in :mod:`kaggle_qa.numerics`'s numerics, as the assistant does: matmuls in
+the compute dtype (bf16 autocast over float32 weights where the CPU has native bf16, as training
+computed; float32 elsewhere), every linear prepacked once for oneDNN for the duration of
+:meth:`Evaluator.run` (decoding's few-row shapes are 1.4-4x faster than MKL's plain sgemm, and bf16
+about halves the float32 time).
 
 Prompt and reference come from :func:`kaggle_qa.prompting.tokenize_example`, exactly as in
 training (same template, same truncation). The seed notebook's way (one ``generate`` per
@@ -40,7 +35,6 @@ question, then a separate teacher-forced pass over prompt + reference) is what
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -54,6 +48,7 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from kaggle_qa.decoding import lead_in_guard, repeat_start
 from kaggle_qa.modeling import head_logits, torch_dtype
+from kaggle_qa.numerics import computing, packed_linears, packing_dtype, uses_autocast  # noqa: F401 (packed_linears re-exported)
 from kaggle_qa.prompting import candidate_token_ids, tokenize_example  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -77,72 +72,6 @@ def candidate_continuations(tokenizer, choices: dict[str, list[str]]) -> dict[st
 def _batches(order: list[int], batch_size: int) -> Iterator[list[int]]:
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
-
-
-def _packed_linear_forward(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """The prepacked layer on `x`, cast to the packed weight's dtype first (what autocast does to a linear's input)."""
-    return torch.ops.mkldnn._linear_pointwise(x.to(packed.dtype), packed, bias, "none", [], "")
-
-
-def _packed(module: torch.nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The module's weight in `dtype` prepacked for oneDNN, and its bias in `dtype`."""
-    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(dtype))
-    return packed, module.bias.detach().to(dtype) if module.bias is not None else None
-
-
-def _reference_linear(module: torch.nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """What the plain layer computes in `dtype`: ``F.linear`` itself, under autocast for bf16."""
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        return F.linear(x, module.weight, module.bias)
-
-
-def _packing_works(module: torch.nn.Linear, dtype: torch.dtype) -> bool:
-    """Whether this torch build's (private) oneDNN linear ops run in `dtype` and agree with the plain
-    layer (:func:`_reference_linear`) on this CPU; if not, evaluation keeps the plain layers (logged)."""
-    try:
-        with torch.no_grad():
-            x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
-            found = _packed_linear_forward(*_packed(module, dtype), x).float()
-            ok = torch.allclose(found, _reference_linear(module, x, dtype).float(), atol=1e-4, rtol=1e-4)
-    except (RuntimeError, NotImplementedError, AttributeError) as error:
-        logger.warning("oneDNN prepacked %s linear layers unavailable here (%s); using plain ones", dtype, error)
-        return False
-    if not ok:
-        logger.warning("oneDNN prepacked %s linear layers disagree with F.linear here; using plain ones", dtype)
-    return ok
-
-
-@contextlib.contextmanager
-def packed_linears(model, compute_dtype: torch.dtype = torch.float32) -> Iterator[int]:
-    """Within the block, every plain float32 CPU ``nn.Linear`` of `model` runs through oneDNN
-    with its weight prepacked once, in `compute_dtype` (inference only); yields how many were packed.
-
-    In bfloat16 a packed layer casts its input to bf16 and returns bf16, exactly what a linear
-    computes under ``torch.autocast(bfloat16)`` (the caller runs the rest of the model under
-    autocast). Nothing is changed for other weight dtypes or devices, or where this torch build
-    lacks the oneDNN ops. The packed copies (the linear weights' size in `compute_dtype`, LM head
-    included) live only within the block; the modules' own forwards are restored on exit.
-    """
-    linears = [
-        module for module in model.modules()
-        if type(module) is torch.nn.Linear and module.weight.dtype == torch.float32
-        and module.weight.device.type == "cpu"
-    ]
-    usable = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    patched: list[tuple[torch.nn.Module, object]] = []
-    try:
-        if usable and linears and _packing_works(linears[0], compute_dtype):
-            with torch.no_grad():
-                for module in linears:
-                    packed, bias = _packed(module, compute_dtype)
-                    patched.append((module, module.__dict__.get("forward")))
-                    module.forward = lambda x, packed=packed, bias=bias: _packed_linear_forward(packed, bias, x)
-        yield len(patched)
-    finally:
-        for module, previous in patched:
-            del module.forward
-            if previous is not None:
-                module.forward = previous
 
 
 class _InPlace:
@@ -194,16 +123,7 @@ class Evaluator:
         self.head_chunk = head_chunk
         self.device = next(model.parameters()).device
         self.compute_dtype = torch_dtype(compute_dtype)
-        weights = {param.dtype for param in model.parameters() if param.is_floating_point()}
-        # float32 weights computing in a lower precision: autocast, as training computed (module docstring)
-        self.autocast = self.compute_dtype != torch.float32 and weights == {torch.float32}
-        if self.compute_dtype != torch.float32 and not self.autocast and weights != {self.compute_dtype}:
-            raise ValueError(f"compute dtype {self.compute_dtype} with weights in {sorted(map(str, weights))}: "
-                             "expected float32 weights (autocast) or weights in the compute dtype")
-
-    def _numerics(self):
-        """The context every forward runs in: autocast to the compute dtype over float32 weights, or nothing."""
-        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.autocast)
+        self.autocast = uses_autocast(model, self.compute_dtype)  # float32 weights, a lower compute dtype
 
     def examples(self, rows: list[dict]):
         """Prompt + reference tokenization of every row, truncated exactly as in training."""
@@ -241,8 +161,8 @@ class Evaluator:
         order = sorted(range(len(examples)), key=lambda i: examples[i].prompt_length)
         results: list[dict] = [{}] * len(examples)
         started = time.perf_counter()
-        packing = self.compute_dtype if self.autocast else torch.float32
-        with packed_linears(self.model, packing), self._numerics(), tqdm(
+        with packed_linears(self.model, packing_dtype(self.model, self.compute_dtype)), \
+                computing(self.model, self.compute_dtype), tqdm(
             total=len(examples), desc=f"answer + loss + choice ({label})", unit="item"
         ) as bar:
             for indices in _batches(order, self.batch_size):
