@@ -6,7 +6,7 @@ it), one micro-batch of ``--batch`` rows x ``--tokens`` tokens whose last ``--an
 the loss (the project's answer loss), forward + backward. The two dropouts are swapped on the same
 model and alternate ``--repeats`` times (median step seconds); the drop rate of each is counted.
 
-    nice .venv/bin/python benchmarks/bench_lora_dropout.py --repeats 5
+    nice .venv/bin/python benchmarks/bench_lora_dropout.py --repeats 5 --profile
 
 Writes benchmarks/results/bench_lora_dropout.json.
 """
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=288)
     parser.add_argument("--answer", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one step with torch's dropout (torch.profiler; top operators by self time)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/bench_lora_dropout.json"))
     args = parser.parse_args()
 
@@ -80,6 +82,21 @@ def main() -> None:
             probe = torch.ones(1_000_000)
             drop_rates[name] = float((layers[0]["default"](probe) == 0).float().mean())
     median = {name: statistics.median(values) for name, values in seconds.items()}
+    profile = None
+    if args.profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        for dropouts in layers:
+            dropouts["default"] = kinds["torch nn.Dropout"]().train()
+        step()
+        with profiler(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        profile = [{"op": e.key, "self_share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+                   for e in events[:10]]
+        print("\n".join(f"{row['self_share']:6.1%}  {row['op']} ({row['calls']} calls)" for row in profile))
     report = {
         "command": " ".join(["benchmarks/bench_lora_dropout.py", *sys.argv[1:]]),
         "cpu": platform.processor() or platform.machine(),
@@ -89,6 +106,7 @@ def main() -> None:
         "seconds": seconds, "median_seconds": median,
         "speedup": median["torch nn.Dropout"] / median["FastDropout"],
         "drop_rate_at_p_0.05": drop_rates,
+        "profile_torch_dropout_step": profile,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))

@@ -197,7 +197,7 @@ class LoRAFinetuneRecipe:
         config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
         self.model = get_peft_model(model, config)
-        speed_up_lora_dropout(self.model)  # CPU: torch's bernoulli_ masks are ~17 % of a step (train/dropout.py)
+        speed_up_lora_dropout(self.model)  # CPU: torch's bernoulli_ masks are a large part of a step (train/dropout.py)
         self.causal_lm = self.model.get_base_model()
         trainable, total = self.model.get_nb_trainable_parameters()
         if self.comm.is_main:
