@@ -53,6 +53,13 @@ def resolve_dtype(name: str) -> str:
     return "bfloat16" if native_bf16 else "float32"
 
 
+def inference_weights_dtype(name: str) -> str:
+    """The dtype a model's weights are loaded in for inference: float32 on CPU whatever `name` asks (training
+    keeps float32 weights there and computes bf16 only inside the matmuls: :mod:`kaggle_qa.numerics`; Gemma 3
+    run wholly in bf16 weights is another function), `name` resolved (:func:`resolve_dtype`) on CUDA."""
+    return resolve_dtype(name) if torch.cuda.is_available() else "float32"
+
+
 def head_logits(head, softcap: float | None, hidden: torch.Tensor) -> torch.Tensor:
     """fp32 logits of the LM head for the given hidden states only, softcapped as Gemma does.
 
@@ -312,7 +319,7 @@ def load_finetuned_model(
     from peft import PeftModel
 
     check_adapter_base(base_model, adapter_dir)
-    dtype = resolve_dtype(dtype) if torch.cuda.is_available() else "float32"
+    dtype = inference_weights_dtype(dtype)
     params = read_training_params(adapter_dir)
     quantization = params.get("quantization")
     if quantization and quantization.get("load_in_4bit", False):

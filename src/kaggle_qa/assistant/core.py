@@ -28,7 +28,9 @@ import torch
 
 from kaggle_qa.decoding import repeat_start
 from kaggle_qa.domain import Domain, refusal_message
-from kaggle_qa.modeling import load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype
+from kaggle_qa.modeling import (
+    inference_weights_dtype, load_finetuned_model, load_model, load_tokenizer, read_training_params, resolve_dtype,
+)
 from kaggle_qa.numerics import computing, packed_linears, packing_dtype
 from kaggle_qa.prompting import encode_prompt, fit_context
 from kaggle_qa import answer_length
@@ -47,7 +49,7 @@ def load_answer_model(base_model: str, adapter: str | None, dtype: str = "auto")
     resolved, :mod:`kaggle_qa.numerics`), as evaluate loads them."""
     if adapter:
         return load_finetuned_model(base_model, adapter, dtype=dtype)
-    return load_model(base_model, dtype=resolve_dtype(dtype) if torch.cuda.is_available() else "float32").eval()
+    return load_model(base_model, dtype=inference_weights_dtype(dtype)).eval()
 
 
 def adapter_max_length(adapter: str | None, default: int) -> int:

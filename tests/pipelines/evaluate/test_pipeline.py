@@ -357,6 +357,13 @@ def test_base_and_fine_tuned_are_loaded_at_the_same_numerics(tiny_gemma_path, ti
     assert settings["dtype"] == "float32" and settings["requested_dtype"] == "bfloat16"
     assert settings["compute_dtype"] == "bfloat16"
     assert read_adapter_settings(tiny_gemma_path, tiny_adapter, {**params, "dtype": "float32"})["compute_dtype"] == "float32"
+    # `auto` on either CPU path, whichever CPU runs the test: AVX2 computes in float32, AVX512-BF16 in bf16
+    for capability, native, compute in (("AVX2", False, "float32"), ("AVX512", True, "bfloat16")):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        auto = read_adapter_settings(tiny_gemma_path, tiny_adapter, {**params, "dtype": "auto"})
+        assert (auto["dtype"], auto["compute_dtype"]) == ("float32", compute), capability
     base = load_base_model(tiny_gemma_path, settings)
     tuned = load_fine_tuned_model(tiny_gemma_path, tiny_adapter, settings)
     assert {p.dtype for p in base.parameters()} == {p.dtype for p in tuned.parameters()} == {torch.float32}

@@ -22,7 +22,7 @@ import torch
 from kaggle_qa.metrics.scoring import is_choice_item, score_answers
 from kaggle_qa.metrics.summary import FORMAT_MATCHED, PAIRS, chunk_key, headline, summarize
 from kaggle_qa import answer_length, modeling
-from kaggle_qa.modeling import load_model, load_tokenizer, resolve_dtype, torch_dtype
+from kaggle_qa.modeling import inference_weights_dtype, load_model, load_tokenizer, resolve_dtype, torch_dtype
 from kaggle_qa.prompting import PROMPT_TEMPLATE_VERSION
 from kaggle_qa.qa_schema import LABEL_CHOICES, REQUIRED_KEYS, first_word, infer_task_type, validate_rows
 from kaggle_qa.text import split_sentences, strip_label
@@ -169,7 +169,7 @@ def eval_dtype(name: str) -> str:
     model's weights are float32 there (:func:`kaggle_qa.modeling.load_finetuned_model`: Gemma 3 run
     entirely in bf16 is another function), so the base's are too, and a change between them is the
     adapter's, not the numerics'. On CUDA `name` (`auto` → :func:`~kaggle_qa.modeling.resolve_dtype`)."""
-    return resolve_dtype(name) if torch.cuda.is_available() else "float32"
+    return inference_weights_dtype(name)
 
 
 def eval_compute_dtype(name: str) -> str:
@@ -313,7 +313,7 @@ def _infer(model, base_model: str, test_set: list[dict], settings: dict, params:
     tokenizer = shared_tokenizer(base_model)
     evaluator = Evaluator(model, tokenizer, batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
                           max_length=settings["max_length"], head_chunk=params["head_chunk"],
-                          compute_dtype=settings.get("compute_dtype", settings["dtype"]))
+                          compute_dtype=settings["compute_dtype"])
     table = candidate_continuations(tokenizer, settings["choices"])
     candidates = {i: table[row["task_type"]] for i, row in enumerate(test_set) if is_choice_item(row, settings["choices"])}
     logger.info("%s: answering %d questions (%s weights, %s compute, batch %d)", label, len(test_set), settings["dtype"],
