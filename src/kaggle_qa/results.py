@@ -413,7 +413,10 @@ def render_retrieval(res: Results, dir_link: str) -> str:
     rel = result["relevance"]
     if "chosen" in rel:  # calibrated per site: the chosen threshold's rates on the disjoint reported part
         part = rel["chosen"].get("reported") or {}
-        refusal = (f"Refusal threshold {fmt(rel['chosen'].get('threshold'), 'f3')} (chosen on a calibration part; on the "
+        lift = rel["chosen"].get("lift_threshold")
+        refusal = (f"Refusal threshold {fmt(rel['chosen'].get('threshold'), 'f3')}"
+                   + (f" and context-lift threshold {fmt(lift, 'f3')}" if lift is not None else "")
+                   + " (chosen on a calibration part; on the "
                    f"disjoint reported part): answers {fmt(part.get('in_domain_answered'), 'pct')} of "
                    f"{fmt(part.get('in_domain_questions'), 'int')} in-domain questions, refuses "
                    + "; ".join(f"{fmt(part.get(f'{kind}_refused'), 'pct')} of {fmt(part.get(f'{kind}_questions'), 'int')} "
@@ -462,7 +465,10 @@ def render_user_questions(res: Results, dir_link: str) -> str:
     text = (f"{_conditions(res, dir_link)}\n\n{fmt(n, 'int')} reported questions of {fmt(metrics.get('questions'), 'int')} "
             f"({fmt(metrics.get('selection_held_out'), 'int')} held for model selection), answered as `kaggle-qa ask` "
             f"answers them: top {metrics['retrieval']['top_k']} by `{metrics['retrieval']['method']}`, refusal below "
-            f"relevance {fmt(metrics.get('relevance_threshold'), 'f3')}, at most {fmt(metrics.get('max_new_tokens'), 'int')} "
+            f"relevance {fmt(metrics.get('relevance_threshold'), 'f3')}"
+            + (f" or context lift {fmt(metrics.get('lift_threshold'), 'f3')}" if metrics.get("lift_threshold") is not None
+               else "")
+            + f", at most {fmt(metrics.get('max_new_tokens'), 'int')} "
             f"new tokens; 95 % page-bootstrap intervals. From "
             f"[{dir_link}/user_questions_metrics.json]({dir_link}/user_questions_metrics.json).\n\n{body}\n")
     chosen = res.get("retrieval_metrics:relevance.chosen.reported")
@@ -471,7 +477,10 @@ def render_user_questions(res: Results, dir_link: str) -> str:
                  f"(of {fmt(chosen.get('in_domain_questions'), 'int')})"]
         parts += [f"{kind}-domain off-topic questions refused {fmt(chosen.get(f'{kind}_refused'), 'pct')} "
                   f"(of {fmt(chosen.get(f'{kind}_questions'), 'int')})" for kind in ("near", "far")]
-        text += ("\nRefusal threshold chosen on a calibration part of the questions; on the disjoint reported part: "
+        lift = res.get("retrieval_metrics:relevance.chosen.lift_threshold")
+        text += ("\nRefusal threshold" + (f"s (relevance {fmt(res.get('retrieval_metrics:relevance.chosen.threshold'), 'f3')},"
+                                          f" context lift {fmt(lift, 'f3')})" if lift is not None else "")
+                 + " chosen on a calibration part of the questions; on the disjoint reported part: "
                  + "; ".join(parts) + f". From [{dir_link}/retrieval_metrics.json]({dir_link}/retrieval_metrics.json).\n")
     return text
 

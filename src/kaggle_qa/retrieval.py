@@ -17,7 +17,10 @@ terms** (``Retrieval.unknown_terms``, :meth:`Retriever.unknown_terms`): words of
 docs never use that are no common English word either (the encoder's own word list decides) and no
 one-letter slip of a docs word. A question about a neighbouring tool ("… with Typer type hints?",
 "… with pipx?") scores a high cosine, since it shares the docs' vocabulary, but names a thing the
-docs do not know. ``retrieval.max_unknown_terms`` (0: one such word refuses; null: off).
+docs do not know. ``retrieval.max_unknown_terms`` (0: one such word refuses; null: off). A third
+signal needs the answering model: **lift** (:mod:`kaggle_qa.context_lift`), whether the retrieved context
+makes the question any more predictable to it; a neighbouring tool's question that the docs merely
+mention (Click's docs name argparse) passes the first two and fails this one.
 
 The index (a plain dict saved through the catalog as ``retrieval_index``) records the
 encoder that embedded its chunks; every query is embedded with that same encoder, never
@@ -242,13 +245,18 @@ def _one_edit(a: str, b: str) -> bool:
     return a[i + 1 :] == b[i + 1 :] if len(a) == len(b) else a[i:] == b[i + 1 :]
 
 
-def refusal_reason(retrieval: Retrieval, threshold: float, max_unknown_terms: int | None) -> str | None:
-    """Why the docs do not cover a question ("relevance", "unknown terms: …"), or None when they may.
-    The one rule the assistant, the evaluation and the refusal calibration apply."""
+def refusal_reason(retrieval: Retrieval, threshold: float, max_unknown_terms: int | None,
+                   lift: float | None = None, min_lift: float | None = None) -> str | None:
+    """Why the docs do not cover a question ("unknown terms: …", "relevance …", "lift …"), or None when
+    they may. The one rule the assistant, the evaluation and the refusal calibration apply. `lift` is
+    the answering model's judgement of the retrieved context (:mod:`kaggle_qa.context_lift`), checked when both
+    it and `min_lift` are given."""
     if max_unknown_terms is not None and len(retrieval.unknown_terms) > max_unknown_terms:
         return "unknown terms: " + ", ".join(retrieval.unknown_terms)
     if retrieval.relevance < threshold:
         return f"relevance {retrieval.relevance:.3f} < {threshold:.3f}"
+    if lift is not None and min_lift is not None and lift < min_lift:
+        return f"lift {lift:.3f} < {min_lift:.3f}"
     return None
 
 
@@ -272,7 +280,8 @@ def relevance_threshold(retrieval: dict, retrieval_metrics: dict | None) -> floa
     if "threshold" not in chosen:
         raise ValueError(
             "no refusal threshold: retrieval_metrics records none (run `kedro run --pipeline assistant_eval "
-            "--nodes evaluate_retrieval`, which calibrates it on this site's questions in seconds) and "
+            "--nodes read_adapter_settings,score_question_lift,evaluate_retrieval`, which calibrates it on this "
+            "site's questions in a few minutes) and "
             "retrieval.relevance_threshold is null (set a number to override)"
         )
     return float(chosen["threshold"])

@@ -4,8 +4,11 @@ One :class:`Assistant` holds the model, its tokenizer and a :class:`~kaggle_qa.r
 loaded once. For a question it
 
 1. retrieves the ``top_k`` best chunks (``retrieval.method``);
-2. if even the most similar chunk is below ``relevance_threshold`` (best dense cosine), answers
-   :data:`NOT_COVERED` without calling the model, instead of guessing;
+2. if even the most similar chunk is below ``relevance_threshold`` (best dense cosine), or the
+   question names a term the docs never use, answers :data:`NOT_COVERED` without calling the model,
+   instead of guessing; with a ``lift_threshold``, also when the retrieved context does not raise the
+   question's log-probability enough for the model (:mod:`kaggle_qa.context_lift`: a neighbouring
+   tool's question the docs merely mention);
 3. otherwise renders the one training prompt (:func:`kaggle_qa.prompting.encode_prompt`) with
    the chunks as context, generates (greedily unless a request asks for sampling), and returns
    the answer with a citation (url + heading path) for each chunk it was given.
@@ -34,6 +37,7 @@ from kaggle_qa.modeling import (
 from kaggle_qa.numerics import computing, packed_linears, packing_dtype
 from kaggle_qa.prompting import encode_prompt, fit_context
 from kaggle_qa import answer_length
+from kaggle_qa.context_lift import context_lift, lift_threshold
 from kaggle_qa.retrieval import Retriever, refusal_reason, relevance_threshold
 
 logger = logging.getLogger(__name__)
@@ -128,6 +132,7 @@ class Answer:
     citations: list[dict] = field(default_factory=list)
     covered: bool = True
     relevance: float = 0.0
+    lift: float | None = None  # the context lift (kaggle_qa.context_lift), when the assistant checks it
     finish_reason: str = "stop"  # "length" when the answer hit max_new_tokens
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -201,6 +206,7 @@ class Assistant:
         top_k: int = 3,
         relevance_threshold: float = 0.0,
         max_unknown_terms: int | None = None,
+        lift_threshold: float | None = None,
         max_new_tokens: int = 128,
         max_length: int = 512,
         name: str = "kaggle-qa",
@@ -212,7 +218,10 @@ class Assistant:
             raise ValueError(f"max_new_tokens ({max_new_tokens}) must be below max_length ({max_length})")
         self.model, self.tokenizer, self.retriever = model, tokenizer, retriever
         self.method, self.top_k, self.relevance_threshold = method, top_k, relevance_threshold
-        self.max_unknown_terms = max_unknown_terms
+        self.max_unknown_terms, self.lift_threshold = max_unknown_terms, lift_threshold
+        if lift_threshold is not None and model is None:
+            logger.warning("the context-lift check (threshold %.3f) needs the model in this process; with a generation "
+                           "backend only relevance and unknown terms decide refusals", lift_threshold)
         self.max_new_tokens, self.max_length, self.name = max_new_tokens, max_length, name
         self.domain = domain
         self.not_covered = refusal_message(domain) if domain else NOT_COVERED
@@ -249,6 +258,7 @@ class Assistant:
             top_k=retrieval["top_k"],
             relevance_threshold=relevance_threshold(retrieval, retrieval_metrics),
             max_unknown_terms=retrieval.get("max_unknown_terms"),
+            lift_threshold=lift_threshold(retrieval, retrieval_metrics),
             max_new_tokens=answer_length.max_new_tokens(
                 trained, assistant.get("max_new_tokens"), max_length,
                 f"adapter {adapter}" if adapter else "the base model alone (no adapter recorded answer lengths)"),
@@ -271,6 +281,13 @@ class Assistant:
             ids = ids[:keep_head] + ids[len(ids) - budget + keep_head :]
         return ids
 
+    def context_lift(self, question: str, hits: list[dict]) -> float:
+        """The model's context lift for `question` with `hits` fitted as the evaluation fitted them (the prompt
+        budget of the default answer length, whatever a request asks), which is where its threshold was chosen."""
+        context = fit_context(self.tokenizer, [hit["text"] for hit in hits], question,
+                              self.max_length - self.max_new_tokens)
+        return context_lift(self.model, self.tokenizer, context, question, self.compute_dtype)
+
     def ask(
         self,
         question: str,
@@ -289,11 +306,15 @@ class Assistant:
             raise ValueError("the question is empty")
         retrieval = self.retriever.retrieve(question, self.top_k, self.method)
         reason = refusal_reason(retrieval, self.relevance_threshold, self.max_unknown_terms)
+        lift = None
+        if reason is None and self.lift_threshold is not None and self.model is not None:
+            lift = self.context_lift(question, retrieval.hits)
+            reason = refusal_reason(retrieval, self.relevance_threshold, self.max_unknown_terms, lift, self.lift_threshold)
         if reason:
             logger.info("Not covered (%s): %s", reason, question)
             if on_text:
                 on_text(self.not_covered)
-            return Answer(question, self.not_covered, [], covered=False, relevance=retrieval.relevance)
+            return Answer(question, self.not_covered, [], covered=False, relevance=retrieval.relevance, lift=lift)
         max_new_tokens = max_new_tokens or self.max_new_tokens
         prompt = self.prompt_ids(question, retrieval.hits, max_new_tokens)
         generated = self.generate(prompt, max_new_tokens, on_text=on_text, cancel=cancel, sampling=sampling)
@@ -303,6 +324,7 @@ class Assistant:
             citations(retrieval.hits),
             covered=True,
             relevance=retrieval.relevance,
+            lift=lift,
             finish_reason=generated.finish_reason,
             prompt_tokens=generated.prompt_tokens,
             completion_tokens=generated.completion_tokens,

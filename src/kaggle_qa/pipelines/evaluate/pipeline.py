@@ -11,8 +11,8 @@ rows, 0 to skip). Per test set: ``read_adapter_settings`` → ``answer_base`` (r
 
 :func:`create_assistant_evaluation_pipeline` (run within ``evaluate`` and alone as
 ``assistant_eval``) writes ``retrieval_metrics``/``retrieval_table`` (is the gold chunk
-retrieved, per method; the refusal threshold calibrated on one part of this site's questions and
-reported on the other), ``context_modes_metrics``/``context_modes_table`` (gold / retrieved / no
+retrieved, per method; the refusal thresholds, relevance and the fine-tuned model's lift of each
+question (``question_lift``), calibrated on one part of this site's questions and reported on the other), ``context_modes_metrics``/``context_modes_table`` (gold / retrieved / no
 context over the whole test set, base vs fine-tuned; gold is the main evaluation's answers) and
 ``user_questions_metrics``/``user_questions_predictions``/``user_questions_table`` (the reported
 part of the user's own question file in retrieved mode, base vs fine-tuned).
@@ -31,6 +31,7 @@ from .nodes import (
 from .modes import evaluate_context_modes
 from .report import build_report
 from .retrieval_eval import evaluate_retrieval
+from .lift_eval import score_question_lift
 from .user_eval import evaluate_user_questions
 
 # dataset names per test set: (test set, its parameters, prefix of every output)
@@ -95,9 +96,16 @@ def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
     return upstream + Pipeline(
         [
             node(
+                score_question_lift,
+                ["base_model", "adapter", "eval_settings", "retrieval_index", "qa_v2", "off_topic_questions",
+                 "user_questions", "params:retrieval", "params:user_questions", "params:refusal_calibration"],
+                "question_lift",
+                name="score_question_lift",
+            ),
+            node(
                 evaluate_retrieval,
                 ["retrieval_index", "qa_v2", "off_topic_questions", "params:retrieval", "params:evaluate",
-                 "user_questions", "params:user_questions", "params:refusal_calibration"],
+                 "user_questions", "params:user_questions", "params:refusal_calibration", "question_lift"],
                 ["retrieval_metrics", "retrieval_table"],
                 name="evaluate_retrieval",
             ),
@@ -112,7 +120,8 @@ def create_assistant_evaluation_pipeline(**kwargs) -> Pipeline:
             node(
                 evaluate_user_questions,
                 ["base_model", "adapter", "user_questions", "retrieval_index", "params:retrieval", "retrieval_metrics",
-                 "params:evaluate", "params:user_questions", "params:domain", "user_questions_base_answers_cache"],
+                 "params:evaluate", "params:user_questions", "params:domain", "user_questions_base_answers_cache",
+                 "question_lift"],
                 ["user_questions_metrics", "user_questions_predictions", "user_questions_table",
                  "user_questions_base_answers"],
                 name="evaluate_user_questions",

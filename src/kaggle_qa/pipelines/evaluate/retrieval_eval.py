@@ -114,30 +114,98 @@ def calibration_side(question: str, fraction: float) -> bool:
     return hash_fraction(normalise_question(question), CALIBRATION_SALT) < fraction
 
 
-def _rates(threshold: float, in_domain: np.ndarray, off_topic: dict[str, np.ndarray]) -> dict:
-    rates = {"in_domain_answered": float(np.mean(in_domain >= threshold)) if len(in_domain) else None,
+def _answered(scores: np.ndarray, threshold: float, lift: np.ndarray | None = None,
+              lift_threshold: float | None = None) -> np.ndarray:
+    """Which questions the rule answers: relevance at or above the threshold, and lift at or above its
+    threshold when one is in use (:func:`kaggle_qa.retrieval.refusal_reason`)."""
+    answered = np.asarray(scores) >= threshold
+    if lift is not None and lift_threshold is not None:
+        answered &= np.asarray(lift) >= lift_threshold
+    return answered
+
+
+def _rates(threshold: float, in_domain: np.ndarray, off_topic: dict[str, np.ndarray],
+           lift_threshold: float | None = None, in_lift: np.ndarray | None = None,
+           off_lift: dict[str, np.ndarray] | None = None) -> dict:
+    rates = {"in_domain_answered": float(np.mean(_answered(in_domain, threshold, in_lift, lift_threshold)))
+             if len(in_domain) else None,
              "in_domain_questions": int(len(in_domain))}
     for kind, scores in off_topic.items():
-        rates[f"{kind}_refused"] = float(np.mean(scores < threshold)) if len(scores) else None
+        answered = _answered(scores, threshold, (off_lift or {}).get(kind), lift_threshold)
+        rates[f"{kind}_refused"] = float(np.mean(~answered)) if len(scores) else None
         rates[f"{kind}_questions"] = int(len(scores))
     return rates
 
 
+def calibrate_with_lift(in_domain: np.ndarray, in_lift: np.ndarray, off_topic: dict[str, np.ndarray],
+                           off_lift: dict[str, np.ndarray], min_answered: float = 0.0) -> dict:
+    """:func:`calibrate_threshold` over two thresholds at once: a question is answered when its relevance
+    and its lift (:mod:`kaggle_qa.context_lift`) both reach theirs. Lift candidates are the midpoints
+    of the observed lifts plus "no lift threshold", so lift is used only where it raises the
+    balanced accuracy. Among equal balanced accuracies the pair answering more in-domain questions wins,
+    then the lower thresholds."""
+    kinds = {kind: (np.asarray(v), np.asarray(off_lift[kind])) for kind, v in off_topic.items() if len(v)}
+    relevance = np.unique(np.concatenate([in_domain, *(v for v, _ in kinds.values())]))
+    rel_candidates = (relevance[:-1] + relevance[1:]) / 2 if len(relevance) > 1 else relevance
+    lifts = np.unique(np.concatenate([in_lift, *(s for _, s in kinds.values())]))
+    lift_candidates = [None, *((lifts[:-1] + lifts[1:]) / 2)]
+    best, best_key = None, None
+    for lift_threshold in lift_candidates:
+        def answered(scores, lift):
+            above = scores[None, :] >= rel_candidates[:, None]
+            return above if lift_threshold is None else above & (lift >= lift_threshold)[None, :]
+        in_rate = answered(in_domain, in_lift).mean(axis=1)
+        refused = {kind: 1.0 - answered(v, s).mean(axis=1) for kind, (v, s) in kinds.items()}
+        score = (in_rate + sum(refused.values())) / (1 + len(refused))
+        allowed = in_rate >= min_answered
+        if not allowed.any():
+            continue
+        keys = np.where(allowed, score, -np.inf) * 1e6 + np.where(allowed, in_rate, 0)
+        i = int(np.argmax(keys))
+        key = (round(float(score[i]), 12), round(float(in_rate[i]), 12))
+        if best_key is None or key > best_key:
+            pooled_v = np.concatenate([v for v, _ in kinds.values()])
+            pooled_l = np.concatenate([s for _, s in kinds.values()])
+            best_key = key
+            best = {"threshold": float(rel_candidates[i]),
+                    "lift_threshold": None if lift_threshold is None else float(lift_threshold),
+                    "in_domain_answered": float(in_rate[i]),
+                    "off_topic_refused": float(np.mean(~_answered(pooled_v, rel_candidates[i], pooled_l,
+                                                                  lift_threshold))),
+                    "balanced_accuracy": float(score[i])}
+    if best is None:  # no pair answers enough: the 1-D rule's fallback, the lowest relevance candidate
+        return {**calibrate_threshold(in_domain, {k: v for k, (v, _) in kinds.items()}, min_answered),
+                "lift_threshold": None}
+    return best
+
+
 def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[str, str, float]],
-                      fraction: float, min_answered: float = 0.0) -> dict:
+                      fraction: float, min_answered: float = 0.0, lift: dict[str, float] | None = None) -> dict:
     """Choose the threshold on the calibration part, report it on the disjoint reported part.
 
     `in_domain`: (question, relevance); `off_topic`: (question, kind, relevance). Each question goes
-    to one part by :func:`calibration_side`; the two parts share no question.
+    to one part by :func:`calibration_side`; the two parts share no question. With `lift` (question →
+    lift, :mod:`kaggle_qa.context_lift`; every question must have one) a lift threshold is chosen
+    together with the relevance threshold (:func:`calibrate_with_lift`).
     """
+    if lift is not None:
+        missing = [q for q, _ in in_domain if q not in lift] + [q for q, _, _ in off_topic if q not in lift]
+        if missing:
+            raise ValueError(f"question_lift has no lift for {len(missing)} calibration question(s), e.g. "
+                             f"{missing[0]!r}: it was scored on other questions; rerun the evaluate pipeline")
     parts = {}
     for part, wanted in (("calibration", True), ("reported", False)):
-        inside = np.array([score for question, score in in_domain if calibration_side(question, fraction) == wanted])
-        outside = {kind: np.array([score for question, k, score in off_topic
-                                   if k == kind and calibration_side(question, fraction) == wanted])
+        inside = [(question, score) for question, score in in_domain if calibration_side(question, fraction) == wanted]
+        outside = {kind: [(question, score) for question, k, score in off_topic
+                          if k == kind and calibration_side(question, fraction) == wanted]
                    for kind in OFF_TOPIC_KINDS}
-        parts[part] = (inside, outside)
-    inside, outside = parts["calibration"]
+        parts[part] = (
+            np.array([score for _, score in inside]),
+            {kind: np.array([score for _, score in rows]) for kind, rows in outside.items()},
+            None if lift is None else np.array([lift[q] for q, _ in inside]),
+            None if lift is None else {kind: np.array([lift[q] for q, _ in rows]) for kind, rows in outside.items()},
+        )
+    inside, outside, in_lift, off_lift = parts["calibration"]
     pooled = np.concatenate(list(outside.values()))
     if not len(inside) or not len(pooled):
         raise ValueError(
@@ -145,23 +213,42 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
             f"questions (fraction {fraction}); it needs at least one of each: add questions or change "
             "refusal_calibration.calibration_fraction"
         )
-    chosen = calibrate_threshold(inside, outside, min_answered)
+    if lift is None:
+        chosen = {**calibrate_threshold(inside, outside, min_answered), "lift_threshold": None}
+    else:
+        chosen = calibrate_with_lift(inside, in_lift, outside, off_lift, min_answered)
+    threshold, lift_threshold = chosen["threshold"], chosen["lift_threshold"]
+    reported_in, reported_out, reported_in_lift, reported_off_lift = parts["reported"]
     return {
-        "threshold": chosen["threshold"],
+        "threshold": threshold,
+        "lift_threshold": lift_threshold,
+        "lift_scored": lift is not None,
         "calibration_fraction": fraction,
         "min_in_domain_answered": min_answered,
-        "calibration": {**_rates(chosen["threshold"], inside, outside),
+        "calibration": {**_rates(threshold, inside, outside, lift_threshold, in_lift, off_lift),
                         "balanced_accuracy": chosen["balanced_accuracy"]},
-        "reported": _rates(chosen["threshold"], *parts["reported"]),
+        "reported": _rates(threshold, reported_in, reported_out, lift_threshold, reported_in_lift,
+                           reported_off_lift),
         "calibration_questions": sorted(
             [q for q, _ in in_domain if calibration_side(q, fraction)]
             + [q for q, _, _ in off_topic if calibration_side(q, fraction)]),
     }
 
 
+def in_domain_questions(test_set: list[dict], user_questions: list[dict] | None,
+                        user_params: dict | None) -> tuple[list[str], int]:
+    """The in-domain questions the refusal is calibrated on (the test set's open questions, what an assistant
+    is asked, else all its rows; plus the selection part of `user_questions`) and how many are the user's."""
+    open_rows = [row for row in test_set if infer_task_type(row) in OPEN_TASKS]
+    questions = [row["instruction"] for row in open_rows or test_set]
+    selected = selection_rows(user_questions, user_params) if user_questions and user_params else []
+    return questions + [row["question"] for row in selected], len(selected)
+
+
 def evaluate_retrieval(
     retrieval_index: dict, test_set: list[dict], off_topic_questions: list, retrieval: dict, evaluate: dict,
     user_questions: list[dict] | None = None, user_params: dict | None = None, calibration: dict | None = None,
+    question_lift: dict | None = None,
 ) -> tuple[dict, str]:
     """Hit rate / MRR per method on every test question, and the refusal-threshold calibration
     (chosen on one part of the questions, reported on the other; see the module docstring)."""
@@ -182,12 +269,13 @@ def evaluate_retrieval(
             " build the index and the test set from the same ingestion run"
         )
     # the assistant is asked questions, not true/false statements or NLI hypotheses: its open ones
-    open_rows = [row for row in test_set if infer_task_type(row) in OPEN_TASKS]
-    in_domain_questions = [row["instruction"] for row in open_rows or test_set]
-    selected = selection_rows(user_questions, user_params) if user_questions and user_params else []
-    in_domain_questions += [row["question"] for row in selected]
-    relevance = _relevance_section(retriever, in_domain_questions, off_topic, fraction, retrieval, len(selected),
-                                   min_answered)
+    in_domain, users = in_domain_questions(test_set, user_questions, user_params)
+    scored = (question_lift or {}).get("scores")
+    relevance = _relevance_section(retriever, in_domain, off_topic, fraction, retrieval, users, min_answered,
+                                   lift=scored if scored else None)
+    if scored:
+        relevance["lift"] = {key: question_lift[key] for key in ("model", "compute_dtype", "budget")
+                                if key in question_lift}
     without = sum(not row.get("chunk_id") for row in test_set)
     test_set = [row for row in test_set if row.get("chunk_id")]
     if without:
@@ -226,7 +314,8 @@ def evaluate_retrieval(
 
 
 def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off_topic: list[dict], fraction: float,
-                       retrieval: dict, user_selection: int, min_answered: float = 0.0) -> dict:
+                       retrieval: dict, user_selection: int, min_answered: float = 0.0,
+                       lift: dict[str, float] | None = None) -> dict:
     """Relevance distributions, the calibrated threshold and the configured override's rates."""
     max_unknown = retrieval.get("max_unknown_terms")
 
@@ -239,7 +328,7 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
     off_scores = effective([row["question"] for row in off_topic])
     chosen = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
                                [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
-                               fraction, min_answered)
+                               fraction, min_answered, lift)
     by_kind = {kind: np.array([s for row, s in zip(off_topic, off_scores) if row["kind"] == kind])
                for kind in OFF_TOPIC_KINDS}
     configured = retrieval.get("relevance_threshold")
@@ -256,14 +345,28 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
         "chosen": chosen,
         "configured_threshold": configured,
     }
-    if configured is not None:
-        in_domain = np.array([s for q, s in zip(in_domain_questions, in_scores) if not calibration_side(q, fraction)])
-        outside = {kind: np.array([s for row, s in zip(off_topic, off_scores)
-                                   if row["kind"] == kind and not calibration_side(row["question"], fraction)])
-                   for kind in OFF_TOPIC_KINDS}
-        relevance["configured_reported"] = _rates(float(configured), in_domain, outside)
-    logger.info("Refusal threshold %.3f chosen on %d calibration questions; reported part: %s", chosen["threshold"],
-                len(chosen["calibration_questions"]), chosen["reported"])
+    if lift is not None:
+        relevance["lift_quantiles"] = {
+            "in_domain": _quantiles(np.array([lift[q] for q in in_domain_questions])),
+            **{f"off_topic_{kind}": _quantiles(np.array([lift[row["question"]] for row in off_topic
+                                                         if row["kind"] == kind])) for kind in OFF_TOPIC_KINDS}}
+    configured_lift = retrieval.get("lift_threshold")
+    if configured is not None or configured_lift is not None:
+        reported_in = [(q, s) for q, s in zip(in_domain_questions, in_scores) if not calibration_side(q, fraction)]
+        reported_out = {kind: [(row["question"], s) for row, s in zip(off_topic, off_scores)
+                               if row["kind"] == kind and not calibration_side(row["question"], fraction)]
+                        for kind in OFF_TOPIC_KINDS}
+        in_lift = off_lift = None
+        if lift is not None:
+            in_lift = np.array([lift[q] for q, _ in reported_in])
+            off_lift = {kind: np.array([lift[q] for q, _ in rows]) for kind, rows in reported_out.items()}
+        relevance["configured_reported"] = _rates(
+            float(configured if configured is not None else chosen["threshold"]),
+            np.array([s for _, s in reported_in]), {kind: np.array([s for _, s in rows]) for kind, rows in reported_out.items()},
+            configured_lift if configured_lift is not None else chosen["lift_threshold"], in_lift, off_lift)
+        relevance["configured_lift_threshold"] = configured_lift
+    logger.info("Refusal threshold %.3f (lift threshold %s) chosen on %d calibration questions; reported part: %s",
+                chosen["threshold"], chosen["lift_threshold"], len(chosen["calibration_questions"]), chosen["reported"])
     return relevance
 
 
@@ -271,29 +374,58 @@ def _percent(value) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
+def _threshold_text(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def refusal_markdown(relevance: dict) -> list[str]:
-    """The refusal calibration as markdown lines: distributions, chosen threshold, reported rates."""
+    """The refusal calibration as markdown lines: distributions, chosen thresholds, reported rates."""
     groups = [("in_domain", "in-domain"), ("off_topic_near", "off-topic, near"), ("off_topic_far", "off-topic, far")]
-    dist_rows = [[label, *(f"{relevance[key][q]:.3f}" for q in ("min", "p05", "p25", "median", "p75", "max"))]
-                 for key, label in groups if relevance.get(key)]
-    dist = tabulate(dist_rows, headers=["questions", "min", "p05", "p25", "median", "p75", "max"], tablefmt="github")
+    quantiles = ("min", "p05", "p25", "median", "p75", "max")
+    dist_rows = [[label, *(f"{relevance[key][q]:.3f}" for q in quantiles)] for key, label in groups if relevance.get(key)]
+    dist = tabulate(dist_rows, headers=["relevance", *quantiles], tablefmt="github")
     chosen = relevance["chosen"]
+    with_lift = bool(chosen.get("lift_scored"))
+    lift_dist = []
+    if with_lift and relevance.get("lift_quantiles"):
+        rows = [[label, *(f"{relevance['lift_quantiles'][key][q]:.3f}" for q in quantiles)]
+                for key, label in groups if relevance["lift_quantiles"].get(key)]
+        lift_dist = ["", tabulate(rows, headers=["lift", *quantiles], tablefmt="github")]
     rows = []
+
+    def rates(part: dict) -> list[str]:
+        return [f"{_percent(part['in_domain_answered'])} of {part['in_domain_questions']}",
+                *(f"{_percent(part[f'{kind}_refused'])} of {part[f'{kind}_questions']}" for kind in OFF_TOPIC_KINDS)]
+
     for label, part in (("calibration (chosen here)", chosen["calibration"]), ("reported (disjoint)", chosen["reported"])):
-        rows.append([label, f"{chosen['threshold']:.3f}",
-                     f"{_percent(part['in_domain_answered'])} of {part['in_domain_questions']}",
-                     *(f"{_percent(part[f'{kind}_refused'])} of {part[f'{kind}_questions']}" for kind in OFF_TOPIC_KINDS)])
+        rows.append([label, _threshold_text(chosen["threshold"]),
+                     *([_threshold_text(chosen.get("lift_threshold"))] if with_lift else []), *rates(part)])
+    configured, configured_lift = relevance.get("configured_threshold"), relevance.get("configured_lift_threshold")
     if relevance.get("configured_reported"):
-        part = relevance["configured_reported"]
-        rows.append(["reported, configured override", f"{relevance['configured_threshold']:.3f}",
-                     f"{_percent(part['in_domain_answered'])} of {part['in_domain_questions']}",
-                     *(f"{_percent(part[f'{kind}_refused'])} of {part[f'{kind}_questions']}" for kind in OFF_TOPIC_KINDS)])
-    table = tabulate(rows, headers=["part", "threshold", "in-domain answered", "near off-topic refused",
-                                    "far off-topic refused"], tablefmt="github")
-    in_use = (f"The assistant uses the configured `retrieval.relevance_threshold` {relevance['configured_threshold']:.3f}"
-              " (an override)." if relevance.get("configured_threshold") is not None else
+        rows.append(["reported, configured override",
+                     _threshold_text(configured if configured is not None else chosen["threshold"]),
+                     *([_threshold_text(configured_lift if configured_lift is not None
+                                        else chosen.get("lift_threshold"))] if with_lift else []),
+                     *rates(relevance["configured_reported"])])
+    table = tabulate(rows, headers=["part", "relevance threshold", *(["lift threshold"] if with_lift else []),
+                                    "in-domain answered", "near off-topic refused", "far off-topic refused"],
+                     tablefmt="github")
+    in_use = (f"The assistant uses the configured `retrieval.relevance_threshold` {configured:.3f} (an override)."
+              if configured is not None else
               f"The assistant reads the chosen threshold {chosen['threshold']:.3f} back from `retrieval_metrics`"
               " (`retrieval.relevance_threshold: null`).")
+    if with_lift:
+        lift = relevance.get("lift") or {}
+        in_use += (
+            " **Lift** (`kaggle_qa.context_lift`) is the mean log-probability gain of the question's tokens given the"
+            f" retrieved context over no context, scored by the {lift.get('model', 'fine-tuned')} model"
+            + (f" ({lift['compute_dtype']} compute, prompts of {lift['budget']} tokens)" if lift.get("budget") else "")
+            + "; it was calibrated together with the relevance threshold ("
+            + ("chosen: refuse below " + _threshold_text(chosen["lift_threshold"])
+               if chosen.get("lift_threshold") is not None else "not chosen: it raised no balanced accuracy here")
+            + ("; overridden by `retrieval.lift_threshold` " + _threshold_text(configured_lift)
+               if configured_lift is not None else "")
+            + ").")
     users = relevance.get("in_domain_from_user_questions", 0)
     terms = relevance.get("refused_by_unknown_terms")
     if relevance.get("max_unknown_terms") is not None and terms:
@@ -302,18 +434,21 @@ def refusal_markdown(relevance: dict) -> list[str]:
                    f" as {REFUSED_BY_TERMS:.0f}). It refused {terms['in_domain']} in-domain, {terms.get('near', 0)} near and"
                    f" {terms.get('far', 0)} far off-topic questions of all parts.")
     return [
-        "### Refusal threshold (best dense cosine of any chunk), calibrated on this site",
+        "### Refusal thresholds (best dense cosine of any chunk" + (", lift" if with_lift else "")
+        + "), calibrated on this site",
         "",
         f"In-domain: {relevance['in_domain_questions']} questions (the test set's open questions"
         + (f" and {users} from the selection part of `user_questions`" if users else "") + "); off-topic: "
         + ", ".join(f"{n} {kind}" for kind, n in relevance["off_topic_questions"].items())
         + f". A hash of each question puts {chosen['calibration_fraction']:.0%} of them in the calibration part, where"
-        " the threshold with the best balanced accuracy (the mean of in-domain answered, near refused and far refused)"
+        + (" the pair of thresholds" if with_lift else " the threshold")
+        + " with the best balanced accuracy (the mean of in-domain answered, near refused and far refused)"
         + (f" among those answering at least {chosen.get('min_in_domain_answered', 0):.0%} of the in-domain questions"
            if chosen.get("min_in_domain_answered") else "")
         + " is chosen; the rates below the line are measured on the other, disjoint part.",
         "",
         dist,
+        *lift_dist,
         "",
         table,
         "",

@@ -7,8 +7,9 @@ model selection and never shown in this section.
 
 Each question goes through the assistant's real situation: :meth:`kaggle_qa.retrieval.Retriever.retrieve`
 with ``params:retrieval`` (as ``kaggle-qa ask``), the same refusal rule (:func:`kaggle_qa.retrieval.refusal_reason`: best dense cosine below the
-threshold in use, :func:`kaggle_qa.retrieval.relevance_threshold`, or a term the docs do not know;
-the answer is then the refusal message), the top-k chunks fitted into the one training prompt as the assistant fits them
+threshold in use, :func:`kaggle_qa.retrieval.relevance_threshold`, a term the docs do not know, or the
+fine-tuned model's lift (:mod:`kaggle_qa.context_lift`, ``question_lift``) below the lift threshold in use;
+the answer is then the refusal message, for both columns), the top-k chunks fitted into the one training prompt as the assistant fits them
 (:func:`kaggle_qa.prompting.fit_context`). Both models answer
 through the evaluate pipeline's own :func:`~.nodes.answer_base` (with its base-result cache,
 ``user_questions_base_answers_cache``) and :func:`~.nodes.answer_fine_tuned`, with the main
@@ -28,7 +29,8 @@ answer loss is teacher-forced on the expected answer given the retrieved context
 - ``gold_page_cited``: the expected page is among the cited sources (urls compared without
   ``#fragment``, trailing ``/``, ``index.html`` or ``.html``, and without scheme and host, so a question file
   written against the live site matches a crawl of its snapshot);
-- ``refused``: the assistant answered "not covered" (the same for both models: retrieval decides).
+- ``refused``: the assistant answered "not covered" (the same for both models: retrieval and the fine-tuned
+  assistant's lift decide).
 
 Rates have 95 % bootstrap intervals resampling the expected pages (questions about one page are
 not independent), and each change base → fine-tuned a paired p-value over the same pages (shown
@@ -49,6 +51,7 @@ from kaggle_qa.metrics.summary import summarize
 from kaggle_qa.prompting import fit_context
 from kaggle_qa.qa_schema import infer_task_type
 from kaggle_qa.retrieval import refusal_reason, relevance_threshold
+from kaggle_qa.context_lift import lift_threshold
 from kaggle_qa.user_questions import as_qa_rows, fact_found, report_rows, selection_rows
 
 from .nodes import answer_base, answer_fine_tuned, read_adapter_settings, shared_retriever, shared_tokenizer
@@ -101,6 +104,7 @@ def evaluate_user_questions(
     user_params: dict,
     domain: dict,
     cache: dict | None = None,
+    question_lift: dict | None = None,
 ) -> tuple[dict, list[dict], str, dict]:
     """The reported part of the user's questions, base vs fine-tuned in retrieved mode (module docstring).
 
@@ -117,6 +121,8 @@ def evaluate_user_questions(
                      f"(user_questions.selection_fraction {user_params['selection_fraction']}): none to report.")
     settings = read_adapter_settings(base_model, adapter, evaluate)
     threshold = relevance_threshold(retrieval, retrieval_metrics)
+    min_lift = lift_threshold(retrieval, retrieval_metrics)
+    lift = (question_lift or {}).get("scores") or {}
     retriever = shared_retriever(retrieval_index, retrieval["rrf_k"], retrieval["batch_size"])  # one per index per process
     tokenizer, budget = shared_tokenizer(base_model), settings["max_length"] - settings["max_new_tokens"]
     rows, found = [], []
@@ -128,7 +134,14 @@ def evaluate_user_questions(
     base = answer_base(base_model, rows, settings, evaluate, cache or {})
     raw = answer_fine_tuned(base_model, adapter, rows, settings, evaluate, base)
     refusal = refusal_message(Domain.from_params(domain))
-    refused = [refusal_reason(result, threshold, retrieval.get("max_unknown_terms")) is not None for result in found]
+    if min_lift is not None:
+        missing = [row["instruction"] for row in rows if row["instruction"] not in lift]
+        if missing:
+            raise ValueError(f"question_lift has no lift for user question {missing[0]!r} ({len(missing)} like it),"
+                             f" but a lift threshold ({min_lift:.3f}) is in use: rerun the evaluate pipeline")
+    # the fine-tuned assistant's refusal, applied to both columns: the base answers the same questions
+    refused = [refusal_reason(result, threshold, retrieval.get("max_unknown_terms"), lift.get(row["instruction"]),
+                              min_lift) is not None for row, result in zip(rows, found)]
     cited = [sorted({page_key(hit["url"]) for hit in result.hits}) for result in found]
     gold_cited = [not refuse and row["chunk"] in pages for row, pages, refuse in zip(rows, cited, refused)]
     records, answers = {}, {}
@@ -155,6 +168,7 @@ def evaluate_user_questions(
         "questions": len(user_questions), "reported": len(rows), "selection_held_out": held,
         "selection_fraction": user_params["selection_fraction"], "correct_recall": user_params["correct_recall"],
         "relevance_threshold": threshold,
+        "lift_threshold": min_lift,
         "retrieval": {key: retrieval[key] for key in ("method", "top_k")},
         "max_new_tokens": settings["max_new_tokens"],
         "base_results": {"key": base["key"], "reused_from": base.get("reused_from")},
@@ -163,7 +177,8 @@ def evaluate_user_questions(
     }
     predictions = [
         {"id": row["id"], "question": row["instruction"], "expected_answer": row["output"], "url": source["url"],
-         "cited_pages": pages, "relevance": round(result.relevance, 4), "refused": refuse, "gold_page_cited": gold,
+         "cited_pages": pages, "relevance": round(result.relevance, 4),
+         "lift": lift.get(row["instruction"]), "refused": refuse, "gold_page_cited": gold,
          **{f"{label}_answer": answers[label][i] for label in MODELS},
          **{f"{label}_correct": bool(records[label][i]["correct"]) for label in MODELS},
          "scores": {label: {key: value for key, value in records[label][i].items() if key != "answer"} for label in MODELS}}
@@ -245,7 +260,10 @@ def user_questions_markdown(metrics: dict, predictions: list[dict], max_cell_cha
         f" part, share {metrics['selection_fraction']}, chosen by a hash of the question) are kept for model selection"
         " and not shown. Each question is answered as `kaggle-qa ask` answers it: top"
         f" {metrics['retrieval']['top_k']} chunks by `{metrics['retrieval']['method']}`, refused below relevance"
-        f" {metrics['relevance_threshold']:.3f}, answers up to {metrics['max_new_tokens']} tokens."
+        f" {metrics['relevance_threshold']:.3f}"
+        + (f" or below lift {metrics['lift_threshold']:.3f} (the fine-tuned model's, for both columns)"
+           if metrics.get("lift_threshold") is not None else "")
+        + f", answers up to {metrics['max_new_tokens']} tokens."
         " **Correct**: not refused, and every key fact the question file names for it is stated (whole words, case,"
         " quotes and spacing around `=` ignored); for a question without key facts, ROUGE-L recall of the expected"
         f" answer ≥ {metrics['correct_recall']}."
