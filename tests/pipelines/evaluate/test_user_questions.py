@@ -240,6 +240,29 @@ def test_retrieval_metrics_record_the_threshold_the_assistant_reads_back(index, 
         relevance_threshold({"relevance_threshold": None}, None)
     assert "near off-topic refused" in markdown and "reported (disjoint)" in markdown
     assert f"reads the chosen threshold {chosen:.3f} back" in markdown
+    assert relevance["chosen"]["lift_threshold"] is None and "lift threshold" not in markdown
+
+    # with the fine-tuned model's context lift of every question: near questions worded like the docs' own (as
+    # relevant as in-domain ones: relevance alone cannot refuse them), lifted less than in-domain ones
+    off_topic = off_topic + [{"question": f"{row['instruction']} On another website, that is? ({n})", "kind": "near"}
+                             for n, row in enumerate(TEST_ROWS * 3)]
+    questions = [row["instruction"] for row in in_domain] + [q["question"] for q in USER_QUESTIONS]
+    lifts = {q: 2.0 + 0.01 * i for i, q in enumerate(questions)}
+    lifts |= {(q if isinstance(q, str) else q["question"]): (0.1 if not isinstance(q, str) and q.get("kind") == "near"
+                                                             else -1.0) for q in off_topic}
+    lifted, lifted_markdown = evaluate_retrieval(
+        index, in_domain, off_topic, params["retrieval"], params["evaluate"], USER_QUESTIONS, {"selection_fraction": 1.0},
+        params["refusal_calibration"], {"model": "fine-tuned", "compute_dtype": "float32", "budget": 300, "scores": lifts})
+    both = lifted["relevance"]
+    assert 0.1 < both["chosen"]["lift_threshold"] < 2.0 and both["lift"]["budget"] == 300
+    alone = both["without_lift"]  # the comparison row: relevance alone, on the same parts
+    assert alone["reported"]["near_refused"] < both["chosen"]["reported"]["near_refused"] == 1.0
+    assert both["chosen"]["reported"]["in_domain_answered"] >= alone["reported"]["in_domain_answered"]
+    assert "reported, relevance alone (comparison)" in lifted_markdown and "| lift " in lifted_markdown
+    with pytest.raises(ValueError, match="no lift for 1 calibration question"):
+        evaluate_retrieval(index, in_domain, off_topic, params["retrieval"], params["evaluate"], USER_QUESTIONS,
+                           {"selection_fraction": 1.0}, params["refusal_calibration"],
+                           {"scores": {q: v for q, v in lifts.items() if q != questions[0]}})
 
 
 # --- answer length ------------------------------------------------------------------------------------

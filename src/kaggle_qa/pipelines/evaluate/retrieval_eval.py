@@ -18,6 +18,11 @@ measured, near-domain and far off-topic separately. The chosen threshold is reco
 number overrides it. A question the unknown-term rule refuses (``retrieval.max_unknown_terms``,
 :func:`kaggle_qa.retrieval.refusal_reason`) counts as refused at every threshold, as the assistant
 refuses it, and how many each rule caught is recorded.
+
+With the fine-tuned model's **context lift** of each question (``question_lift``, node
+``score_question_lift``, :mod:`kaggle_qa.context_lift`), the relevance and lift thresholds are chosen
+together on the calibration part (:func:`calibrate_with_lift`) and reported together on the other;
+the lift threshold is recorded as ``relevance.chosen.lift_threshold``.
 """
 
 from __future__ import annotations
@@ -138,7 +143,7 @@ def _rates(threshold: float, in_domain: np.ndarray, off_topic: dict[str, np.ndar
 
 
 def calibrate_with_lift(in_domain: np.ndarray, in_lift: np.ndarray, off_topic: dict[str, np.ndarray],
-                           off_lift: dict[str, np.ndarray], min_answered: float = 0.0) -> dict:
+                        off_lift: dict[str, np.ndarray], min_answered: float = 0.0) -> dict:
     """:func:`calibrate_threshold` over two thresholds at once: a question is answered when its relevance
     and its lift (:mod:`kaggle_qa.context_lift`) both reach theirs. Lift candidates are the midpoints
     of the observed lifts plus "no lift threshold", so lift is used only where it raises the
@@ -275,7 +280,7 @@ def evaluate_retrieval(
                                    lift=scored if scored else None)
     if scored:
         relevance["lift"] = {key: question_lift[key] for key in ("model", "compute_dtype", "budget")
-                                if key in question_lift}
+                             if key in question_lift}
     without = sum(not row.get("chunk_id") for row in test_set)
     test_set = [row for row in test_set if row.get("chunk_id")]
     if without:
@@ -346,6 +351,12 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
         "configured_threshold": configured,
     }
     if lift is not None:
+        # the rule without lift, calibrated and reported on the same parts: what the lift adds
+        alone = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
+                                  [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
+                                  fraction, min_answered)
+        relevance["without_lift"] = {"threshold": alone["threshold"], "calibration": alone["calibration"],
+                                     "reported": alone["reported"]}
         relevance["lift_quantiles"] = {
             "in_domain": _quantiles(np.array([lift[q] for q in in_domain_questions])),
             **{f"off_topic_{kind}": _quantiles(np.array([lift[row["question"]] for row in off_topic
@@ -400,6 +411,10 @@ def refusal_markdown(relevance: dict) -> list[str]:
     for label, part in (("calibration (chosen here)", chosen["calibration"]), ("reported (disjoint)", chosen["reported"])):
         rows.append([label, _threshold_text(chosen["threshold"]),
                      *([_threshold_text(chosen.get("lift_threshold"))] if with_lift else []), *rates(part)])
+    if relevance.get("without_lift"):
+        alone = relevance["without_lift"]
+        rows.append(["reported, relevance alone (comparison)", _threshold_text(alone["threshold"]), "–",
+                     *rates(alone["reported"])])
     configured, configured_lift = relevance.get("configured_threshold"), relevance.get("configured_lift_threshold")
     if relevance.get("configured_reported"):
         rows.append(["reported, configured override",
