@@ -141,7 +141,10 @@ def test_off_topic_question_is_not_covered(tiny_assistant, project_root):
     reply = tiny_assistant.ask("What is the capital of France?")
     assert not reply.covered and reply.answer == NOT_COVERED and reply.citations == []
     assert reply.completion_tokens == 0  # the model was not asked to guess
-    off_topic = json.loads((project_root / "data/01_raw/off_topic_questions.json").read_text())
+    from kaggle_qa.pipelines.evaluate.retrieval_eval import off_topic_rows
+
+    off_topic = [row["question"] for row in
+                 off_topic_rows(json.loads((project_root / "data/01_raw/off_topic_questions.json").read_text()))]
     refused = sum(not tiny_assistant.ask(q).covered for q in off_topic)
     assert refused / len(off_topic) >= 0.9
 

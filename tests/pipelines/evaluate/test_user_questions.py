@@ -224,6 +224,7 @@ def test_off_topic_files_of_objects_or_strings(project_root):
 
 def test_retrieval_metrics_record_the_threshold_the_assistant_reads_back(index, params, project_root):
     off_topic = json.loads((project_root / "data/01_raw/off_topic_questions.json").read_text())
+    shipped_near = sum(isinstance(q, dict) and q.get("kind") == "near" for q in off_topic)
     off_topic += [{"question": "How do I submit a pull request on GitHub?", "kind": "near"},
                   {"question": "How do I request a GPU on Google Colab?", "kind": "near"}]
     in_domain = TEST_ROWS * 4  # enough in-domain questions for both parts
@@ -232,7 +233,7 @@ def test_retrieval_metrics_record_the_threshold_the_assistant_reads_back(index, 
                                           USER_QUESTIONS, {"selection_fraction": 1.0}, params["refusal_calibration"])
     relevance = result["relevance"]
     assert relevance["in_domain_from_user_questions"] == len(USER_QUESTIONS)
-    assert relevance["off_topic_questions"] == {"near": 2, "far": len(off_topic) - 2}
+    assert relevance["off_topic_questions"] == {"near": shipped_near + 2, "far": len(off_topic) - shipped_near - 2}
     chosen = relevance["chosen"]["threshold"]
     assert relevance_threshold({"relevance_threshold": None}, result) == chosen
     assert relevance_threshold({"relevance_threshold": 0.2}, result) == 0.2  # an explicit override wins
