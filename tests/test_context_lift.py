@@ -90,6 +90,20 @@ def test_refusal_reason_checks_lift_last():
     assert refusal_reason(Retrieval([], 0.2, []), 0.35, 0, lift=0.1, min_lift=0.5).startswith("relevance")
 
 
+def test_without_the_lift_the_relevance_threshold_calibrated_alone_is_used():
+    """An assistant that cannot check the lift (a backend generates) must not use a relevance threshold that
+    was chosen to leave far questions to the lift."""
+    from kaggle_qa.retrieval import relevance_threshold
+
+    metrics = {"relevance": {"chosen": {"threshold": -0.43, "lift_threshold": 0.9},
+                             "without_lift": {"threshold": 0.44}}}
+    assert relevance_threshold({}, metrics) == -0.43
+    assert relevance_threshold({}, metrics, with_lift=False) == 0.44
+    assert relevance_threshold({"relevance_threshold": 0.3}, metrics, with_lift=False) == 0.3  # an override wins
+    no_lift = {"relevance": {"chosen": {"threshold": 0.5, "lift_threshold": None}, "without_lift": {"threshold": 0.44}}}
+    assert relevance_threshold({}, no_lift, with_lift=False) == 0.5
+
+
 def test_lift_threshold_in_use():
     metrics = {"relevance": {"chosen": {"threshold": 0.4, "lift_threshold": 0.9}}}
     assert lift_threshold({"lift_threshold": None}, metrics) == 0.9

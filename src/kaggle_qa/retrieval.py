@@ -270,13 +270,22 @@ def search(index: dict, question: str, k: int = 3, method: str = "hybrid") -> li
     return Retriever(index).retrieve(question, k, method).hits
 
 
-def relevance_threshold(retrieval: dict, retrieval_metrics: dict | None) -> float:
+def relevance_threshold(retrieval: dict, retrieval_metrics: dict | None, with_lift: bool = True) -> float:
     """The refusal threshold in use: ``retrieval.relevance_threshold`` when set (an explicit override),
     else the one the evaluation chose on this site's own questions and recorded in ``retrieval_metrics``
-    (``relevance.chosen.threshold``; see :mod:`kaggle_qa.pipelines.evaluate.retrieval_eval`)."""
+    (``relevance.chosen.threshold``; see :mod:`kaggle_qa.pipelines.evaluate.retrieval_eval`).
+
+    That threshold was chosen together with a context-lift threshold when one is recorded, and may
+    leave far questions to the lift. A caller that cannot check the lift (`with_lift` False: an
+    assistant generating on a backend server) gets the threshold calibrated for relevance alone on the
+    same questions (``relevance.without_lift.threshold``)."""
     if retrieval.get("relevance_threshold") is not None:
         return float(retrieval["relevance_threshold"])
-    chosen = ((retrieval_metrics or {}).get("relevance") or {}).get("chosen") or {}
+    relevance = (retrieval_metrics or {}).get("relevance") or {}
+    chosen = relevance.get("chosen") or {}
+    alone = relevance.get("without_lift") or {}
+    if not with_lift and chosen.get("lift_threshold") is not None and "threshold" in alone:
+        return float(alone["threshold"])
     if "threshold" not in chosen:
         raise ValueError(
             "no refusal threshold: retrieval_metrics records none (run `kedro run --pipeline assistant_eval "

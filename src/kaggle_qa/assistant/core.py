@@ -256,7 +256,8 @@ class Assistant:
             Retriever(index, rrf_k=retrieval["rrf_k"], batch_size=retrieval["batch_size"]),
             method=retrieval["method"],
             top_k=retrieval["top_k"],
-            relevance_threshold=relevance_threshold(retrieval, retrieval_metrics),
+            # without the model here (a backend generates) the lift cannot be checked: relevance alone decides
+            relevance_threshold=relevance_threshold(retrieval, retrieval_metrics, with_lift=backend is None),
             max_unknown_terms=retrieval.get("max_unknown_terms"),
             lift_threshold=lift_threshold(retrieval, retrieval_metrics),
             max_new_tokens=answer_length.max_new_tokens(
