@@ -150,7 +150,7 @@ def calibrate_with_lift(in_domain: np.ndarray, in_lift: np.ndarray, off_topic: d
     balanced accuracy. Among equal balanced accuracies the pairs answering the most in-domain questions
     are kept, and of those the one nearest their centre (in candidate ranks): with a few dozen questions
     a side, many pairs tie, and the most permissive of them let 4 of 25 far questions through on
-    Kaggle's reported part where the centre let 3."""
+    the default site's reported part where the centre let 3 (docs/research-log.md)."""
     kinds = {kind: (np.asarray(v), np.asarray(off_lift[kind])) for kind, v in off_topic.items() if len(v)}
     relevance = np.unique(np.concatenate([in_domain, *(v for v, _ in kinds.values())]))
     rel_candidates = (relevance[:-1] + relevance[1:]) / 2 if len(relevance) > 1 else relevance
