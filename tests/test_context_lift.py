@@ -25,12 +25,12 @@ CHUNKS = [
 ]
 
 
-def _full_sequence_lift(model, tokenizer, context: str, question: str) -> float:
+def _full_sequence_lift(model, tokenizer, context: str, question: str, compute: str = "float32") -> float:
     """The lift computed the long way: the whole prompt's logits, the question's tokens picked by position."""
     def mean_logprob(head: str) -> float:
         prefix = [tokenizer.bos_token_id, *tokenizer(head, add_special_tokens=False)["input_ids"]]
         target = tokenizer(question, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=compute == "bfloat16"):
             logits = model(input_ids=torch.tensor([prefix + target])).logits[0].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         return float(np.mean([logprobs[len(prefix) - 1 + i, token].item() for i, token in enumerate(target)]))
@@ -40,14 +40,17 @@ def _full_sequence_lift(model, tokenizer, context: str, question: str) -> float:
     return mean_logprob(with_context) - mean_logprob(alone)
 
 
-def test_lift_is_the_question_log_probability_gain(tiny_gemma_path):
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])  # AVX2 CPUs compute float32; AVX512-BF16/AMX bf16
+def test_lift_is_the_question_log_probability_gain(tiny_gemma_path, compute):
     """The LM head runs on the question's positions only (logits_to_keep): the value must equal the one from
-    the whole sequence's logits, with the prompt template's own text before the question."""
+    the whole sequence's logits, with the prompt template's own text before the question, in either compute
+    dtype (bf16: autocast over the float32 weights, evaluate's numerics)."""
     model, tokenizer = load_model(tiny_gemma_path, dtype="float32").eval(), load_tokenizer(tiny_gemma_path)
     question = "How do I let an option be given several times?"
-    found = context_lift(model, tokenizer, CHUNKS[0]["text"], question)
-    assert found == pytest.approx(_full_sequence_lift(model, tokenizer, CHUNKS[0]["text"], question), abs=1e-4)
-    other = context_lift(model, tokenizer, CHUNKS[1]["text"], question)
+    found = context_lift(model, tokenizer, CHUNKS[0]["text"], question, compute)
+    expected = _full_sequence_lift(model, tokenizer, CHUNKS[0]["text"], question, compute)
+    assert found == pytest.approx(expected, abs=1e-4 if compute == "float32" else 2e-2)
+    other = context_lift(model, tokenizer, CHUNKS[1]["text"], question, compute)
     assert other != pytest.approx(found, abs=1e-6)  # the context is really read
     with pytest.raises(ValueError, match="empty"):
         context_lift(model, tokenizer, CHUNKS[0]["text"], "   ")

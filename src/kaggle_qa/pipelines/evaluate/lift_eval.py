@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def lift_questions(test_set: list[dict], off_topic_questions: list, user_questions: list[dict] | None,
-                      user_params: dict | None) -> list[str]:
+                   user_params: dict | None) -> list[str]:
     """Every question whose lift the evaluation reads, once each, in a fixed order."""
     in_domain, _ = in_domain_questions(test_set, user_questions, user_params)
     off_topic = [row["question"] for row in off_topic_rows(off_topic_questions)]
@@ -34,8 +34,8 @@ def lift_questions(test_set: list[dict], off_topic_questions: list, user_questio
 
 
 def score_question_lift(base_model: str, adapter: str, settings: dict, retrieval_index: dict, test_set: list[dict],
-                           off_topic_questions: list, user_questions: list[dict] | None, retrieval: dict,
-                           user_params: dict, calibration: dict) -> dict:
+                        off_topic_questions: list, user_questions: list[dict] | None, retrieval: dict,
+                        user_params: dict, calibration: dict) -> dict:
     """``question_lift``: {"model", "adapter", "compute_dtype", "budget", "scores": {question: lift}}."""
     if not (calibration or {}).get("lift", True):
         logger.info("Lift scoring off (refusal_calibration.lift: false): relevance alone decides refusals")

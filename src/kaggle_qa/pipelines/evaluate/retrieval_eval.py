@@ -156,13 +156,15 @@ def calibrate_with_lift(in_domain: np.ndarray, in_lift: np.ndarray, off_topic: d
     rel_candidates = (relevance[:-1] + relevance[1:]) / 2 if len(relevance) > 1 else relevance
     observed = np.unique(np.concatenate([in_lift, *(s for _, s in kinds.values())]))
     lift_candidates = [None, *((observed[:-1] + observed[1:]) / 2)]
+    # relevance candidates x questions, computed once; each lift candidate only masks them
+    in_above = in_domain[None, :] >= rel_candidates[:, None]
+    off_above = {kind: v[None, :] >= rel_candidates[:, None] for kind, (v, _) in kinds.items()}
     best_key, tied = None, []
     for j, lift_threshold in enumerate(lift_candidates):
-        def answered(scores, lift):
-            above = scores[None, :] >= rel_candidates[:, None]
+        def answered(above, lift):
             return above if lift_threshold is None else above & (lift >= lift_threshold)[None, :]
-        in_rate = answered(in_domain, in_lift).mean(axis=1)
-        refused = {kind: 1.0 - answered(v, s).mean(axis=1) for kind, (v, s) in kinds.items()}
+        in_rate = answered(in_above, in_lift).mean(axis=1)
+        refused = {kind: 1.0 - answered(off_above[kind], s).mean(axis=1) for kind, (_, s) in kinds.items()}
         score = (in_rate + sum(refused.values())) / (1 + len(refused))
         for i in np.flatnonzero(in_rate >= min_answered):
             key = (round(float(score[i]), 12), round(float(in_rate[i]), 12))
@@ -186,6 +188,19 @@ def calibrate_with_lift(in_domain: np.ndarray, in_lift: np.ndarray, off_topic: d
             "tied_pairs": len(tied)}
 
 
+def calibration_part(in_domain: list[tuple[str, float]], off_topic: list[tuple[str, str, float]], fraction: float,
+                     calibration: bool, lift: dict[str, float] | None = None) -> tuple:
+    """One part's scores (:func:`calibration_side`: the calibration part, or the reported one): in-domain
+    relevances, off-topic relevances per kind, and the same two for lift (None without `lift`)."""
+    inside = [(q, score) for q, score in in_domain if calibration_side(q, fraction) == calibration]
+    outside = {kind: [(q, score) for q, k, score in off_topic if k == kind and calibration_side(q, fraction) == calibration]
+               for kind in OFF_TOPIC_KINDS}
+    return (np.array([score for _, score in inside]),
+            {kind: np.array([score for _, score in rows]) for kind, rows in outside.items()},
+            None if lift is None else np.array([lift[q] for q, _ in inside]),
+            None if lift is None else {kind: np.array([lift[q] for q, _ in rows]) for kind, rows in outside.items()})
+
+
 def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[str, str, float]],
                       fraction: float, min_answered: float = 0.0, lift: dict[str, float] | None = None) -> dict:
     """Choose the threshold on the calibration part, report it on the disjoint reported part.
@@ -200,19 +215,7 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
         if missing:
             raise ValueError(f"question_lift has no lift for {len(missing)} calibration question(s), e.g. "
                              f"{missing[0]!r}: it was scored on other questions; rerun the evaluate pipeline")
-    parts = {}
-    for part, wanted in (("calibration", True), ("reported", False)):
-        inside = [(question, score) for question, score in in_domain if calibration_side(question, fraction) == wanted]
-        outside = {kind: [(question, score) for question, k, score in off_topic
-                          if k == kind and calibration_side(question, fraction) == wanted]
-                   for kind in OFF_TOPIC_KINDS}
-        parts[part] = (
-            np.array([score for _, score in inside]),
-            {kind: np.array([score for _, score in rows]) for kind, rows in outside.items()},
-            None if lift is None else np.array([lift[q] for q, _ in inside]),
-            None if lift is None else {kind: np.array([lift[q] for q, _ in rows]) for kind, rows in outside.items()},
-        )
-    inside, outside, in_lift, off_lift = parts["calibration"]
+    inside, outside, in_lift, off_lift = calibration_part(in_domain, off_topic, fraction, True, lift)
     pooled = np.concatenate(list(outside.values()))
     if not len(inside) or not len(pooled):
         raise ValueError(
@@ -225,7 +228,7 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
     else:
         chosen = calibrate_with_lift(inside, in_lift, outside, off_lift, min_answered)
     threshold, lift_threshold = chosen["threshold"], chosen["lift_threshold"]
-    reported_in, reported_out, reported_in_lift, reported_off_lift = parts["reported"]
+    reported = calibration_part(in_domain, off_topic, fraction, False, lift)
     return {
         "threshold": threshold,
         "lift_threshold": lift_threshold,
@@ -234,8 +237,7 @@ def calibrate_refusal(in_domain: list[tuple[str, float]], off_topic: list[tuple[
         "min_in_domain_answered": min_answered,
         "calibration": {**_rates(threshold, inside, outside, lift_threshold, in_lift, off_lift),
                         "balanced_accuracy": chosen["balanced_accuracy"]},
-        "reported": _rates(threshold, reported_in, reported_out, lift_threshold, reported_in_lift,
-                           reported_off_lift),
+        "reported": _rates(threshold, reported[0], reported[1], lift_threshold, *reported[2:]),
         "calibration_questions": sorted(
             [q for q, _ in in_domain if calibration_side(q, fraction)]
             + [q for q, _, _ in off_topic if calibration_side(q, fraction)]),
@@ -333,9 +335,9 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
 
     in_scores = effective(in_domain_questions)
     off_scores = effective([row["question"] for row in off_topic])
-    chosen = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
-                               [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
-                               fraction, min_answered, lift)
+    scored_in = list(zip(in_domain_questions, in_scores))
+    scored_off = [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)]
+    chosen = calibrate_refusal(scored_in, scored_off, fraction, min_answered, lift)
     by_kind = {kind: np.array([s for row, s in zip(off_topic, off_scores) if row["kind"] == kind])
                for kind in OFF_TOPIC_KINDS}
     configured = retrieval.get("relevance_threshold")
@@ -354,9 +356,7 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
     }
     if lift is not None:
         # the rule without lift, calibrated and reported on the same parts: what the lift adds
-        alone = calibrate_refusal(list(zip(in_domain_questions, in_scores)),
-                                  [(row["question"], row["kind"], score) for row, score in zip(off_topic, off_scores)],
-                                  fraction, min_answered)
+        alone = calibrate_refusal(scored_in, scored_off, fraction, min_answered)
         relevance["without_lift"] = {"threshold": alone["threshold"], "calibration": alone["calibration"],
                                      "reported": alone["reported"]}
         relevance["lift_quantiles"] = {
@@ -365,17 +365,9 @@ def _relevance_section(retriever: Retriever, in_domain_questions: list[str], off
                                                          if row["kind"] == kind])) for kind in OFF_TOPIC_KINDS}}
     configured_lift = retrieval.get("lift_threshold")
     if configured is not None or configured_lift is not None:
-        reported_in = [(q, s) for q, s in zip(in_domain_questions, in_scores) if not calibration_side(q, fraction)]
-        reported_out = {kind: [(row["question"], s) for row, s in zip(off_topic, off_scores)
-                               if row["kind"] == kind and not calibration_side(row["question"], fraction)]
-                        for kind in OFF_TOPIC_KINDS}
-        in_lift = off_lift = None
-        if lift is not None:
-            in_lift = np.array([lift[q] for q, _ in reported_in])
-            off_lift = {kind: np.array([lift[q] for q, _ in rows]) for kind, rows in reported_out.items()}
+        inside, outside, in_lift, off_lift = calibration_part(scored_in, scored_off, fraction, False, lift)
         relevance["configured_reported"] = _rates(
-            float(configured if configured is not None else chosen["threshold"]),
-            np.array([s for _, s in reported_in]), {kind: np.array([s for _, s in rows]) for kind, rows in reported_out.items()},
+            float(configured if configured is not None else chosen["threshold"]), inside, outside,
             configured_lift if configured_lift is not None else chosen["lift_threshold"], in_lift, off_lift)
         relevance["configured_lift_threshold"] = configured_lift
     logger.info("Refusal threshold %.3f (lift threshold %s) chosen on %d calibration questions; reported part: %s",
